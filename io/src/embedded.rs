@@ -1,0 +1,351 @@
+//! An in-process RocketMQ name server and broker.
+//!
+//! [`EmbeddedRocketMQ`] runs the `rocketmq-namesrv` and `rocketmq-broker`
+//! crates inside the calling process, on a tokio runtime of their own, bound
+//! to `127.0.0.1` on free ports, with their store in a temporary directory
+//! that is deleted when the broker stops.
+//!
+//! Several instances can run side by side in one process (each on its own
+//! ports, store and runtime): tests run in parallel against brokers of their
+//! own. The broker's process-wide remoting defaults are initialised once,
+//! with the same value, by the first instance.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use cheetah_string::CheetahString;
+use rocketmq_broker::config::broker_config::BrokerConfig;
+use rocketmq_broker::config::validated::ValidatedBrokerConfig;
+use rocketmq_broker::{BrokerBootstrap, Running};
+use rocketmq_namesrv::bootstrap::Builder as NamesrvBuilder;
+use rocketmq_namesrv::NamesrvConfig;
+use rocketmq_observability::{TelemetryHandle, TelemetryRuntimeGuard};
+use rocketmq_runtime::{RuntimeConfig, RuntimeContext, RuntimeOwner};
+use rocketmq_store::MessageStoreConfig;
+use rocketmq_transport::api::ServerConfig;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Operation, Result};
+
+/// How long start-up may take before it is reported as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each half of the shutdown may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Settings of an [`EmbeddedRocketMQ`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Tokio worker threads for the name server and broker.
+    pub threads: usize,
+    /// Size of one commit-log file. The broker maps whole files; the default
+    /// (64 MiB) keeps a test broker small. RocketMQ's own default is 1 GiB.
+    pub commit_log_file_size: usize,
+    /// The most messages the broker returns for one pull request (also
+    /// sets the byte limit to 1 KiB per message). RocketMQ's own default is
+    /// 32 from memory and 8 from disk; 1024 lets a stream job pull whole
+    /// batches.
+    pub max_pull_messages: u64,
+    /// Name-server port; `None` picks a free one.
+    pub namesrv_port: Option<u16>,
+    /// Broker port; `None` picks a free one (the broker also listens on
+    /// this port minus 2, its "fast" port).
+    pub broker_port: Option<u16>,
+    /// Where the store lives; `None` uses a temporary directory removed on stop.
+    pub store_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            commit_log_file_size: 64 * 1024 * 1024,
+            max_pull_messages: 1024,
+            namesrv_port: None,
+            broker_port: None,
+            store_dir: None,
+        }
+    }
+}
+
+/// A RocketMQ name server and one master broker running inside this process.
+///
+/// ```no_run
+/// use rocketmq_streams_io::EmbeddedRocketMQ;
+/// let mq = EmbeddedRocketMQ::start().expect("broker");
+/// println!("name server at {}", mq.namesrv_addr());
+/// // ... use it; it stops when dropped.
+/// ```
+pub struct EmbeddedRocketMQ {
+    owner: Option<RuntimeOwner>,
+    broker: Option<BrokerBootstrap<Running>>,
+    namesrv_stop: Option<oneshot::Sender<()>>,
+    namesrv_task: Option<tokio::task::JoinHandle<rocketmq_namesrv::NameServerResult<()>>>,
+    namesrv_addr: String,
+    broker_addr: String,
+    _store: Option<tempfile::TempDir>,
+}
+
+impl EmbeddedRocketMQ {
+    /// Starts a name server and a broker with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::EmbeddedBroker`] error if either fails to start
+    /// within 60 s.
+    pub fn start() -> Result<Self> {
+        Self::start_with(EmbeddedConfig::default())
+    }
+
+    /// Starts a name server and a broker with `config`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::EmbeddedBroker`] error if either fails to start
+    /// within 60 s, or the store directory cannot be created.
+    pub fn start_with(config: EmbeddedConfig) -> Result<Self> {
+        init_remoting_defaults();
+        let (store, store_path) = match &config.store_dir {
+            Some(p) => {
+                std::fs::create_dir_all(p).map_err(|e| fail(format!("create store dir {}: {e}", p.display())))?;
+                (None, p.clone())
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("rocketmq-streams-broker-")
+                    .tempdir()
+                    .map_err(|e| fail(format!("create temporary store dir: {e}")))?;
+                let path = dir.path().to_path_buf();
+                (Some(dir), path)
+            }
+        };
+        let runtime_config = RuntimeConfig {
+            worker_threads: config.threads.max(1),
+            thread_name: "rmq-embedded".to_string(),
+            ..RuntimeConfig::for_parallelism("rmq-embedded", config.threads.max(1))
+        };
+        let owner = RuntimeOwner::plan(runtime_config)
+            .map_err(|e| fail(format!("runtime plan: {e}")))?
+            .build()
+            .map_err(|e| fail(format!("runtime: {e}")))?;
+
+        let namesrv_port = match config.namesrv_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
+        let broker_port = match config.broker_port {
+            Some(p) => p,
+            None => free_listener_pair()?,
+        };
+        let broker_addr = format!("127.0.0.1:{broker_port}");
+
+        let mut mq = EmbeddedRocketMQ {
+            owner: None,
+            broker: None,
+            namesrv_stop: None,
+            namesrv_task: None,
+            namesrv_addr: namesrv_addr.clone(),
+            broker_addr: broker_addr.clone(),
+            _store: store,
+        };
+
+        // Name server.
+        let ns_dir = store_path.join("namesrv");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = owner.block_on(async {
+            let namesrv_config = NamesrvConfig {
+                rocketmq_home: ns_dir.display().to_string(),
+                kv_config_path: ns_dir.join("kvConfig.json").display().to_string(),
+                config_store_path: ns_dir.join("namesrv.properties").display().to_string(),
+                ..NamesrvConfig::default()
+            };
+            let server_config = ServerConfig {
+                listen_port: u32::from(namesrv_port),
+                bind_address: "127.0.0.1".to_string(),
+                ..ServerConfig::default()
+            };
+            let context = RuntimeContext::from_current(format!("embedded-namesrv-{namesrv_port}"));
+            let bootstrap = NamesrvBuilder::new(context.service_context("namesrv"), TelemetryHandle::noop())
+                .set_name_server_config(namesrv_config)
+                .set_server_config(server_config)
+                .build();
+            tokio::spawn(async move {
+                bootstrap
+                    .boot_with_shutdown(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+            })
+        });
+        mq.namesrv_stop = Some(stop_tx);
+        mq.namesrv_task = Some(task);
+        mq.owner = Some(owner);
+        wait_for_port(namesrv_port, START_TIMEOUT).map_err(|e| fail(format!("name server on {namesrv_addr}: {e}")))?;
+
+        // Broker.
+        let broker_root = store_path.join("broker");
+        let owner = mq.owner.as_ref().ok_or_else(|| fail("runtime vanished"))?;
+        let started = owner.block_on(async {
+            let root: CheetahString = CheetahString::from_string(broker_root.display().to_string());
+            let mut broker_config = BrokerConfig {
+                broker_ip1: CheetahString::from_static_str("127.0.0.1"),
+                listen_port: u32::from(broker_port),
+                store_path_root_dir: root.clone(),
+                namesrv_addr: Some(CheetahString::from_string(namesrv_addr.clone())),
+                ..BrokerConfig::default()
+            };
+            broker_config.broker_identity.broker_name =
+                CheetahString::from_string(format!("embedded-broker-{broker_port}"));
+            broker_config.broker_server_config.bind_address = "127.0.0.1".to_owned();
+            broker_config.broker_server_config.listen_port = u32::from(broker_port);
+            let store_config = MessageStoreConfig {
+                store_path_root_dir: root,
+                mapped_file_size_commit_log: config.commit_log_file_size,
+                // One pull may return up to a full client batch (RocketMQ's
+                // defaults are 32 messages / 256 KiB from memory, 8 / 64 KiB
+                // from disk, which caps a stream job's batches).
+                max_transfer_count_on_message_in_memory: config.max_pull_messages,
+                max_transfer_bytes_on_message_in_memory: config.max_pull_messages * 1024,
+                max_transfer_count_on_message_in_disk: config.max_pull_messages,
+                max_transfer_bytes_on_message_in_disk: config.max_pull_messages * 1024,
+                ..MessageStoreConfig::default()
+            };
+            let validated = ValidatedBrokerConfig::try_from_parts(broker_config, store_config)
+                .map_err(|e| fail(format!("broker configuration: {e}")))?;
+            let context = RuntimeContext::from_current(format!("embedded-broker-{broker_port}"));
+            let initialized =
+                rocketmq_broker::Builder::new(context.service_context("broker"), TelemetryRuntimeGuard::noop())
+                    .with_validated_config(validated)
+                    .build()
+                    .initialize()
+                    .await
+                    .map_err(|e| fail(format!("broker initialisation: {e}")))?;
+            tokio::time::timeout(START_TIMEOUT, initialized.start())
+                .await
+                .map_err(|_| fail(format!("broker did not start within {START_TIMEOUT:?}")))?
+                .map_err(|e| fail(format!("broker start: {e}")))
+        })?;
+        mq.broker = Some(started);
+        tracing::info!(namesrv = %mq.namesrv_addr, broker = %mq.broker_addr, "embedded RocketMQ started");
+        Ok(mq)
+    }
+
+    /// The name-server address (`127.0.0.1:port`) clients connect to.
+    pub fn namesrv_addr(&self) -> &str {
+        &self.namesrv_addr
+    }
+
+    /// The broker's address (`127.0.0.1:port`).
+    pub fn broker_addr(&self) -> &str {
+        &self.broker_addr
+    }
+
+    /// Stops the broker, then the name server, then their runtime, and
+    /// removes a temporary store. Dropping the value does the same.
+    pub fn stop(mut self) {
+        self.stop_in_place();
+    }
+
+    fn stop_in_place(&mut self) {
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
+        let broker = self.broker.take();
+        let namesrv_stop = self.namesrv_stop.take();
+        let namesrv_task = self.namesrv_task.take();
+        let addr = self.namesrv_addr.clone();
+        // `block_on` panics on a thread that already runs a tokio runtime, and
+        // `Drop` may run on one: do the shutdown on a thread of its own.
+        let stopper = std::thread::Builder::new()
+            .name("rmq-embedded-stop".into())
+            .spawn(move || {
+                owner.block_on(async move {
+                    if let Some(broker) = broker {
+                        if tokio::time::timeout(STOP_TIMEOUT, broker.shutdown()).await.is_err() {
+                            tracing::warn!("embedded broker did not stop within {STOP_TIMEOUT:?}");
+                        }
+                    }
+                    if let Some(tx) = namesrv_stop {
+                        let _ = tx.send(());
+                    }
+                    if let Some(task) = namesrv_task {
+                        match tokio::time::timeout(STOP_TIMEOUT, task).await {
+                            Ok(Ok(Ok(()))) => {}
+                            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "embedded name server stopped with an error"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "embedded name server task failed"),
+                            Err(_) => tracing::warn!("embedded name server did not stop within {STOP_TIMEOUT:?}"),
+                        }
+                    }
+                });
+                if let Err(e) = owner.shutdown_runtime_blocking_with_timeout(STOP_TIMEOUT) {
+                    tracing::warn!(error = %e, "embedded RocketMQ runtime did not shut down cleanly");
+                }
+            });
+        match stopper {
+            Ok(handle) => {
+                let _ = handle.join();
+            }
+            Err(e) => tracing::warn!(error = %e, namesrv = %addr, "cannot spawn the embedded broker's stop thread"),
+        }
+    }
+}
+
+impl Drop for EmbeddedRocketMQ {
+    fn drop(&mut self) {
+        self.stop_in_place();
+    }
+}
+
+fn fail(message: impl Into<String>) -> Error {
+    Error::permanent(Operation::EmbeddedBroker, message)
+}
+
+fn init_remoting_defaults() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let version = rocketmq_model::version::CURRENT_VERSION as i32;
+        if let Err(e) = rocketmq_protocol::protocol::remoting_command_facade::initialize_remoting_defaults(version) {
+            // Already initialised by the application with its own value.
+            tracing::debug!(error = %e, "remoting defaults were already initialised");
+        }
+    });
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| fail(format!("no free port: {e}")))
+}
+
+/// A free port `p` such that `p - 2` is free too: the broker listens on both.
+fn free_listener_pair() -> Result<u16> {
+    for _ in 0..100 {
+        let normal = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
+        let port = normal
+            .local_addr()
+            .map_err(|e| fail(format!("no free port: {e}")))?
+            .port();
+        let Some(fast) = port.checked_sub(2) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", fast)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(fail("no free pair of broker ports found"))
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> std::io::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

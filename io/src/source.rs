@@ -1,0 +1,374 @@
+//! The source: a lite-pull consumer in clustering mode with manual offset commits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam::channel::{Receiver, Sender};
+use rocketmq_client_rust::{DefaultLitePullConsumer, MessageQueueListener};
+use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_queue::MessageQueue;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Operation, Result};
+use crate::ids::{Offset, QueueId};
+use crate::runtime::IoRuntime;
+
+/// Where a consumer group that has no committed offset for a queue starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumeFrom {
+    /// From the first message still stored (the default for stream jobs: a new
+    /// job processes the whole topic).
+    #[default]
+    First,
+    /// From the end: only messages produced after the group first starts.
+    Last,
+}
+
+/// Settings of a [`Source`].
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The consumer group; every instance of a job uses the same one.
+    pub group: String,
+    /// The topics to consume.
+    pub topics: Vec<String>,
+    /// Where a queue without a committed offset starts.
+    pub consume_from: ConsumeFrom,
+    /// How many messages one pull request fetches from one queue.
+    pub pull_batch_size: u32,
+    /// How long one [`Source::poll`] waits for messages before returning empty.
+    pub poll_timeout: Duration,
+    /// The most records one [`Source::poll`] returns. A poll waits for the
+    /// first pulled batch, then takes whatever else is already pulled, up to
+    /// this many records.
+    pub max_poll_records: usize,
+    /// How long the broker holds a pull request open while a queue has no
+    /// new messages (long polling). New messages end the wait at once, so
+    /// this does not add latency; it bounds how long shutting the source
+    /// down waits for in-flight pulls, at the cost of one idle pull request
+    /// per queue per period. RocketMQ's default is 20 s.
+    pub long_poll: Duration,
+}
+
+impl SourceConfig {
+    /// A configuration with the defaults: consume from the first offset, pull
+    /// 256 messages at a time, wait at most 100 ms per poll, return at most
+    /// 1024 records per poll.
+    pub fn new(group: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            group: group.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            consume_from: ConsumeFrom::First,
+            pull_batch_size: 256,
+            poll_timeout: Duration::from_millis(100),
+            max_poll_records: 1024,
+            long_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One consumed message: its position and its body.
+///
+/// `body` is the client's own buffer (a reference-counted `Bytes` slice of the
+/// pull response): no copy is made between the network and user code.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The message's offset in its queue.
+    pub offset: Offset,
+    /// The message body.
+    pub body: Bytes,
+    /// When the producer created the message (ms since the epoch).
+    pub born_timestamp: i64,
+    /// When the broker stored the message (ms since the epoch).
+    pub store_timestamp: i64,
+}
+
+/// The records one poll returned for one queue, in offset order.
+#[derive(Debug, Clone)]
+pub struct QueueBatch {
+    /// The queue the records came from.
+    pub queue: QueueId,
+    /// The records, in increasing offset order.
+    pub records: Vec<Record>,
+}
+
+impl QueueBatch {
+    /// The offset to commit once every record of this batch is processed.
+    pub fn next_offset(&self) -> Option<Offset> {
+        self.records.last().map(|r| r.offset.next())
+    }
+}
+
+/// A change of the queues the consumer group's rebalance gave this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    /// The queue now belongs to this instance.
+    Assigned(QueueId),
+    /// The queue was taken away; records of it still in flight must not be
+    /// committed.
+    Revoked(QueueId),
+}
+
+/// A RocketMQ source: polls batches, reports assignment changes, commits
+/// offsets of all assigned queues together.
+///
+/// Offsets are committed only by [`Source::commit`]; nothing is committed
+/// automatically.
+pub struct Source {
+    io: Arc<IoRuntime>,
+    consumer: Arc<DefaultLitePullConsumer>,
+    changes: Receiver<AssignmentChange>,
+    poll_timeout_ms: u64,
+    max_poll_records: usize,
+    long_poll: Duration,
+    /// The last offset committed (or known committed) per assigned queue.
+    positions: HashMap<QueueId, Offset>,
+}
+
+struct AssignmentListener {
+    tx: Sender<AssignmentChange>,
+    current: Mutex<HashSet<MessageQueue>>,
+}
+
+impl MessageQueueListener for AssignmentListener {
+    fn message_queue_changed(
+        &self,
+        _topic: &str,
+        _mq_all: &HashSet<MessageQueue>,
+        mq_assigned: &HashSet<MessageQueue>,
+    ) {
+        // Rebalance path, not the record path: a lock here is harmless.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        for mq in current.difference(mq_assigned) {
+            let _ = self.tx.send(AssignmentChange::Revoked(QueueId::from_mq(mq)));
+        }
+        for mq in mq_assigned.difference(&current) {
+            let _ = self.tx.send(AssignmentChange::Assigned(QueueId::from_mq(mq)));
+        }
+        *current = mq_assigned.clone();
+    }
+}
+
+impl Source {
+    /// Creates the consumer, subscribes to the topics and starts it.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Source`] error if the consumer cannot be built,
+    /// subscribed or started (for example, no name server at the address).
+    pub async fn start(io: Arc<IoRuntime>, client: &ClientConfig, config: SourceConfig) -> Result<Source> {
+        if config.topics.is_empty() {
+            return Err(Error::permanent(Operation::Source, "a source needs at least one topic"));
+        }
+        let consume_from = match config.consume_from {
+            ConsumeFrom::First => ConsumeFromWhere::ConsumeFromFirstOffset,
+            ConsumeFrom::Last => ConsumeFromWhere::ConsumeFromLastOffset,
+        };
+        let consumer = DefaultLitePullConsumer::builder(io.client_runtime())
+            .consumer_group(config.group.clone())
+            .name_server_addr(client.namesrv_addr.clone())
+            .consume_from_where(consume_from)
+            .pull_batch_size(i32::try_from(config.pull_batch_size).unwrap_or(i32::MAX))
+            .poll_timeout_millis(millis(config.poll_timeout))
+            .auto_commit(false)
+            .broker_suspend_max_time_millis(millis(config.long_poll))
+            .consumer_timeout_millis_when_suspend(millis(config.long_poll) + 5_000)
+            .build()
+            .map_err(|e| Error::client(Operation::Source, "cannot build the consumer", e))?;
+        let consumer = Arc::new(consumer);
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let c = consumer.clone();
+        let topics = config.topics.clone();
+        io.spawn(async move {
+            for topic in &topics {
+                let listener = AssignmentListener {
+                    tx: tx.clone(),
+                    current: Mutex::new(HashSet::new()),
+                };
+                c.subscribe_with_listener(topic, "*", listener)
+                    .await
+                    .map_err(|e| Error::client(Operation::Source, &format!("cannot subscribe to {topic}"), e))?;
+            }
+            c.start()
+                .await
+                .map_err(|e| Error::client(Operation::Source, "cannot start the consumer", e))
+        })
+        .await??;
+        Ok(Source {
+            io,
+            consumer,
+            changes: rx,
+            poll_timeout_ms: millis(config.poll_timeout),
+            max_poll_records: config.max_poll_records.max(1),
+            long_poll: config.long_poll,
+            positions: HashMap::new(),
+        })
+    }
+
+    /// The assignment changes since the last call, oldest first. Never blocks.
+    pub fn assignment_changes(&mut self) -> Vec<AssignmentChange> {
+        let changes: Vec<_> = self.changes.try_iter().collect();
+        for change in &changes {
+            if let AssignmentChange::Revoked(q) = change {
+                self.positions.remove(q);
+            }
+        }
+        changes
+    }
+
+    /// The queues currently assigned to this instance.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Source`] error if the consumer is not running.
+    pub async fn assignment(&self) -> Result<HashSet<QueueId>> {
+        let c = self.consumer.clone();
+        let set = self
+            .io
+            .spawn(async move { c.assignment().await })
+            .await?
+            .map_err(|e| Error::client(Operation::Source, "cannot read the assignment", e))?;
+        Ok(set.iter().map(QueueId::from_mq).collect())
+    }
+
+    /// Polls one batch: waits up to the poll timeout for messages of any
+    /// assigned queue, then takes what else is already pulled (up to
+    /// `max_poll_records`), and returns them grouped by queue. Empty when
+    /// nothing arrived in time.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Runtime`] error if the I/O runtime is gone.
+    pub async fn poll(&self) -> Result<Vec<QueueBatch>> {
+        let c = self.consumer.clone();
+        let timeout = self.poll_timeout_ms;
+        let max = self.max_poll_records;
+        self.io
+            .spawn(async move {
+                let mut messages = c.poll_with_timeout_zero_copy(timeout).await;
+                while !messages.is_empty() && messages.len() < max {
+                    // A zero timeout takes an already pulled batch or nothing.
+                    let more = c.poll_with_timeout_zero_copy(0).await;
+                    if more.is_empty() {
+                        break;
+                    }
+                    messages.extend(more);
+                }
+                group_by_queue(&messages)
+            })
+            .await
+    }
+
+    /// Commits `offsets` (the next offset to consume, per queue) together
+    /// with the last committed offset of every other assigned queue.
+    ///
+    /// The RocketMQ client forgets the offsets of queues left out of a
+    /// commit, so every commit carries all assigned queues. Offsets of queues
+    /// no longer assigned are dropped, never committed. The broker ignores an
+    /// offset lower than the one it stores: moving back goes through
+    /// [`crate::Admin::reset_offset`].
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Commit`] error if the assignment cannot be read.
+    pub async fn commit(&mut self, offsets: &HashMap<QueueId, Offset>) -> Result<()> {
+        let c = self.consumer.clone();
+        let mut table: HashMap<QueueId, Offset> = self.positions.clone();
+        for (q, o) in offsets {
+            let e = table.entry(q.clone()).or_insert(*o);
+            *e = (*e).max(*o);
+        }
+        let committed = self
+            .io
+            .spawn(async move {
+                let assigned = c
+                    .assignment()
+                    .await
+                    .map_err(|e| Error::client(Operation::Commit, "cannot read the assignment", e))?;
+                let mut map = HashMap::with_capacity(assigned.len());
+                let mut kept = HashMap::with_capacity(assigned.len());
+                for mq in assigned {
+                    let q = QueueId::from_mq(&mq);
+                    let offset = match table.get(&q) {
+                        Some(o) => *o,
+                        None => match c.committed(&mq).await {
+                            Ok(o) if o >= 0 => Offset(o),
+                            // Nothing committed and nothing consumed yet:
+                            // leave the queue to its consume-from rule.
+                            _ => continue,
+                        },
+                    };
+                    map.insert(mq, offset.0);
+                    kept.insert(q, offset);
+                }
+                c.commit_with_map(map, true).await;
+                Ok::<_, Error>(kept)
+            })
+            .await??;
+        self.positions = committed;
+        Ok(())
+    }
+
+    /// The offsets this source last committed, per assigned queue.
+    pub fn committed(&self) -> &HashMap<QueueId, Offset> {
+        &self.positions
+    }
+
+    /// Stops the consumer. Offsets not committed before are not committed.
+    ///
+    /// Pauses every queue first and lets in-flight pulls finish (at most one
+    /// long-poll period): the client's pull tasks otherwise race its shutdown
+    /// and log a spurious pull error per queue.
+    pub async fn shutdown(self) {
+        let c = self.consumer.clone();
+        let drain = self.long_poll + Duration::from_millis(100);
+        let _ = self
+            .io
+            .spawn(async move {
+                if let Ok(assigned) = c.assignment().await {
+                    c.pause(assigned.into_iter().collect()).await;
+                    tokio::time::sleep(drain).await;
+                }
+                c.shutdown().await
+            })
+            .await;
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn group_by_queue(messages: &[Arc<MessageExt>]) -> Vec<QueueBatch> {
+    let mut batches: Vec<QueueBatch> = Vec::new();
+    for m in messages {
+        let same = batches.iter_mut().find(|b| {
+            b.queue.queue() as i32 == m.queue_id()
+                && b.queue.broker() == m.broker_name()
+                && b.queue.topic() == m.topic().as_str()
+        });
+        let record = Record {
+            offset: Offset(m.queue_offset()),
+            body: m.body().unwrap_or_default(),
+            born_timestamp: m.born_timestamp(),
+            store_timestamp: m.store_timestamp(),
+        };
+        match same {
+            Some(b) => b.records.push(record),
+            None => batches.push(QueueBatch {
+                queue: QueueId::new(
+                    m.topic().as_str(),
+                    m.broker_name(),
+                    u32::try_from(m.queue_id()).unwrap_or_default(),
+                ),
+                records: vec![record],
+            }),
+        }
+    }
+    for b in &mut batches {
+        b.records.sort_by_key(|r| r.offset);
+    }
+    batches
+}
