@@ -11,16 +11,20 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rocketmq_streams_io::IoRuntime;
 
-fn bridge(c: &mut Criterion) {
+/// Round trips with the shard's executor either parking at once when idle
+/// (`spin = None`, glommio's default) or spinning that long before it parks.
+fn bridge_with(c: &mut Criterion, name: &str, spin: Option<Duration>) {
     let io = IoRuntime::new(1).expect("I/O runtime");
-    let mut group = c.benchmark_group("bridge_round_trip");
+    let mut group = c.benchmark_group(name);
     group.measurement_time(Duration::from_secs(5));
     for batch in [1usize, 64, 256, 1024] {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
-            let ex = glommio::LocalExecutorBuilder::default()
-                .make()
-                .expect("glommio executor");
+            let mut builder = glommio::LocalExecutorBuilder::default();
+            if let Some(spin) = spin {
+                builder = builder.spin_before_park(spin);
+            }
+            let ex = builder.make().expect("glommio executor");
             let bodies = rocketmq_streams_bench::bodies(batch, 100);
             b.iter_custom(|iters| {
                 let io = io.clone();
@@ -30,8 +34,7 @@ fn bridge(c: &mut Criterion) {
                     for _ in 0..iters {
                         bodies = io
                             .spawn(async move {
-                                let n = bodies.len();
-                                std::hint::black_box(n);
+                                std::hint::black_box(bodies.len());
                                 bodies
                             })
                             .await
@@ -43,6 +46,11 @@ fn bridge(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+fn bridge(c: &mut Criterion) {
+    bridge_with(c, "bridge_round_trip", None);
+    bridge_with(c, "bridge_round_trip_spin_100us", Some(Duration::from_micros(100)));
 }
 
 criterion_group!(benches, bridge);

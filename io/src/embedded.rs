@@ -6,9 +6,12 @@
 //! that is deleted when the broker stops.
 //!
 //! Several instances can run side by side in one process (each on its own
-//! ports, store and runtime): tests run in parallel against brokers of their
-//! own. The broker's process-wide remoting defaults are initialised once,
-//! with the same value, by the first instance.
+//! ports — name server, broker, the broker's "fast" port (broker − 2) and
+//! its HA port — its own store and its own runtime): tests run in parallel
+//! against brokers of their own (`tests/io_embedded.rs` checks it). The
+//! broker's process-wide remoting defaults are initialised once, with the
+//! same value, by the first instance. RocketMQ's fixed default HA port
+//! (10912) is replaced by a free one, or a second broker would fail to start.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Once;
@@ -129,16 +132,19 @@ impl EmbeddedRocketMQ {
             .build()
             .map_err(|e| fail(format!("runtime: {e}")))?;
 
+        let mut ports = PortReservation::default();
         let namesrv_port = match config.namesrv_port {
             Some(p) => p,
-            None => free_port()?,
+            None => ports.any()?,
         };
         let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
         let broker_port = match config.broker_port {
             Some(p) => p,
-            None => free_listener_pair()?,
+            None => ports.broker_pair()?,
         };
         let broker_addr = format!("127.0.0.1:{broker_port}");
+        let ha_port = ports.any()?;
+        drop(ports);
 
         let mut mq = EmbeddedRocketMQ {
             owner: None,
@@ -197,11 +203,17 @@ impl EmbeddedRocketMQ {
             };
             broker_config.broker_identity.broker_name =
                 CheetahString::from_string(format!("embedded-broker-{broker_port}"));
+            // Keep the broker's ACL files with its store, not in $HOME/config.
+            broker_config.auth_config_path =
+                CheetahString::from_string(broker_root.join("config").join("auth").display().to_string());
             broker_config.broker_server_config.bind_address = "127.0.0.1".to_owned();
             broker_config.broker_server_config.listen_port = u32::from(broker_port);
             let store_config = MessageStoreConfig {
                 store_path_root_dir: root,
                 mapped_file_size_commit_log: config.commit_log_file_size,
+                // RocketMQ's fixed default (10912) would make a second broker
+                // in the same process or machine fail to start.
+                ha_listen_port: usize::from(ha_port),
                 // One pull may return up to a full client batch (RocketMQ's
                 // defaults are 32 messages / 256 KiB from memory, 8 / 64 KiB
                 // from disk, which caps a stream job's batches).
@@ -312,30 +324,37 @@ fn init_remoting_defaults() {
     });
 }
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| fail(format!("no free port: {e}")))
-}
+/// Free loopback ports, chosen while the earlier choices are still held so
+/// that no two coincide. The ports are released when the value is dropped,
+/// just before the servers bind them.
+#[derive(Default)]
+struct PortReservation(Vec<TcpListener>);
 
-/// A free port `p` such that `p - 2` is free too: the broker listens on both.
-fn free_listener_pair() -> Result<u16> {
-    for _ in 0..100 {
-        let normal = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
-        let port = normal
-            .local_addr()
-            .map_err(|e| fail(format!("no free port: {e}")))?
-            .port();
-        let Some(fast) = port.checked_sub(2) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", fast)).is_ok() {
-            return Ok(port);
-        }
+impl PortReservation {
+    fn bind(&mut self, port: u16) -> Option<u16> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
+        let port = listener.local_addr().ok()?.port();
+        self.0.push(listener);
+        Some(port)
     }
-    Err(fail("no free pair of broker ports found"))
+
+    /// Any free port.
+    fn any(&mut self) -> Result<u16> {
+        self.bind(0).ok_or_else(|| fail("no free loopback port"))
+    }
+
+    /// A free port `p` such that `p - 2` is free too: the broker listens on both.
+    fn broker_pair(&mut self) -> Result<u16> {
+        for _ in 0..100 {
+            let Some(port) = self.bind(0) else { continue };
+            if let Some(fast) = port.checked_sub(2) {
+                if self.bind(fast).is_some() {
+                    return Ok(port);
+                }
+            }
+        }
+        Err(fail("no free pair of broker ports found"))
+    }
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> std::io::Result<()> {
