@@ -8,8 +8,9 @@ set -euo pipefail
 have_libclang() {
     [ -n "${LIBCLANG_PATH:-}" ] && return 0
     ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' && return 0
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null 2>&1 && return 0
-    compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null 2>&1 && return 0
+    # Not libclang-cpp*, which some images carry without the C API library.
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null 2>&1 && return 0
+    compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null 2>&1 && return 0
     return 1
 }
 

@@ -7,22 +7,67 @@
 //! ```text
 //!  RocketMQ topic ──► shard (one pinned core, glommio) ──► operators ──► sink topic
 //!     queue 0..n        owns a subset of the queues          map, filter,   (acked before
-//!                       and their state                      key_by, count  offsets commit)
+//!                       and their state                      flat_map, ...  offsets commit)
 //! ```
 //!
-//! # What is here today
+//! # Writing a job
 //!
-//! The RocketMQ I/O layer ([`io`]: source, sink, admin, the tokio↔shard
-//! bridge and the embedded broker). The `StreamBuilder` DSL, the shard
-//! runtime, the keyed shuffle and state stores are built on it next; the
-//! [`prelude`] will carry the DSL types as they land.
+//! A [`StreamBuilder`] declares sources; each returns an [`RStream`] whose
+//! operators (`map`, `filter`, `flat_map`, `select_timestamp`, `foreach`,
+//! `print`, `sink`) chain into a graph; [`StreamBuilder::build`] validates
+//! it into a [`Topology`] (`describe()` draws it).
+//!
+//! Inside, every operator is one small [`Processor`] over [`Record`]s, one
+//! a file (`operators/`); a topology is instantiated as one chain of
+//! processors per owned queue, and a record moves through it by direct
+//! calls — no queues, locks or per-record allocations of the engine's own.
+//!
+//! # Testing a job
+//!
+//! [`TopologyTestDriver`] runs a topology in-process without a broker,
+//! deterministically: pipe input records, read sink outputs.
+//!
+//! # Failed records
+//!
+//! A record that cannot be deserialized, on which a user closure panics, or
+//! whose result cannot be serialized goes through the [`ErrorPolicy`]:
+//! skipped and counted, dead-lettered to `<job_id>-dlq`, or the job stops.
+//! It never leaves partial output behind.
+//!
+//! # Running a job
+//!
+//! [`StreamRuntime::start`] runs a topology on RocketMQ: the consumer
+//! group's rebalance assigns queues, each owned by exactly one pinned
+//! glommio shard; outputs are acknowledged before offsets commit
+//! (at-least-once). The [`runtime`] module draws the data path.
 #![warn(missing_docs)]
 
+mod driver;
+mod dsl;
+mod error;
+pub mod operators;
+mod policy;
+mod processor;
+pub mod runtime;
+pub mod serde;
+mod topology;
+
+pub use driver::{DriverMetrics, TopologyTestDriver};
+pub use dsl::{RStream, StreamBuilder};
+pub use error::{Result, SerdeError, StreamsError};
+pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
+pub use processor::{BoxProcessor, Context, Output, Processor, Record};
 pub use rocketmq_streams_io as io;
+pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, StreamRuntime};
+pub use topology::Topology;
 
 /// The types most programs need: `use rocketmq_streams::prelude::*`.
 pub mod prelude {
+    pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
+    pub use crate::{
+        ErrorPolicy, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError, Topology, TopologyTestDriver,
+    };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;
-    pub use rocketmq_streams_io::{Admin, ClientConfig, IoRuntime, Offset, QueueId, Sink, Source, SourceConfig};
+    pub use rocketmq_streams_io::{Admin, ClientConfig, IoRuntime, Offset, QueueId};
 }

@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let ex = glommio::LocalExecutorBuilder::default().name("pipe-shard").make()?;
     let result: Result<(), Box<dyn std::error::Error>> = ex.run(async {
+        rocketmq_streams_io::keep_awake();
         let admin = Admin::start(io.clone(), &client).await?;
         admin.create_topic(&input, 8).await?;
         admin.create_topic(&output, 8).await?;

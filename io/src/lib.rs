@@ -10,6 +10,8 @@
 //! whole batch operation ([`IoRuntime::spawn`]) and awaits the [`IoTask`]
 //! that comes back. The hop costs one task spawn and one cross-thread wake-up
 //! per *batch*, never per record, and the shard holds no lock while it waits.
+//! A glommio executor that awaits `IoTask`s calls [`keep_awake`] once, so
+//! that it never sleeps through a wake-up coming from the I/O runtime.
 //!
 //! ```text
 //!   RocketMQ broker                      I/O runtime (tokio)               shard (glommio, pinned)
@@ -78,7 +80,7 @@ pub use config::{ClientConfig, NAMESRV_ENV};
 pub use embedded::{EmbeddedConfig, EmbeddedRocketMQ};
 pub use error::{Error, Operation, Result, Retry};
 pub use ids::{Offset, QueueId};
-pub use runtime::{IoRuntime, IoTask, DEFAULT_IO_THREADS};
+pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, KEEP_AWAKE_PERIOD};
 pub use sink::{OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES};
 pub use source::{AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig};
 

@@ -112,6 +112,32 @@ impl IoRuntime {
     }
 }
 
+/// How often [`keep_awake`] wakes a glommio executor.
+pub const KEEP_AWAKE_PERIOD: Duration = Duration::from_millis(10);
+
+/// Keeps the calling glommio executor from sleeping longer than
+/// [`KEEP_AWAKE_PERIOD`], for as long as the executor runs.
+///
+/// glommio notices a wake-up that comes from another thread (here: the I/O
+/// runtime finishing an [`IoTask`]) on its next trip through its reactor; an
+/// executor with nothing else to do can sleep through it (seen here as a
+/// shard that never resumed; glommio's own foreign-wake benchmark reports
+/// ~100 ms delays, DataDog/glommio#434). A periodic timer bounds that stall.
+/// Call it once at the start of every glommio executor that awaits
+/// `IoTask`s.
+///
+/// # Panics
+///
+/// Panics if called outside a glommio executor.
+pub fn keep_awake() {
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(KEEP_AWAKE_PERIOD).await;
+        }
+    })
+    .detach();
+}
+
 impl Drop for IoRuntime {
     fn drop(&mut self) {
         let client_runtime = self.client_runtime.clone();
@@ -139,6 +165,13 @@ impl Drop for IoRuntime {
 #[must_use = "an IoTask does nothing useful unless awaited"]
 pub struct IoTask<T>(tokio::task::JoinHandle<T>);
 
+impl<T> IoTask<T> {
+    /// Whether the operation has finished (awaiting it will not wait).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
 impl<T> Future for IoTask<T> {
     type Output = Result<T>;
 
@@ -165,6 +198,7 @@ mod tests {
         let io2 = io.clone();
         let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
         let sum = ex.run(async move {
+            keep_awake();
             let mut sum = 0u64;
             for i in 0..100u64 {
                 sum += io2

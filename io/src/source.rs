@@ -50,6 +50,9 @@ pub struct SourceConfig {
     /// down waits for in-flight pulls, at the cost of one idle pull request
     /// per queue per period. RocketMQ's default is 20 s.
     pub long_poll: Duration,
+    /// Copy each message's user properties into [`Record::properties`]
+    /// (one allocation per property). Default: off.
+    pub with_properties: bool,
 }
 
 impl SourceConfig {
@@ -65,6 +68,7 @@ impl SourceConfig {
             poll_timeout: Duration::from_millis(100),
             max_poll_records: 1024,
             long_poll: Duration::from_secs(1),
+            with_properties: false,
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct Record {
     pub born_timestamp: i64,
     /// When the broker stored the message (ms since the epoch).
     pub store_timestamp: i64,
+    /// The message's user properties, if the source was configured
+    /// `with_properties`; empty otherwise.
+    pub properties: Vec<(String, String)>,
 }
 
 /// The records one poll returned for one queue, in offset order.
@@ -123,6 +130,7 @@ pub struct Source {
     poll_timeout_ms: u64,
     max_poll_records: usize,
     long_poll: Duration,
+    with_properties: bool,
     /// The last offset committed (or known committed) per assigned queue.
     positions: HashMap<QueueId, Offset>,
 }
@@ -203,6 +211,7 @@ impl Source {
             poll_timeout_ms: millis(config.poll_timeout),
             max_poll_records: config.max_poll_records.max(1),
             long_poll: config.long_poll,
+            with_properties: config.with_properties,
             positions: HashMap::new(),
         })
     }
@@ -245,6 +254,7 @@ impl Source {
         let c = self.consumer.clone();
         let timeout = self.poll_timeout_ms;
         let max = self.max_poll_records;
+        let with_properties = self.with_properties;
         self.io
             .spawn(async move {
                 let mut messages = c.poll_with_timeout_zero_copy(timeout).await;
@@ -256,7 +266,7 @@ impl Source {
                     }
                     messages.extend(more);
                 }
-                group_by_queue(&messages)
+                group_by_queue(&messages, with_properties)
             })
             .await
     }
@@ -337,11 +347,20 @@ impl Source {
     }
 }
 
+/// The message's properties, less RocketMQ's own (upper-case system keys).
+fn user_properties(m: &MessageExt) -> Vec<(String, String)> {
+    m.properties()
+        .iter()
+        .filter(|(k, _)| !k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn group_by_queue(messages: &[Arc<MessageExt>]) -> Vec<QueueBatch> {
+fn group_by_queue(messages: &[Arc<MessageExt>], with_properties: bool) -> Vec<QueueBatch> {
     let mut batches: Vec<QueueBatch> = Vec::new();
     for m in messages {
         let same = batches.iter_mut().find(|b| {
@@ -354,6 +373,11 @@ fn group_by_queue(messages: &[Arc<MessageExt>]) -> Vec<QueueBatch> {
             body: m.body().unwrap_or_default(),
             born_timestamp: m.born_timestamp(),
             store_timestamp: m.store_timestamp(),
+            properties: if with_properties {
+                user_properties(m)
+            } else {
+                Vec::new()
+            },
         };
         match same {
             Some(b) => b.records.push(record),

@@ -3,7 +3,7 @@
 //! offsets equal the input's end offsets.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rocketmq_streams_io::pipe::{self, PipeConfig};
@@ -28,6 +28,7 @@ fn pipe_delivers_every_record_exactly_once_and_commits_end_offsets() {
     let (admin, stats) = ex.run({
         let (input, output, group) = (input.clone(), output.clone(), group.clone());
         async move {
+            rocketmq_streams_io::keep_awake();
             let admin = Admin::start(io.clone(), &client).await.expect("admin");
             admin.create_topic(&input, QUEUES).await.expect("create input");
             admin.create_topic(&output, QUEUES).await.expect("create output");
@@ -88,36 +89,10 @@ fn pipe_delivers_every_record_exactly_once_and_commits_end_offsets() {
     for i in 0..RECORDS {
         *expected.entry(Bytes::from(format!("RECORD-{i:07}"))).or_default() += 1;
     }
-    let io = cluster.io.clone();
-    let client = cluster.client.clone();
-    let out = output.clone();
-    let seen = cluster.block_on(async move {
-        let reader = Source::start(io, &client, SourceConfig::new(unique("pipe-verify"), [out]))
-            .await
-            .expect("reader");
-        let mut seen: HashMap<Bytes, u32> = HashMap::new();
-        let mut count = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(180);
-        // Keep polling a little after reaching the count, so a duplicate
-        // would be seen.
-        let mut quiet_since: Option<Instant> = None;
-        while Instant::now() < deadline {
-            let batches = reader.poll().await.expect("poll output");
-            let n: usize = batches.iter().map(|b| b.records.len()).sum();
-            for r in batches.iter().flat_map(|b| b.records.iter()) {
-                *seen.entry(r.body.clone()).or_default() += 1;
-            }
-            count += n as u64;
-            if count >= RECORDS {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    break;
-                }
-            }
-        }
-        reader.shutdown().await;
-        seen
-    });
+    let mut seen: HashMap<Bytes, u32> = HashMap::new();
+    for r in cluster.read_topic(&output, RECORDS as usize, Duration::from_secs(180)) {
+        *seen.entry(r.body).or_default() += 1;
+    }
     let total: u64 = seen.values().map(|&c| u64::from(c)).sum();
     assert_eq!(total, RECORDS, "the output holds exactly one record per input record");
     assert!(

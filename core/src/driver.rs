@@ -1,0 +1,414 @@
+//! Run a topology without a broker: the way to unit-test a job.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::error::{Result, StreamsError};
+use crate::policy::{DeadLetter, ErrorPolicy};
+use crate::processor::{Context, Output};
+use crate::serde::{Deserializer, Serializer};
+use crate::topology::{process_record, SourcePipeline, Topology};
+
+/// Counters of a [`TopologyTestDriver`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverMetrics {
+    /// Records piped in.
+    pub records_in: u64,
+    /// Records written to sink topics.
+    pub records_out: u64,
+    /// Failed records skipped (policy `Skip`).
+    pub skipped: u64,
+    /// Failed records dead-lettered (policy `DeadLetter`).
+    pub dead_lettered: u64,
+}
+
+/// Runs a [`Topology`] in-process, single-threaded and deterministic, with
+/// no broker: pipe records into source topics, read what the sinks wrote.
+///
+/// The same operators, error policy and per-queue pipelines as the runtime;
+/// only RocketMQ is replaced by in-memory topics. Use it to unit-test jobs:
+///
+/// ```
+/// use rocketmq_streams::prelude::*;
+///
+/// let builder = StreamBuilder::new("shout");
+/// builder.source("in", Utf8).map(|s: String| s.to_uppercase()).sink("out", Utf8);
+/// let mut driver = TopologyTestDriver::new(builder.build().unwrap());
+/// driver.pipe_input("in", "hello", 1_000).unwrap();
+/// assert_eq!(driver.read_values("out", &Utf8), vec!["HELLO".to_string()]);
+/// ```
+pub struct TopologyTestDriver {
+    topology: Topology,
+    policy: ErrorPolicy,
+    pipelines: HashMap<(String, u32), Box<dyn SourcePipeline>>,
+    ctx: Context,
+    outputs: HashMap<String, Vec<Output>>,
+    dead_letters: Vec<DeadLetter>,
+    offsets: HashMap<(String, u32), i64>,
+    metrics: DriverMetrics,
+}
+
+impl TopologyTestDriver {
+    /// A driver with the default error policy ([`ErrorPolicy::Skip`]).
+    pub fn new(topology: Topology) -> Self {
+        Self::with_error_policy(topology, ErrorPolicy::default())
+    }
+
+    /// A driver with `policy`.
+    pub fn with_error_policy(topology: Topology, policy: ErrorPolicy) -> Self {
+        let ctx = Context::new(topology.sink_topics().len());
+        Self {
+            topology,
+            policy,
+            pipelines: HashMap::new(),
+            ctx,
+            outputs: HashMap::new(),
+            dead_letters: Vec::new(),
+            offsets: HashMap::new(),
+            metrics: DriverMetrics::default(),
+        }
+    }
+
+    /// Pipes one message body into queue 0 of `topic` with event time `timestamp`.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::Topology`] if no source reads `topic`;
+    /// [`StreamsError::RecordFailed`] if the record fails and the policy is `Fail`.
+    pub fn pipe_input(&mut self, topic: &str, body: impl Into<Bytes>, timestamp: i64) -> Result<()> {
+        self.pipe_input_to_queue(topic, 0, body, timestamp)
+    }
+
+    /// Pipes one message body into `queue` of `topic`. Each queue has a
+    /// pipeline of its own, as on a shard.
+    ///
+    /// # Errors
+    ///
+    /// As [`pipe_input`](Self::pipe_input).
+    pub fn pipe_input_to_queue(
+        &mut self,
+        topic: &str,
+        queue: u32,
+        body: impl Into<Bytes>,
+        timestamp: i64,
+    ) -> Result<()> {
+        let body = body.into();
+        let key = (topic.to_string(), queue);
+        if !self.pipelines.contains_key(&key) {
+            let pipeline = self
+                .topology
+                .pipeline(topic)
+                .ok_or_else(|| StreamsError::Topology(format!("no source reads topic {topic}")))?;
+            self.pipelines.insert(key.clone(), pipeline);
+        }
+        let offset = {
+            let o = self.offsets.entry(key.clone()).or_insert(0);
+            *o += 1;
+            *o - 1
+        };
+        self.metrics.records_in += 1;
+        let Some(pipeline) = self.pipelines.get_mut(&key) else {
+            return Err(StreamsError::Topology(format!("no source reads topic {topic}")));
+        };
+        let result = process_record(pipeline.as_mut(), &body, timestamp, &mut self.ctx);
+        self.metrics.records_out = self.ctx.records_out;
+        for (id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
+            if !buffer.is_empty() {
+                let topic = self.topology.sink_topics()[id].clone();
+                self.outputs.entry(topic).or_default().append(buffer);
+            }
+        }
+        let Err(error) = result else {
+            return Ok(());
+        };
+        let origin = format!("{topic}#{queue}:{offset}");
+        match self.policy {
+            ErrorPolicy::Skip => {
+                self.metrics.skipped += 1;
+                tracing::warn!(%origin, %error, "record skipped");
+                Ok(())
+            }
+            ErrorPolicy::DeadLetter => {
+                self.metrics.dead_lettered += 1;
+                self.dead_letters.push(DeadLetter {
+                    body,
+                    error: error.to_string(),
+                    origin,
+                });
+                Ok(())
+            }
+            ErrorPolicy::Fail => Err(StreamsError::RecordFailed {
+                origin,
+                cause: error.to_string(),
+            }),
+        }
+    }
+
+    /// Serializes `value` with `serializer` and pipes it into queue 0 of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pipe_input`](Self::pipe_input), plus [`StreamsError::Serde`] if
+    /// `value` cannot be serialized.
+    pub fn pipe_value<T>(
+        &mut self,
+        topic: &str,
+        serializer: &impl Serializer<T>,
+        value: &T,
+        timestamp: i64,
+    ) -> Result<()> {
+        let body = serializer.serialize(value)?;
+        self.pipe_input(topic, body, timestamp)
+    }
+
+    /// Takes everything written to `topic` so far (oldest first).
+    pub fn read_output(&mut self, topic: &str) -> Vec<Output> {
+        self.outputs.remove(topic).unwrap_or_default()
+    }
+
+    /// Takes everything written to `topic` so far and decodes it.
+    ///
+    /// # Panics
+    ///
+    /// Panics if an output does not decode: in a test, that is a failure.
+    pub fn read_values<T>(&mut self, topic: &str, deserializer: &impl Deserializer<T>) -> Vec<T> {
+        self.read_output(topic)
+            .into_iter()
+            .map(|o| {
+                deserializer
+                    .deserialize(&o.body)
+                    .unwrap_or_else(|e| panic!("output of {topic} does not decode: {e}"))
+            })
+            .collect()
+    }
+
+    /// Records sent to the dead-letter topic (policy `DeadLetter`).
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> &DriverMetrics {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::prelude::*;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u32,
+        amount: f64,
+        ts: i64,
+    }
+
+    fn driver(build: impl FnOnce(&StreamBuilder)) -> TopologyTestDriver {
+        let b = StreamBuilder::new("job");
+        build(&b);
+        TopologyTestDriver::new(b.build().expect("valid topology"))
+    }
+
+    #[test]
+    fn map_filter_flat_map_chain() {
+        let mut d = driver(|b| {
+            b.source("in", Utf8)
+                .map(|s: String| s.to_lowercase())
+                .filter(|s: &String| !s.starts_with('#'))
+                .flat_map(|s: String| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .sink("out", Utf8)
+        });
+        for line in ["Hello World", "# comment", "A b"] {
+            d.pipe_input("in", line, 5).expect("pipe");
+        }
+        assert_eq!(d.read_values("out", &Utf8), ["hello", "world", "a", "b"]);
+        assert_eq!(d.metrics().records_in, 3);
+        assert_eq!(d.metrics().records_out, 4);
+        assert!(d.read_output("out").is_empty(), "reading drains the topic");
+    }
+
+    #[test]
+    fn event_time_defaults_to_the_input_and_select_timestamp_overrides_it() {
+        let mut d = driver(|b| {
+            let s = b.source("in", Json::<Order>::new());
+            s.sink("as-is", Json::new());
+            s.select_timestamp(|o: &Order| o.ts).sink("by-value", Json::new());
+        });
+        let order = Order {
+            id: 1,
+            amount: 2.0,
+            ts: 42,
+        };
+        d.pipe_value("in", &Json::new(), &order, 1_000).expect("pipe");
+        assert_eq!(d.read_output("as-is")[0].timestamp, 1_000);
+        let by_value = d.read_output("by-value");
+        assert_eq!(by_value[0].timestamp, 42);
+        assert_eq!(
+            Json::<Order>::new().deserialize(&by_value[0].body).expect("json"),
+            order
+        );
+    }
+
+    #[test]
+    fn one_stream_feeds_several_operators() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let mut d = driver(|b| {
+            let s = b.source("in", Raw);
+            s.sink("copy", Raw);
+            s.map(|v: Bytes| Bytes::from(v.len().to_string())).sink("len", Raw);
+            s.foreach(move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+            s.map(|v: Bytes| v.len()).print();
+        });
+        d.pipe_input("in", Bytes::from_static(b"abcd"), 0).expect("pipe");
+        d.pipe_input("in", Bytes::from_static(b"xy"), 0).expect("pipe");
+        assert_eq!(d.read_values("copy", &Raw), [Bytes::from("abcd"), Bytes::from("xy")]);
+        assert_eq!(d.read_values("len", &Raw), [Bytes::from("4"), Bytes::from("2")]);
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn json_source_to_json_sink() {
+        let mut d = driver(|b| {
+            b.source("orders", Json::<Order>::new())
+                .filter(|o: &Order| o.amount >= 10.0)
+                .map(|o: Order| Order {
+                    amount: o.amount * 2.0,
+                    ..o
+                })
+                .sink("big", Json::new())
+        });
+        for (id, amount) in [(1, 5.0), (2, 10.0), (3, 20.5)] {
+            d.pipe_value("orders", &Json::new(), &Order { id, amount, ts: 0 }, 0)
+                .expect("pipe");
+        }
+        let out: Vec<Order> = d.read_values("big", &Json::new());
+        assert_eq!(
+            out.iter().map(|o| (o.id, o.amount)).collect::<Vec<_>>(),
+            [(2, 20.0), (3, 41.0)]
+        );
+    }
+
+    fn poison_topology() -> Topology {
+        let b = StreamBuilder::new("poison");
+        b.source("in", Json::<Order>::new())
+            .flat_map(|o: Order| {
+                // Emits once, then panics on id 13: the emitted copy must not survive.
+                let mut v = vec![o.clone()];
+                if o.id == 13 {
+                    v.push(Order { id: 0, ..o });
+                }
+                v.into_iter().map(|o| {
+                    assert!(o.id != 0, "unlucky order");
+                    o
+                })
+            })
+            .sink("out", Json::new());
+        b.build().expect("valid")
+    }
+
+    fn pipe_poison(d: &mut TopologyTestDriver) -> Vec<Result<()>> {
+        let inputs: Vec<Bytes> = vec![
+            Bytes::from(r#"{"id":1,"amount":1.0,"ts":0}"#),
+            Bytes::from("{not json"),
+            Bytes::from(r#"{"id":13,"amount":1.0,"ts":0}"#),
+            Bytes::from(r#"{"id":2,"amount":1.0,"ts":0}"#),
+        ];
+        inputs.into_iter().map(|b| d.pipe_input("in", b, 0)).collect()
+    }
+
+    #[test]
+    fn skip_counts_poison_records_and_keeps_the_rest() {
+        let mut d = TopologyTestDriver::new(poison_topology());
+        assert!(pipe_poison(&mut d).iter().all(|r| r.is_ok()));
+        let ids: Vec<u32> = d
+            .read_values("out", &Json::<Order>::new())
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(ids, [1, 2], "the panicking record left no partial output");
+        assert_eq!(d.metrics().skipped, 2);
+        assert_eq!(d.metrics().records_out, 2);
+    }
+
+    #[test]
+    fn dead_letter_keeps_the_original_bytes_and_the_reason() {
+        let mut d = TopologyTestDriver::with_error_policy(poison_topology(), ErrorPolicy::DeadLetter);
+        assert!(pipe_poison(&mut d).iter().all(|r| r.is_ok()));
+        let dead = d.dead_letters();
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].body, Bytes::from("{not json"));
+        assert!(dead[0].error.contains("json"), "{}", dead[0].error);
+        assert_eq!(dead[0].origin, "in#0:1");
+        assert!(dead[1].error.contains("unlucky order"), "{}", dead[1].error);
+        assert_eq!(d.metrics().dead_lettered, 2);
+        assert_eq!(d.read_output("out").len(), 2);
+    }
+
+    #[test]
+    fn fail_stops_at_the_first_poison_record_and_names_it() {
+        let mut d = TopologyTestDriver::with_error_policy(poison_topology(), ErrorPolicy::Fail);
+        let results = pipe_poison(&mut d);
+        assert!(results[0].is_ok());
+        match &results[1] {
+            Err(StreamsError::RecordFailed { origin, cause }) => {
+                assert_eq!(origin, "in#0:1");
+                assert!(cause.contains("json"));
+            }
+            other => panic!("expected RecordFailed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn build_rejects_invalid_topologies() {
+        let err = |b: StreamBuilder| b.build().expect_err("invalid").to_string();
+        assert!(err(StreamBuilder::new("")).contains("job id is empty"));
+        let b = StreamBuilder::new("job");
+        b.source("in", Utf8).map(|s: String| s);
+        assert!(err(b).contains("no stream ends"));
+        let b = StreamBuilder::new("job");
+        b.source("in", Utf8).sink("bad topic!", Utf8);
+        assert!(err(b).contains("bad topic!"));
+        let b = StreamBuilder::new("job");
+        b.source("in", Utf8).print();
+        b.source("in", Utf8).print();
+        assert!(err(b).contains("source twice"));
+        let b = StreamBuilder::new("job.with.dots");
+        b.source("in", Utf8).print();
+        assert!(err(b).contains("job id"));
+        assert!(StreamBuilder::new("job").build().is_err(), "no source");
+    }
+
+    #[test]
+    fn describe_draws_the_graph() {
+        let b = StreamBuilder::new("wc");
+        let s = b.source("lines", Utf8);
+        s.flat_map(|l: String| l.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            .sink("words", Utf8);
+        s.print();
+        let text = b.build().expect("valid").describe();
+        assert_eq!(
+            text,
+            "Topology job=wc\n    Source[0] topic=lines (utf8)\n        └─ FlatMap[1]\n            └─ Sink[2] topic=words (utf8)\n        └─ Print[3]\n"
+        );
+    }
+
+    #[test]
+    fn each_queue_gets_its_own_pipeline_and_offsets() {
+        let mut d = TopologyTestDriver::with_error_policy(poison_topology(), ErrorPolicy::DeadLetter);
+        d.pipe_input_to_queue("in", 3, "bad", 0).expect("pipe");
+        d.pipe_input_to_queue("in", 3, "bad", 0).expect("pipe");
+        d.pipe_input_to_queue("in", 5, "bad", 0).expect("pipe");
+        let origins: Vec<&str> = d.dead_letters().iter().map(|l| l.origin.as_str()).collect();
+        assert_eq!(origins, ["in#3:0", "in#3:1", "in#5:0"]);
+        assert!(d.pipe_input("nope", "x", 0).is_err(), "unknown topic");
+    }
+}

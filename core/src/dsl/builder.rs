@@ -1,0 +1,148 @@
+//! `StreamBuilder`: where a job's topology starts.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::rstream::{RStream, Slot};
+use crate::error::{Result, StreamsError};
+use crate::processor::{BoxProcessor, Context, Record};
+use crate::serde::Deserializer;
+use crate::topology::{NodeInfo, SourceDef, SourcePipeline, Topology};
+
+/// The graph under construction, shared by the builder and its streams.
+/// Only touched while the DSL is written, never on the record path.
+#[derive(Default)]
+pub(crate) struct Graph {
+    pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) sources: Vec<SourceDef>,
+    pub(crate) sink_topics: Vec<String>,
+    pub(crate) terminals: usize,
+}
+
+impl Graph {
+    pub(crate) fn add_node(&mut self, kind: &'static str, detail: String, parent: Option<usize>) -> usize {
+        self.nodes.push(NodeInfo { kind, detail, parent });
+        self.nodes.len() - 1
+    }
+}
+
+pub(crate) type SharedGraph = Arc<Mutex<Graph>>;
+
+pub(crate) fn lock(graph: &SharedGraph) -> std::sync::MutexGuard<'_, Graph> {
+    // Build time only; a poisoned lock means a panic in another DSL call,
+    // whose graph is still consistent for our purposes.
+    graph.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts a job's topology: declare sources, chain operators, then
+/// [`build`](StreamBuilder::build).
+///
+/// ```
+/// use rocketmq_streams::prelude::*;
+///
+/// let builder = StreamBuilder::new("uppercase");
+/// builder
+///     .source("input", Utf8)
+///     .map(|line: String| line.to_uppercase())
+///     .sink("output", Utf8);
+/// let topology = builder.build().expect("valid topology");
+/// assert!(topology.describe().contains("Sink"));
+/// ```
+pub struct StreamBuilder {
+    job_id: String,
+    graph: SharedGraph,
+}
+
+impl StreamBuilder {
+    /// A builder for the job `job_id`. The job id names the consumer group
+    /// and prefixes the job's own topics (`<job_id>-dlq`, ...).
+    pub fn new(job_id: impl Into<String>) -> Self {
+        Self {
+            job_id: job_id.into(),
+            graph: Arc::default(),
+        }
+    }
+
+    /// Reads `topic`, decoding every message body with `deserializer`.
+    pub fn source<T, D>(&self, topic: &str, deserializer: D) -> RStream<T>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
+        let slot: Arc<Slot<T>> = Arc::default();
+        let de: Arc<dyn Deserializer<T>> = Arc::new(deserializer);
+        let mut graph = lock(&self.graph);
+        let node = graph.add_node("Source", format!("topic={topic} ({})", de.name()), None);
+        let chain = slot.clone();
+        graph.sources.push(SourceDef {
+            topic: topic.to_string(),
+            factory: Arc::new(move || {
+                Box::new(TypedSource {
+                    de: de.clone(),
+                    next: chain.build(),
+                }) as Box<dyn SourcePipeline>
+            }),
+        });
+        drop(graph);
+        RStream::new(self.graph.clone(), slot, node)
+    }
+
+    /// Validates the graph and lowers it to a [`Topology`].
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::Topology`] when the job id is empty or not usable in a
+    /// topic name, there is no source, no stream ends in a sink, `foreach` or
+    /// `print`, a topic name is one RocketMQ would reject, or two sources
+    /// read the same topic.
+    pub fn build(&self) -> Result<Topology> {
+        if self.job_id.is_empty() {
+            return Err(StreamsError::Topology("the job id is empty".into()));
+        }
+        rocketmq_streams_io::validate_topic_name(&format!("{}-dlq", self.job_id)).map_err(|e| {
+            StreamsError::Topology(format!(
+                "job id {:?} cannot prefix topic names: {}",
+                self.job_id,
+                e.message()
+            ))
+        })?;
+        let graph = lock(&self.graph);
+        if graph.sources.is_empty() {
+            return Err(StreamsError::Topology("the topology has no source".into()));
+        }
+        if graph.terminals == 0 {
+            return Err(StreamsError::Topology(
+                "no stream ends in a sink, foreach or print: the job would compute nothing".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for topic in graph.sources.iter().map(|s| &s.topic).chain(graph.sink_topics.iter()) {
+            rocketmq_streams_io::validate_topic_name(topic)
+                .map_err(|e| StreamsError::Topology(e.message().to_string()))?;
+        }
+        for s in &graph.sources {
+            if !seen.insert(&s.topic) {
+                return Err(StreamsError::Topology(format!("topic {} is a source twice", s.topic)));
+            }
+        }
+        Ok(Topology {
+            job_id: self.job_id.clone(),
+            nodes: graph.nodes.clone(),
+            sources: graph.sources.clone(),
+            sink_topics: graph.sink_topics.clone(),
+        })
+    }
+}
+
+struct TypedSource<T> {
+    de: Arc<dyn Deserializer<T>>,
+    next: BoxProcessor<T>,
+}
+
+impl<T: 'static> SourcePipeline for TypedSource<T> {
+    fn process(&mut self, body: &Bytes, timestamp: i64, ctx: &mut Context) -> Result<(), StreamsError> {
+        let value = self.de.deserialize(body)?;
+        self.next.process(Record { value, timestamp }, ctx)
+    }
+}

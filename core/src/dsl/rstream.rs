@@ -1,0 +1,175 @@
+//! `RStream<T>`: a stream of values of `T`, and its stateless operators.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use super::builder::{lock, SharedGraph};
+use crate::operators::{
+    filter::Filter, flat_map::FlatMap, foreach::Foreach, foreach::Print, map::Map, select_timestamp::SelectTimestamp,
+    sink::SinkOp, tee::Tee,
+};
+use crate::processor::{BoxProcessor, Discard};
+use crate::serde::Serializer;
+
+type Factory<T> = Arc<dyn Fn() -> BoxProcessor<T> + Send + Sync>;
+
+/// The consumers registered on one stream: how to build what comes after it.
+pub(crate) struct Slot<T> {
+    consumers: Mutex<Vec<Factory<T>>>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            consumers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone + 'static> Slot<T> {
+    fn push(&self, factory: Factory<T>) {
+        self.consumers.lock().unwrap_or_else(|p| p.into_inner()).push(factory);
+    }
+
+    /// Builds the processor(s) consuming this stream: nothing, one, or a
+    /// tee to several.
+    pub(crate) fn build(&self) -> BoxProcessor<T> {
+        let consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        match consumers.len() {
+            0 => Box::new(Discard),
+            1 => consumers[0](),
+            _ => Box::new(Tee {
+                next: consumers.iter().map(|f| f()).collect(),
+            }),
+        }
+    }
+}
+
+/// A stream of values of type `T`.
+///
+/// Each operator returns a new stream (or ends this one); a stream may feed
+/// several operators, each of which then sees every record (values are
+/// cloned for all but the last, hence `T: Clone`).
+pub struct RStream<T> {
+    graph: SharedGraph,
+    slot: Arc<Slot<T>>,
+    node: usize,
+}
+
+impl<T: Clone + 'static> RStream<T> {
+    pub(crate) fn new(graph: SharedGraph, slot: Arc<Slot<T>>, node: usize) -> Self {
+        Self { graph, slot, node }
+    }
+
+    fn node(&self, kind: &'static str, detail: String, terminal: bool) -> usize {
+        let mut graph = lock(&self.graph);
+        if terminal {
+            graph.terminals += 1;
+        }
+        graph.add_node(kind, detail, Some(self.node))
+    }
+
+    fn then<U: Clone + 'static>(
+        &self,
+        kind: &'static str,
+        make: impl Fn(BoxProcessor<U>) -> BoxProcessor<T> + Send + Sync + 'static,
+    ) -> RStream<U> {
+        let node = self.node(kind, String::new(), false);
+        let slot: Arc<Slot<U>> = Arc::default();
+        let next = slot.clone();
+        self.slot.push(Arc::new(move || make(next.build())));
+        RStream::new(self.graph.clone(), slot, node)
+    }
+
+    /// Transforms every value with `f`.
+    pub fn map<U, F>(&self, f: F) -> RStream<U>
+    where
+        U: Clone + 'static,
+        F: Fn(T) -> U + Send + Sync + 'static,
+    {
+        let f: Arc<dyn Fn(T) -> U + Send + Sync> = Arc::new(f);
+        self.then("Map", move |next| {
+            Box::new(Map { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// Keeps the values for which `f` returns `true`.
+    pub fn filter<F>(&self, f: F) -> RStream<T>
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        let f: Arc<dyn Fn(&T) -> bool + Send + Sync> = Arc::new(f);
+        self.then("Filter", move |next| {
+            Box::new(Filter { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// Replaces every value with the values `f` returns (zero or more).
+    pub fn flat_map<U, I, F>(&self, f: F) -> RStream<U>
+    where
+        U: Clone + 'static,
+        I: IntoIterator<Item = U>,
+        I::IntoIter: 'static,
+        F: Fn(T) -> I + Send + Sync + 'static,
+    {
+        let f: Arc<dyn Fn(T) -> Box<dyn Iterator<Item = U>> + Send + Sync> =
+            Arc::new(move |v: T| Box::new(f(v).into_iter()) as Box<dyn Iterator<Item = U>>);
+        self.then("FlatMap", move |next| {
+            Box::new(FlatMap { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// Sets each record's event time to `f(&value)` (ms since the epoch);
+    /// the default event time is the message's store timestamp.
+    pub fn select_timestamp<F>(&self, f: F) -> RStream<T>
+    where
+        F: Fn(&T) -> i64 + Send + Sync + 'static,
+    {
+        let f: Arc<dyn Fn(&T) -> i64 + Send + Sync> = Arc::new(f);
+        self.then("SelectTimestamp", move |next| {
+            Box::new(SelectTimestamp { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// Calls `f` on every value; ends the stream.
+    pub fn foreach<F>(&self, f: F)
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        self.node("Foreach", String::new(), true);
+        let f: Arc<dyn Fn(&T) + Send + Sync> = Arc::new(f);
+        self.slot
+            .push(Arc::new(move || Box::new(Foreach { f: f.clone() }) as BoxProcessor<T>));
+    }
+
+    /// Prints every value (`Debug`) to standard output; ends the stream.
+    pub fn print(&self)
+    where
+        T: Debug,
+    {
+        self.node("Print", String::new(), true);
+        self.slot.push(Arc::new(|| {
+            Box::new(Print { prefix: Arc::from("") }) as BoxProcessor<T>
+        }));
+    }
+
+    /// Writes every value to `topic`, encoded with `serializer`; ends the stream.
+    pub fn sink<S>(&self, topic: &str, serializer: S)
+    where
+        S: Serializer<T>,
+    {
+        let serializer: Arc<dyn Serializer<T>> = Arc::new(serializer);
+        let id = {
+            let mut graph = lock(&self.graph);
+            graph.sink_topics.push(topic.to_string());
+            graph.sink_topics.len() - 1
+        };
+        self.node("Sink", format!("topic={topic} ({})", serializer.name()), true);
+        self.slot.push(Arc::new(move || {
+            Box::new(SinkOp {
+                id,
+                serializer: serializer.clone(),
+            }) as BoxProcessor<T>
+        }));
+    }
+}

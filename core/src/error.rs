@@ -1,0 +1,75 @@
+//! The one error type of the `rocketmq-streams` crate.
+
+use std::fmt;
+
+/// What went wrong, and whether doing it again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamsError {
+    /// The topology is not valid (found by `StreamBuilder::build`). Permanent.
+    #[error("invalid topology: {0}")]
+    Topology(String),
+    /// A record could not be deserialized or serialized. Permanent for that record.
+    #[error("serde error: {0}")]
+    Serde(#[from] SerdeError),
+    /// A user closure panicked on a record. Permanent for that record.
+    #[error("user code panicked: {0}")]
+    UserPanic(String),
+    /// The error policy is `Fail` and a record failed; the job stopped.
+    #[error("record {origin} failed and the error policy is Fail: {cause}")]
+    RecordFailed {
+        /// Where the record came from (topic, queue, offset).
+        origin: String,
+        /// Why it failed.
+        cause: String,
+    },
+    /// Stopping the job did not complete cleanly (a shard did not finish
+    /// in time). Offsets of its unfinished work are not committed.
+    #[error("shutdown incomplete: {0}")]
+    Shutdown(String),
+    /// RocketMQ I/O failed; see the inner error for whether a retry helps.
+    #[error(transparent)]
+    Io(#[from] rocketmq_streams_io::Error),
+}
+
+impl StreamsError {
+    /// Whether repeating the failed operation may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StreamsError::Io(e) => e.is_retriable(),
+            _ => false,
+        }
+    }
+}
+
+/// A value could not be turned into bytes or back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerdeError {
+    format: &'static str,
+    message: String,
+}
+
+impl SerdeError {
+    /// An error of `format` (e.g. `"json"`) with a message.
+    pub fn new(format: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            format,
+            message: message.into(),
+        }
+    }
+
+    /// The format that failed.
+    pub fn format(&self) -> &'static str {
+        self.format
+    }
+}
+
+impl fmt::Display for SerdeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.format, self.message)
+    }
+}
+
+impl std::error::Error for SerdeError {}
+
+/// The result type of this crate.
+pub type Result<T, E = StreamsError> = std::result::Result<T, E>;

@@ -1,0 +1,93 @@
+//! Every metric of the runtime, declared in one place.
+//!
+//! Per-shard counters are atomics written only by their shard (relaxed
+//! stores, no contention) and read by `StreamRuntime::metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rocketmq_streams_io::{Offset, QueueId};
+
+/// Identifies a shard: one pinned thread running one glommio executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard-{}", self.0)
+    }
+}
+
+/// The live counters of one shard.
+#[derive(Debug, Default)]
+pub(crate) struct ShardCounters {
+    pub(crate) records_in: AtomicU64,
+    pub(crate) records_out: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    /// Queues this shard built a pipeline for, and the OS thread it ran on.
+    /// Written once per queue assignment, not per record.
+    pub(crate) queues: Mutex<Vec<QueueId>>,
+    pub(crate) thread: Mutex<Option<String>>,
+}
+
+impl ShardCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, id: ShardId) -> ShardMetrics {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ShardMetrics {
+            shard: id,
+            thread: self.thread.lock().map(|t| t.clone()).unwrap_or_default(),
+            records_in: get(&self.records_in),
+            records_out: get(&self.records_out),
+            skipped: get(&self.skipped),
+            dead_lettered: get(&self.dead_lettered),
+            batches: get(&self.batches),
+            queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMetrics {
+    /// The shard.
+    pub shard: ShardId,
+    /// The name of the OS thread that ran it (`rmq-shard-<n>`).
+    pub thread: Option<String>,
+    /// Records consumed.
+    pub records_in: u64,
+    /// Records produced to sink topics (acknowledged by the broker).
+    pub records_out: u64,
+    /// Failed records skipped (policy `Skip`).
+    pub skipped: u64,
+    /// Failed records sent to the dead-letter topic (policy `DeadLetter`).
+    pub dead_lettered: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Queues this shard has owned (built a pipeline for).
+    pub queues: Vec<QueueId>,
+}
+
+/// A snapshot of the job's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobMetrics {
+    /// One entry per shard.
+    pub shards: Vec<ShardMetrics>,
+    /// Offset commits made.
+    pub commits: u64,
+    /// The last committed offset per queue.
+    pub committed: BTreeMap<QueueId, Offset>,
+}
+
+impl JobMetrics {
+    /// Sum of a counter over the shards.
+    pub fn total(&self, counter: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.shards.iter().map(counter).sum()
+    }
+}

@@ -1,0 +1,455 @@
+//! The runtime: runs a [`Topology`] on RocketMQ with pinned shards.
+//!
+//! ```text
+//!            I/O runtime (tokio)                          shards (glommio, one pinned thread each)
+//!   ┌────────────────────────────────┐   Batch(queue q)   ┌──────────────────────────────────────┐
+//!   │ coordinator                    ├───────────────────►│ shard owning q: pipeline(q) → outputs│
+//!   │  Source::poll (rebalance gives ├──── Revoke(q) ────►│ Sink::send (bridge) → await acks     │
+//!   │  queues; each queue → 1 shard) │◄── Acked(q, next) ─┤                                      │
+//!   │  Source::commit every interval │                    └──────────────────────────────────────┘
+//!   └────────────────────────────────┘
+//! ```
+//!
+//! **Ownership.** The consumer group's rebalance assigns queues to this
+//! instance; the coordinator gives each assigned queue to exactly one shard
+//! (the one owning the fewest queues) and sends it only that queue's
+//! batches, in order. A shard builds one pipeline per owned queue and runs
+//! its batches one after the other: per-queue order holds, and nothing on
+//! the record path is shared between threads.
+//!
+//! **Delivery: at-least-once.** A shard reports a queue's offset only after
+//! the broker acknowledged every output (sinks and dead letters) of the
+//! records before it; the coordinator commits only reported offsets, every
+//! commit interval and on stop. After a crash, records after the last
+//! commit are processed again; nothing is lost.
+
+mod inbox;
+mod metrics;
+mod shard;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rocketmq_streams_io::{
+    Admin, AssignmentChange, ClientConfig, ConsumeFrom, IoRuntime, Offset, QueueId, Sink, Source, SourceConfig,
+};
+
+pub use metrics::{JobMetrics, ShardId, ShardMetrics};
+
+use self::inbox::Outbox;
+use self::metrics::ShardCounters;
+use self::shard::{ShardEvent, ShardMsg, ShardSetup};
+use crate::error::{Result, StreamsError};
+use crate::policy::ErrorPolicy;
+use crate::topology::Topology;
+
+/// Most batches a shard may have queued before the coordinator stops
+/// polling (back-pressure).
+const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// How long `stop` waits for shards to drain.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run a topology.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The RocketMQ cluster.
+    pub client: ClientConfig,
+    /// Number of shards (pinned threads). Default: the cores available.
+    pub shards: usize,
+    /// Pin each shard to a core (`core_affinity`). Default: on.
+    pub pin_shards: bool,
+    /// Where a queue without a committed offset starts. Default: first.
+    pub consume_from: ConsumeFrom,
+    /// How often acknowledged offsets are committed. Default: 1 s.
+    pub commit_interval: Duration,
+    /// Records per poll (and so per batch a shard processes). Default: 1024.
+    pub poll_batch: usize,
+    /// What happens to records that fail. Default: skip.
+    pub error_policy: ErrorPolicy,
+    /// Queues of sink and dead-letter topics the runtime creates when they
+    /// do not exist. Default: 8.
+    pub default_topic_queues: u32,
+}
+
+impl RuntimeConfig {
+    /// The defaults for the cluster at `client`.
+    pub fn new(client: ClientConfig) -> Self {
+        Self {
+            client,
+            shards: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            pin_shards: true,
+            consume_from: ConsumeFrom::First,
+            commit_interval: Duration::from_secs(1),
+            poll_batch: 1024,
+            error_policy: ErrorPolicy::Skip,
+            default_topic_queues: 8,
+        }
+    }
+}
+
+/// A running job: the counterpart of RocketMQ Streams' `RocketMQStream`.
+pub struct StreamRuntime {
+    /// Keeps the I/O runtime alive as long as the job's handle.
+    _io: Arc<IoRuntime>,
+    stop: Arc<AtomicBool>,
+    coordinator: Option<rocketmq_streams_io::IoTask<Result<()>>>,
+    shards: Vec<(Arc<ShardCounters>, Option<JoinHandle<()>>)>,
+    state: Arc<Mutex<CoordinatorState>>,
+}
+
+#[derive(Default)]
+struct CoordinatorState {
+    commits: u64,
+    committed: BTreeMap<QueueId, Offset>,
+}
+
+impl StreamRuntime {
+    /// Creates missing sink and dead-letter topics, starts the consumer,
+    /// the shards and the coordinator, and returns while the job runs.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::Io`] when the cluster cannot be reached or a topic
+    /// cannot be created; [`StreamsError::Topology`] for a zero shard count.
+    pub fn start(topology: Topology, config: RuntimeConfig) -> Result<StreamRuntime> {
+        if config.shards == 0 {
+            return Err(StreamsError::Topology("a job needs at least one shard".into()));
+        }
+        let io = IoRuntime::new(rocketmq_streams_io::DEFAULT_IO_THREADS)?;
+        let (admin, sink, sink_routes, dlq_route) = {
+            let io2 = io.clone();
+            let client = config.client.clone();
+            let sink_topics = topology.sink_topics().to_vec();
+            let dlq = topology.dead_letter_topic();
+            let producer_group = format!("{}-producer", topology.job_id());
+            let queues = config.default_topic_queues;
+            let with_dlq = config.error_policy == ErrorPolicy::DeadLetter;
+            io.block_on(async move {
+                let admin = Admin::start(io2.clone(), &client).await?;
+                let mut routes = Vec::new();
+                for topic in &sink_topics {
+                    routes.push(route_or_create(&admin, topic, queues).await?);
+                }
+                let dlq_route = if with_dlq {
+                    route_or_create(&admin, &dlq, queues).await?
+                } else {
+                    Vec::new()
+                };
+                let sink = Sink::start(io2, &client, &producer_group).await?;
+                Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route))
+            })??
+        };
+        drop(admin);
+        let mut source_config = SourceConfig::new(topology.job_id(), topology.source_topics());
+        source_config.consume_from = config.consume_from;
+        source_config.max_poll_records = config.poll_batch;
+        let source = {
+            let io2 = io.clone();
+            let client = config.client.clone();
+            io.block_on(async move { Source::start(io2, &client, source_config).await })??
+        };
+
+        let (events_tx, events_rx) = crossbeam::channel::unbounded();
+        let cores = if config.pin_shards {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let sink_routes = Arc::new(sink_routes);
+        let dlq_route = Arc::new(dlq_route);
+        let mut outboxes = Vec::new();
+        let mut shards = Vec::new();
+        for i in 0..config.shards {
+            let id = ShardId(u16::try_from(i).unwrap_or(u16::MAX));
+            let (tx, rx) = inbox::channel();
+            let counters = Arc::new(ShardCounters::default());
+            let setup = ShardSetup {
+                id,
+                core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+                topology: topology.clone(),
+                inbox: rx,
+                events: events_tx.clone(),
+                sink: sink.clone(),
+                sink_routes: sink_routes.clone(),
+                dlq_route: dlq_route.clone(),
+                policy: config.error_policy,
+                counters: counters.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("rmq-shard-{i}"))
+                .spawn(move || shard::run(setup))
+                .map_err(|e| StreamsError::Topology(format!("cannot spawn shard thread {i}: {e}")))?;
+            outboxes.push(tx);
+            shards.push((counters, Some(handle)));
+        }
+        drop(events_tx);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(CoordinatorState::default()));
+        let coordinator = Coordinator {
+            source: Some(source),
+            sink: Some(sink),
+            shards: outboxes,
+            events: events_rx,
+            owner: HashMap::new(),
+            in_flight: vec![0; config.shards],
+            acked: HashMap::new(),
+            poisoned: HashSet::new(),
+            stop: stop.clone(),
+            state: state.clone(),
+            commit_interval: config.commit_interval,
+        };
+        let coordinator = io.spawn(coordinator.run());
+        Ok(StreamRuntime {
+            _io: io,
+            stop,
+            coordinator: Some(coordinator),
+            shards,
+            state,
+        })
+    }
+
+    /// A snapshot of the job's metrics.
+    pub fn metrics(&self) -> JobMetrics {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        JobMetrics {
+            shards: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| c.snapshot(ShardId(u16::try_from(i).unwrap_or(u16::MAX))))
+                .collect(),
+            commits: state.commits,
+            committed: state.committed.clone(),
+        }
+    }
+
+    /// Whether the job stopped on its own (a record failed under policy
+    /// `Fail`, or the cluster became unusable); `stop` then reports why.
+    pub fn has_stopped(&self) -> bool {
+        self.coordinator.as_ref().is_none_or(|c| c.is_finished())
+    }
+
+    /// Stops polling, lets the shards finish what they hold, waits for the
+    /// broker's acknowledgements, commits, and shuts the clients down.
+    /// Returns the final metrics.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the job, if one did ([`StreamsError::RecordFailed`]
+    /// under policy `Fail`, or an I/O error).
+    pub fn stop(mut self) -> Result<JobMetrics> {
+        self.stop.store(true, Ordering::Release);
+        let result = match self.coordinator.take() {
+            Some(task) => futures::executor::block_on(task)
+                .map_err(StreamsError::Io)
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        self.join_shards();
+        let metrics = self.metrics();
+        result.map(|()| metrics)
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        if self.coordinator.is_some() {
+            self.stop.store(true, Ordering::Release);
+            if let Some(task) = self.coordinator.take() {
+                let _ = futures::executor::block_on(task);
+            }
+            self.join_shards();
+        }
+    }
+}
+
+impl StreamRuntime {
+    /// Joins the shard threads that have finished. The coordinator already
+    /// waited for them (and reported those that did not stop as an error);
+    /// a thread still running now is left detached rather than hanging the
+    /// caller.
+    fn join_shards(&mut self) {
+        for (i, (_, handle)) in self.shards.iter_mut().enumerate() {
+            if let Some(h) = handle.take() {
+                if h.is_finished() {
+                    if h.join().is_err() {
+                        tracing::error!(shard = i, "shard thread panicked");
+                    }
+                } else {
+                    tracing::error!(shard = i, "shard thread still running at stop; left detached");
+                }
+            }
+        }
+    }
+}
+
+async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_streams_io::Result<Vec<QueueId>> {
+    match admin.route(topic).await {
+        Ok(route) if !route.is_empty() => Ok(route),
+        _ => {
+            admin.create_topic(topic, queues).await?;
+            admin.route(topic).await
+        }
+    }
+}
+
+struct Coordinator {
+    source: Option<Source>,
+    sink: Option<Sink>,
+    shards: Vec<Outbox<ShardMsg>>,
+    events: crossbeam::channel::Receiver<ShardEvent>,
+    owner: HashMap<QueueId, usize>,
+    in_flight: Vec<usize>,
+    acked: HashMap<QueueId, Offset>,
+    poisoned: HashSet<QueueId>,
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<CoordinatorState>>,
+    commit_interval: Duration,
+}
+
+impl Coordinator {
+    async fn run(mut self) -> Result<()> {
+        let result = self.run_loop().await;
+        let drained = self.drain().await;
+        let committed = self.commit().await;
+        if let Some(source) = self.source.take() {
+            source.shutdown().await;
+        }
+        if let Some(sink) = self.sink.take() {
+            sink.shutdown().await;
+        }
+        result.and(drained).and(committed)
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        let mut last_commit = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            self.handle_events()?;
+            let Some(source) = self.source.as_mut() else { break };
+            let changes = source.assignment_changes();
+            for change in changes {
+                match change {
+                    AssignmentChange::Assigned(q) => {
+                        self.shard_of(&q);
+                    }
+                    AssignmentChange::Revoked(q) => {
+                        self.acked.remove(&q);
+                        if let Some(shard) = self.owner.remove(&q) {
+                            let _ = self.shards[shard].send(ShardMsg::Revoke(q));
+                        }
+                    }
+                }
+            }
+            if self.in_flight.iter().any(|&n| n >= MAX_BATCHES_IN_FLIGHT) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            } else {
+                let Some(source) = self.source.as_ref() else { break };
+                for batch in source.poll().await? {
+                    if batch.records.is_empty() {
+                        continue;
+                    }
+                    let shard = self.shard_of(&batch.queue);
+                    self.in_flight[shard] += 1;
+                    if self.shards[shard].send(ShardMsg::Batch(batch)).is_err() {
+                        return Err(StreamsError::Topology(format!("shard {shard} is gone")));
+                    }
+                }
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                self.commit().await?;
+                last_commit = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard owning `queue`, giving it to the least loaded shard if new.
+    fn shard_of(&mut self, queue: &QueueId) -> usize {
+        if let Some(&s) = self.owner.get(queue) {
+            return s;
+        }
+        let mut load = vec![0usize; self.shards.len()];
+        for &s in self.owner.values() {
+            load[s] += 1;
+        }
+        let shard = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
+        self.owner.insert(queue.clone(), shard);
+        shard
+    }
+
+    fn handle_events(&mut self) -> Result<()> {
+        while let Ok(event) = self.events.try_recv() {
+            self.apply(event)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ShardEvent) -> Result<()> {
+        match event {
+            ShardEvent::Acked { shard, queue, next } => {
+                let s = shard.0 as usize;
+                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+                if let (Some(next), true) = (next, self.owner.contains_key(&queue) && !self.poisoned.contains(&queue)) {
+                    self.acked.insert(queue, next);
+                }
+                Ok(())
+            }
+            ShardEvent::Failed { shard, queue, error } => {
+                let s = shard.0 as usize;
+                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+                if let Some(queue) = queue {
+                    // Never commit past the failed record: a restart must see it again.
+                    self.poisoned.insert(queue);
+                }
+                tracing::error!(%shard, %error, "the job stops");
+                Err(error)
+            }
+            ShardEvent::Stopped(_) => Ok(()),
+        }
+    }
+
+    /// Closes the shards' inboxes and waits until each has processed what it
+    /// holds and stopped.
+    async fn drain(&mut self) -> Result<()> {
+        self.shards.clear();
+        let mut stopped = 0;
+        let total = self.in_flight.len();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut result = Ok(());
+        while stopped < total && Instant::now() < deadline {
+            match self.events.try_recv() {
+                Ok(ShardEvent::Stopped(shard)) => {
+                    tracing::debug!(%shard, "shard stopped");
+                    stopped += 1;
+                }
+                Ok(event) => {
+                    if let Err(e) = self.apply(event) {
+                        result = result.and(Err(e));
+                    }
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        if stopped < total {
+            let message = format!("{} shard(s) did not stop within {STOP_TIMEOUT:?}", total - stopped);
+            tracing::error!("{message}");
+            result = result.and(Err(StreamsError::Shutdown(message)));
+        }
+        result
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let Some(source) = self.source.as_mut() else {
+            return Ok(());
+        };
+        source.commit(&self.acked).await?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.commits += 1;
+        state.committed = source.committed().iter().map(|(q, o)| (q.clone(), *o)).collect();
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The logical graph a `StreamBuilder` lowers to, and how a record enters it.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::StreamsError;
+use crate::processor::Context;
+
+/// One named node of the logical graph.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo {
+    pub(crate) kind: &'static str,
+    pub(crate) detail: String,
+    pub(crate) parent: Option<usize>,
+}
+
+/// Where records enter: a source topic and how to build its chain.
+#[derive(Clone)]
+pub(crate) struct SourceDef {
+    pub(crate) topic: String,
+    pub(crate) factory: Arc<dyn Fn() -> Box<dyn SourcePipeline> + Send + Sync>,
+}
+
+/// A built chain for one source: takes raw message bodies.
+pub(crate) trait SourcePipeline {
+    fn process(&mut self, body: &Bytes, timestamp: i64, ctx: &mut Context) -> Result<(), StreamsError>;
+}
+
+/// A validated, runnable description of a job: its sources, operators and
+/// sinks. Built by [`StreamBuilder::build`](crate::StreamBuilder::build);
+/// run by the runtime or by the [`TopologyTestDriver`](crate::TopologyTestDriver).
+#[derive(Clone)]
+pub struct Topology {
+    pub(crate) job_id: String,
+    pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) sources: Vec<SourceDef>,
+    pub(crate) sink_topics: Vec<String>,
+}
+
+impl Topology {
+    /// The job id (also the consumer group and the prefix of the job's topics).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// The source topics, in the order they were declared.
+    pub fn source_topics(&self) -> Vec<&str> {
+        self.sources.iter().map(|s| s.topic.as_str()).collect()
+    }
+
+    /// The sink topics, indexed by sink id.
+    pub fn sink_topics(&self) -> &[String] {
+        &self.sink_topics
+    }
+
+    /// The dead-letter topic of the job: `<job_id>-dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}-dlq", self.job_id)
+    }
+
+    /// A readable, indented drawing of the graph.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+
+    /// Builds the chain of the source reading `topic`, once per owned queue.
+    pub(crate) fn pipeline(&self, topic: &str) -> Option<Box<dyn SourcePipeline>> {
+        self.sources.iter().find(|s| s.topic == topic).map(|s| (s.factory)())
+    }
+
+    fn write_node(&self, f: &mut fmt::Formatter<'_>, id: usize, depth: usize) -> fmt::Result {
+        let node = &self.nodes[id];
+        let indent = "    ".repeat(depth + 1);
+        let branch = if depth == 0 { "" } else { "└─ " };
+        write!(f, "{indent}{branch}{}[{id}]", node.kind)?;
+        if !node.detail.is_empty() {
+            write!(f, " {}", node.detail)?;
+        }
+        writeln!(f)?;
+        for (child, _) in self.nodes.iter().enumerate().filter(|(_, n)| n.parent == Some(id)) {
+            self.write_node(f, child, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Topology job={}", self.job_id)?;
+        for (id, _) in self.nodes.iter().enumerate().filter(|(_, n)| n.parent.is_none()) {
+            self.write_node(f, id, 0)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Pushes one message through a source chain. A failure — an `Err` or a
+/// panic in user code — leaves no partial output in `ctx`.
+pub(crate) fn process_record(
+    pipeline: &mut dyn SourcePipeline,
+    body: &Bytes,
+    timestamp: i64,
+    ctx: &mut Context,
+) -> Result<(), StreamsError> {
+    let mark = ctx.mark();
+    let result = match catch_unwind(AssertUnwindSafe(|| pipeline.process(body, timestamp, ctx))) {
+        Ok(result) => result,
+        Err(panic) => Err(StreamsError::UserPanic(panic_message(panic.as_ref()))),
+    };
+    if result.is_err() {
+        ctx.rollback(&mark);
+    }
+    result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
