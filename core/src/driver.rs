@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::{Result, StreamsError};
-use crate::policy::{DeadLetter, ErrorPolicy};
+use crate::policy::{DeadLetter, ErrorPolicy, Verdict};
 use crate::processor::{Context, Output};
 use crate::serde::{Deserializer, Serializer};
 use crate::topology::{process_record, SourcePipeline, Topology};
@@ -122,26 +122,17 @@ impl TopologyTestDriver {
         let Err(error) = result else {
             return Ok(());
         };
-        let origin = format!("{topic}#{queue}:{offset}");
-        match self.policy {
-            ErrorPolicy::Skip => {
+        match self.policy.judge(&body, &error, format!("{topic}#{queue}:{offset}")) {
+            Verdict::Skipped => {
                 self.metrics.skipped += 1;
-                tracing::warn!(%origin, %error, "record skipped");
                 Ok(())
             }
-            ErrorPolicy::DeadLetter => {
+            Verdict::DeadLetter(letter) => {
                 self.metrics.dead_lettered += 1;
-                self.dead_letters.push(DeadLetter {
-                    body,
-                    error: error.to_string(),
-                    origin,
-                });
+                self.dead_letters.push(letter);
                 Ok(())
             }
-            ErrorPolicy::Fail => Err(StreamsError::RecordFailed {
-                origin,
-                cause: error.to_string(),
-            }),
+            Verdict::Fail(error) => Err(error),
         }
     }
 

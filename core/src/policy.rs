@@ -1,6 +1,9 @@
 //! What happens to a record that cannot be processed.
 
 use bytes::Bytes;
+use rocketmq_streams_io::OutRecord;
+
+use crate::error::StreamsError;
 
 /// The job's answer to a record that fails: it cannot be deserialized, a
 /// user closure panics on it, or its result cannot be serialized.
@@ -34,4 +37,52 @@ pub struct DeadLetter {
     pub error: String,
     /// Where it came from.
     pub origin: String,
+}
+
+impl DeadLetter {
+    /// The message to produce to the dead-letter topic: the original body,
+    /// with the error and origin as properties.
+    pub fn to_out_record(&self) -> OutRecord {
+        OutRecord {
+            body: self.body.clone(),
+            key: None,
+            properties: vec![
+                (DLQ_ERROR_PROPERTY.to_string(), self.error.clone()),
+                (DLQ_ORIGIN_PROPERTY.to_string(), self.origin.clone()),
+            ],
+        }
+    }
+}
+
+/// What the policy decided for one failed record.
+pub(crate) enum Verdict {
+    /// Counted and logged; go on.
+    Skipped,
+    /// To be sent to the dead-letter topic; go on.
+    DeadLetter(DeadLetter),
+    /// Stop the job with this error.
+    Fail(StreamsError),
+}
+
+impl ErrorPolicy {
+    /// Applies the policy to a record (`body`, from `origin`) that failed
+    /// with `error`. The one place the policy is interpreted, for the
+    /// runtime and the test driver alike.
+    pub(crate) fn judge(self, body: &Bytes, error: &StreamsError, origin: String) -> Verdict {
+        match self {
+            ErrorPolicy::Skip => {
+                tracing::warn!(%origin, %error, "record skipped");
+                Verdict::Skipped
+            }
+            ErrorPolicy::DeadLetter => Verdict::DeadLetter(DeadLetter {
+                body: body.clone(),
+                error: error.to_string(),
+                origin,
+            }),
+            ErrorPolicy::Fail => Verdict::Fail(StreamsError::RecordFailed {
+                origin,
+                cause: error.to_string(),
+            }),
+        }
+    }
 }

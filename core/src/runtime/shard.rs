@@ -12,7 +12,7 @@ use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, Sink};
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId};
 use crate::error::StreamsError;
-use crate::policy::{ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
+use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
 use crate::topology::{process_record, SourcePipeline, Topology};
 
@@ -170,28 +170,13 @@ impl Shard {
             else {
                 continue;
             };
-            let origin = format!("{}:{}", batch.queue, record.offset);
-            match s.policy {
-                ErrorPolicy::Skip => {
-                    ShardCounters::add(&s.counters.skipped, 1);
-                    tracing::warn!(%origin, %error, "record skipped");
-                }
-                ErrorPolicy::DeadLetter => {
-                    dead.push(OutRecord {
-                        body: record.body.clone(),
-                        key: None,
-                        properties: vec![
-                            (DLQ_ERROR_PROPERTY.to_string(), error.to_string()),
-                            (DLQ_ORIGIN_PROPERTY.to_string(), origin),
-                        ],
-                    });
-                }
-                ErrorPolicy::Fail => {
-                    return Err(StreamsError::RecordFailed {
-                        origin,
-                        cause: error.to_string(),
-                    });
-                }
+            match s
+                .policy
+                .judge(&record.body, &error, format!("{}:{}", batch.queue, record.offset))
+            {
+                Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
+                Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
+                Verdict::Fail(error) => return Err(error),
             }
         }
         let index = batch.queue.queue() as usize;
