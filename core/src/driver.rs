@@ -1,5 +1,6 @@
 //! Run a topology without a broker: the way to unit-test a job.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -41,11 +42,11 @@ pub struct DriverMetrics {
 pub struct TopologyTestDriver {
     topology: Topology,
     policy: ErrorPolicy,
-    pipelines: HashMap<(String, u32), Box<dyn SourcePipeline>>,
+    /// One pipeline per (topic, queue), with the offset its next record gets.
+    pipelines: HashMap<(String, u32), (Box<dyn SourcePipeline>, i64)>,
     ctx: Context,
     outputs: HashMap<String, Vec<Output>>,
     dead_letters: Vec<DeadLetter>,
-    offsets: HashMap<(String, u32), i64>,
     metrics: DriverMetrics,
 }
 
@@ -65,7 +66,6 @@ impl TopologyTestDriver {
             ctx,
             outputs: HashMap::new(),
             dead_letters: Vec::new(),
-            offsets: HashMap::new(),
             metrics: DriverMetrics::default(),
         }
     }
@@ -95,22 +95,19 @@ impl TopologyTestDriver {
     ) -> Result<()> {
         let body = body.into();
         let key = (topic.to_string(), queue);
-        if !self.pipelines.contains_key(&key) {
-            let pipeline = self
-                .topology
-                .pipeline(topic)
-                .ok_or_else(|| StreamsError::Topology(format!("no source reads topic {topic}")))?;
-            self.pipelines.insert(key.clone(), pipeline);
-        }
-        let offset = {
-            let o = self.offsets.entry(key.clone()).or_insert(0);
-            *o += 1;
-            *o - 1
+        let (pipeline, next_offset) = match self.pipelines.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let pipeline = self
+                    .topology
+                    .pipeline(topic)
+                    .ok_or_else(|| StreamsError::Topology(format!("no source reads topic {topic}")))?;
+                e.insert((pipeline, 0))
+            }
         };
+        let offset = *next_offset;
+        *next_offset += 1;
         self.metrics.records_in += 1;
-        let Some(pipeline) = self.pipelines.get_mut(&key) else {
-            return Err(StreamsError::Topology(format!("no source reads topic {topic}")));
-        };
         let result = process_record(pipeline.as_mut(), &body, timestamp, &mut self.ctx);
         self.metrics.records_out = self.ctx.records_out;
         for (id, buffer) in self.ctx.outputs.iter_mut().enumerate() {

@@ -127,10 +127,7 @@ pub struct Source {
     io: Arc<IoRuntime>,
     consumer: Arc<DefaultLitePullConsumer>,
     changes: Receiver<AssignmentChange>,
-    poll_timeout_ms: u64,
-    max_poll_records: usize,
-    long_poll: Duration,
-    with_properties: bool,
+    config: SourceConfig,
     /// The last offset committed (or known committed) per assigned queue.
     positions: HashMap<QueueId, Offset>,
 }
@@ -208,10 +205,7 @@ impl Source {
             io,
             consumer,
             changes: rx,
-            poll_timeout_ms: millis(config.poll_timeout),
-            max_poll_records: config.max_poll_records.max(1),
-            long_poll: config.long_poll,
-            with_properties: config.with_properties,
+            config,
             positions: HashMap::new(),
         })
     }
@@ -252,9 +246,9 @@ impl Source {
     /// Returns an [`Operation::Runtime`] error if the I/O runtime is gone.
     pub async fn poll(&self) -> Result<Vec<QueueBatch>> {
         let c = self.consumer.clone();
-        let timeout = self.poll_timeout_ms;
-        let max = self.max_poll_records;
-        let with_properties = self.with_properties;
+        let timeout = millis(self.config.poll_timeout);
+        let max = self.config.max_poll_records.max(1);
+        let with_properties = self.config.with_properties;
         self.io
             .spawn(async move {
                 let mut messages = c.poll_with_timeout_zero_copy(timeout).await;
@@ -333,7 +327,7 @@ impl Source {
     /// and log a spurious pull error per queue.
     pub async fn shutdown(self) {
         let c = self.consumer.clone();
-        let drain = self.long_poll + Duration::from_millis(100);
+        let drain = self.config.long_poll + Duration::from_millis(100);
         let _ = self
             .io
             .spawn(async move {

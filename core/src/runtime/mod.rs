@@ -242,14 +242,7 @@ impl StreamRuntime {
     /// The error that stopped the job, if one did ([`StreamsError::RecordFailed`]
     /// under policy `Fail`, or an I/O error).
     pub fn stop(mut self) -> Result<JobMetrics> {
-        self.stop.store(true, Ordering::Release);
-        let result = match self.coordinator.take() {
-            Some(task) => futures::executor::block_on(task)
-                .map_err(StreamsError::Io)
-                .and_then(|r| r),
-            None => Ok(()),
-        };
-        self.join_shards();
+        let result = self.shutdown();
         let metrics = self.metrics();
         result.map(|()| metrics)
     }
@@ -257,17 +250,27 @@ impl StreamRuntime {
 
 impl Drop for StreamRuntime {
     fn drop(&mut self) {
-        if self.coordinator.is_some() {
-            self.stop.store(true, Ordering::Release);
-            if let Some(task) = self.coordinator.take() {
-                let _ = futures::executor::block_on(task);
-            }
-            self.join_shards();
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "the job stopped with an error");
         }
     }
 }
 
 impl StreamRuntime {
+    /// Asks the coordinator to stop, waits for it (it drains the shards and
+    /// commits), then joins the shard threads. Does nothing the second time.
+    fn shutdown(&mut self) -> Result<()> {
+        let Some(task) = self.coordinator.take() else {
+            return Ok(());
+        };
+        self.stop.store(true, Ordering::Release);
+        let result = futures::executor::block_on(task)
+            .map_err(StreamsError::Io)
+            .and_then(|r| r);
+        self.join_shards();
+        result
+    }
+
     /// Joins the shard threads that have finished. The coordinator already
     /// waited for them (and reported those that did not stop as an error);
     /// a thread still running now is left detached rather than hanging the

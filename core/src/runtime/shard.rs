@@ -2,6 +2,7 @@
 //! queues, runs their pipelines, sends their outputs and reports acked
 //! offsets.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,17 +153,17 @@ impl Shard {
         let s = &self.setup;
         ShardCounters::add(&s.counters.batches, 1);
         ShardCounters::add(&s.counters.records_in, batch.records.len() as u64);
-        if !self.pipelines.contains_key(&batch.queue) {
-            let Some(pipeline) = s.topology.pipeline(batch.queue.topic()) else {
-                return Err(StreamsError::Topology(format!("no source reads {}", batch.queue)));
-            };
-            if let Ok(mut q) = s.counters.queues.lock() {
-                q.push(batch.queue.clone());
+        let pipeline = match self.pipelines.entry(batch.queue.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(pipeline) = s.topology.pipeline(batch.queue.topic()) else {
+                    return Err(StreamsError::Topology(format!("no source reads {}", batch.queue)));
+                };
+                if let Ok(mut q) = s.counters.queues.lock() {
+                    q.push(batch.queue.clone());
+                }
+                e.insert(pipeline)
             }
-            self.pipelines.insert(batch.queue.clone(), pipeline);
-        }
-        let Some(pipeline) = self.pipelines.get_mut(&batch.queue) else {
-            return Err(StreamsError::Topology(format!("no pipeline for {}", batch.queue)));
         };
         let mut dead = Vec::new();
         for record in &batch.records {
