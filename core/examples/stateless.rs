@@ -4,7 +4,8 @@
 //! 20,000 JSON orders to `orders`, and runs
 //! `source(orders) → filter(amount ≥ 900) → map(to a summary line) → sink(large-orders)`
 //! on 2 pinned shards until every order is processed, then prints a few
-//! results and the job's metrics.
+//! results and the job's metrics. Ctrl-C stops the job early, cleanly
+//! (in-flight batches finish, offsets are committed).
 //!
 //! ```text
 //! cargo run -p rocketmq-streams --example stateless
@@ -13,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketmq_streams::io::{OutRecord, Sink};
+use rocketmq_streams::io::{Interrupt, OutRecord, Sink};
 use rocketmq_streams::prelude::*;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -76,9 +77,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = RuntimeConfig::new(client);
     config.shards = 2;
     let started = Instant::now();
+    let interrupt = Interrupt::install()?;
     let job = StreamRuntime::start(topology, config)?;
-    while job.metrics().total(|s| s.records_in) < ORDERS && started.elapsed() < Duration::from_secs(120) {
+    while job.metrics().total(|s| s.records_in) < ORDERS
+        && started.elapsed() < Duration::from_secs(120)
+        && !interrupt.is_set()
+        && !job.has_stopped()
+    {
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if interrupt.is_set() {
+        println!("Ctrl-C: stopping the job");
     }
     let metrics = job.stop()?;
     println!(

@@ -71,6 +71,7 @@ mod error;
 mod ids;
 pub mod pipe;
 mod runtime;
+mod signal;
 mod sink;
 mod source;
 
@@ -81,6 +82,7 @@ pub use embedded::{EmbeddedConfig, EmbeddedRocketMQ};
 pub use error::{Error, Operation, Result, Retry};
 pub use ids::{Offset, QueueId};
 pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, KEEP_AWAKE_PERIOD};
+pub use signal::Interrupt;
 pub use sink::{OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES};
 pub use source::{AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig};
 

@@ -14,8 +14,9 @@ use rocketmq_streams_io::{ClientConfig, EmbeddedRocketMQ, IoRuntime};
 
 /// One broker-backed test at a time per test binary: the machine these run
 /// on has two cores, and several brokers plus several jobs' pinned shards at
-/// once starve each other (a shard was seen not to stop under that load;
-/// see the closing notes of issue 3).
+/// once only slow each other down. The load once exposed a lost wake-up (a
+/// shard that never stopped, fixed in the runtime's inbox); set
+/// `RMQ_STREAMS_TESTS_PARALLEL=1` to run them all at once as a stress test.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A broker to test against, and an I/O runtime to talk to it.
@@ -26,7 +27,7 @@ pub struct TestCluster {
     pub io: Arc<IoRuntime>,
     // Dropped after the clients: clients shut down before their broker does.
     _embedded: Option<EmbeddedRocketMQ>,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl TestCluster {
@@ -36,7 +37,10 @@ impl TestCluster {
     ///
     /// Panics if the broker or the I/O runtime cannot start: the test cannot run.
     pub fn start() -> Self {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        // `RMQ_STREAMS_TESTS_PARALLEL=1` lifts the lock, to stress the runtime.
+        let turn = std::env::var_os("RMQ_STREAMS_TESTS_PARALLEL")
+            .is_none()
+            .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()));
         rocketmq_streams_io::init_logging();
         let (embedded, client) = match ClientConfig::from_env() {
             Some(client) => (None, client),

@@ -84,4 +84,11 @@ fn three_stage_job_on_two_shards_delivers_the_exact_multiset() {
 
     let committed: u64 = metrics.committed.values().map(|o| o.0 as u64).sum();
     assert_eq!(committed, RECORDS, "committed offsets reach the end of every queue");
+    assert_eq!(
+        metrics.lag.len(),
+        8,
+        "lag is reported for every owned queue: {:?}",
+        metrics.lag
+    );
+    assert_eq!(metrics.total_lag(), 0, "nothing is left behind: {:?}", metrics.lag);
 }

@@ -10,7 +10,8 @@ use futures::task::AtomicWaker;
 
 /// The sending half; cheap to clone.
 pub(crate) struct Outbox<T> {
-    tx: Sender<T>,
+    /// `None` only inside `drop`: the sender must be gone before the wake.
+    tx: Option<Sender<T>>,
     waker: Arc<AtomicWaker>,
 }
 
@@ -34,7 +35,7 @@ pub(crate) fn channel<T>() -> (Outbox<T>, Inbox<T>) {
     let waker = Arc::new(AtomicWaker::new());
     (
         Outbox {
-            tx,
+            tx: Some(tx),
             waker: waker.clone(),
         },
         Inbox { rx, waker },
@@ -44,7 +45,11 @@ pub(crate) fn channel<T>() -> (Outbox<T>, Inbox<T>) {
 impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
         // The receiver may be parked waiting for a value; when the last
-        // sender goes it must wake up to see the channel closed.
+        // sender goes it must wake up to see the channel closed. The sender
+        // is dropped *before* the wake: woken first, the receiver could poll
+        // in between, still see the channel open and park again with nobody
+        // left to wake it (a shard that never stopped, seen under load).
+        drop(self.tx.take());
         self.waker.wake();
     }
 }
@@ -52,7 +57,8 @@ impl<T> Drop for Outbox<T> {
 impl<T> Outbox<T> {
     /// Sends `value` and wakes the receiver. Returns it if the receiver is gone.
     pub(crate) fn send(&self, value: T) -> Result<(), T> {
-        self.tx.send(value).map_err(|e| e.0)?;
+        let Some(tx) = &self.tx else { return Err(value) };
+        tx.send(value).map_err(|e| e.0)?;
         self.waker.wake();
         Ok(())
     }
@@ -92,6 +98,38 @@ mod tests {
         });
         let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
         assert_eq!(ex.run(async move { rx.recv().await }), None);
+        dropper.join().expect("dropper");
+    }
+
+    /// The receiver polls while another thread drops the last sender, many
+    /// times over: each close must wake it (a lost wake-up here once left a
+    /// shard parked forever at stop).
+    #[test]
+    fn a_close_racing_the_receiver_is_never_missed() {
+        const ROUNDS: usize = 2_000;
+        let (hand, dropper_rx) = crossbeam::channel::unbounded::<Outbox<u64>>();
+        let dropper = std::thread::spawn(move || {
+            for tx in dropper_rx {
+                drop(tx);
+            }
+        });
+        // The executor runs on its own thread: a missed close parks it for
+        // good (its own timers included, as seen with glommio 0.9), so the
+        // test waits with a deadline instead of hanging.
+        let (done_tx, done_rx) = crossbeam::channel::bounded(1);
+        std::thread::spawn(move || {
+            let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
+            ex.run(async move {
+                for _ in 0..ROUNDS {
+                    let (tx, rx) = channel::<u64>();
+                    hand.send(tx).expect("dropper alive");
+                    assert!(rx.recv().await.is_none());
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        let finished = done_rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok();
+        assert!(finished, "the receiver missed a close and stayed parked");
         dropper.join().expect("dropper");
     }
 

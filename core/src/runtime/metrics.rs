@@ -83,9 +83,18 @@ pub struct JobMetrics {
     pub commits: u64,
     /// The last committed offset per queue.
     pub committed: BTreeMap<QueueId, Offset>,
+    /// Records not yet committed per queue this instance owns: the broker's
+    /// end offset minus the committed offset, refreshed at most once a
+    /// second at commit time.
+    pub lag: BTreeMap<QueueId, u64>,
 }
 
 impl JobMetrics {
+    /// The lag summed over the queues this instance owns.
+    pub fn total_lag(&self) -> u64 {
+        self.lag.values().sum()
+    }
+
     /// Sum of a counter over the shards.
     pub fn total(&self, counter: impl Fn(&ShardMetrics) -> u64) -> u64 {
         self.shards.iter().map(counter).sum()

@@ -27,7 +27,7 @@ mod inbox;
 mod metrics;
 mod shard;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -49,6 +49,8 @@ use crate::topology::Topology;
 /// Most batches a shard may have queued before the coordinator stops
 /// polling (back-pressure).
 const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// How often the lag metric asks the broker for end offsets, at most.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// How long `stop` waits for shards to drain.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -104,6 +106,7 @@ pub struct StreamRuntime {
 struct CoordinatorState {
     commits: u64,
     committed: BTreeMap<QueueId, Offset>,
+    lag: BTreeMap<QueueId, u64>,
 }
 
 impl StreamRuntime {
@@ -142,7 +145,6 @@ impl StreamRuntime {
                 Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route))
             })??
         };
-        drop(admin);
         let mut source_config = SourceConfig::new(topology.job_id(), topology.source_topics());
         source_config.consume_from = config.consume_from;
         source_config.max_poll_records = config.poll_batch;
@@ -192,6 +194,8 @@ impl StreamRuntime {
         let coordinator = Coordinator {
             source: Some(source),
             sink: Some(sink),
+            admin,
+            lag_refreshed: None,
             shards: outboxes,
             events: events_rx,
             owner: HashMap::new(),
@@ -202,7 +206,8 @@ impl StreamRuntime {
             state: state.clone(),
             commit_interval: config.commit_interval,
         };
-        let coordinator = io.spawn(coordinator.run());
+        let span = tracing::info_span!("job", job = topology.job_id());
+        let coordinator = io.spawn(tracing::Instrument::instrument(coordinator.run(), span));
         Ok(StreamRuntime {
             _io: io,
             stop,
@@ -224,6 +229,7 @@ impl StreamRuntime {
                 .collect(),
             commits: state.commits,
             committed: state.committed.clone(),
+            lag: state.lag.clone(),
         }
     }
 
@@ -303,6 +309,9 @@ async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_st
 struct Coordinator {
     source: Option<Source>,
     sink: Option<Sink>,
+    /// Reads the queues' end offsets, for the lag metric.
+    admin: Admin,
+    lag_refreshed: Option<Instant>,
     shards: Vec<Outbox<ShardMsg>>,
     events: crossbeam::channel::Receiver<ShardEvent>,
     owner: HashMap<QueueId, usize>,
@@ -318,6 +327,7 @@ impl Coordinator {
     async fn run(mut self) -> Result<()> {
         let result = self.run_loop().await;
         let drained = self.drain().await;
+        self.lag_refreshed = None; // the final figures are always fresh
         let committed = self.commit().await;
         if let Some(source) = self.source.take() {
             source.shutdown().await;
@@ -450,9 +460,40 @@ impl Coordinator {
             return Ok(());
         };
         source.commit(&self.acked).await?;
+        let committed: BTreeMap<QueueId, Offset> = source.committed().iter().map(|(q, o)| (q.clone(), *o)).collect();
+        let lag = self.refresh_lag(&committed).await;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.commits += 1;
-        state.committed = source.committed().iter().map(|(q, o)| (q.clone(), *o)).collect();
+        state.committed = committed;
+        if let Some(lag) = lag {
+            state.lag = lag;
+        }
         Ok(())
+    }
+
+    /// The lag of every owned queue, at most once a second (it asks the
+    /// broker). A failure only leaves the last figures in place.
+    async fn refresh_lag(&mut self, committed: &BTreeMap<QueueId, Offset>) -> Option<BTreeMap<QueueId, u64>> {
+        if self.lag_refreshed.is_some_and(|t| t.elapsed() < LAG_REFRESH) {
+            return None;
+        }
+        self.lag_refreshed = Some(Instant::now());
+        let topics: BTreeSet<&str> = self.owner.keys().map(QueueId::topic).collect();
+        let mut lag = BTreeMap::new();
+        for topic in topics {
+            match self.admin.queue_offsets(topic).await {
+                Ok(offsets) => {
+                    for o in offsets.into_iter().filter(|o| self.owner.contains_key(&o.queue)) {
+                        let done = committed.get(&o.queue).map_or(o.min.0, |c| c.0);
+                        lag.insert(o.queue, u64::try_from(o.max.0 - done).unwrap_or(0));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(topic, %error, "cannot read end offsets for the lag metric");
+                    return None;
+                }
+            }
+        }
+        Some(lag)
     }
 }

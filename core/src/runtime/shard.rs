@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, Sink};
+use tracing::Instrument;
 
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId};
@@ -30,7 +31,9 @@ pub(crate) enum ShardMsg {
 
 /// What a shard tells the coordinator.
 pub(crate) enum ShardEvent {
-    /// Every output of the queue's records before `next` is acknowledged.
+    /// Every output of the queue's records before `next` is acknowledged
+    /// (`next` is `None` for a batch that moved no offset: a batch dropped
+    /// because its queue failed).
     Acked {
         shard: ShardId,
         queue: QueueId,
@@ -90,10 +93,14 @@ pub(crate) fn run(setup: ShardSetup) {
             return;
         }
     };
-    executor.run(async move {
-        rocketmq_streams_io::keep_awake();
-        Shard::new(setup).run().await
-    });
+    let span = tracing::info_span!("shard", shard = id.0, job = setup.topology.job_id());
+    executor.run(
+        async move {
+            rocketmq_streams_io::keep_awake();
+            Shard::new(setup).run().await
+        }
+        .instrument(span),
+    );
     let _ = events.send(ShardEvent::Stopped(id));
 }
 
@@ -124,9 +131,20 @@ impl Shard {
                 }
                 ShardMsg::Batch(batch) => {
                     if self.failed.contains(&batch.queue) {
+                        // Dropped unprocessed, so never acknowledged; the
+                        // coordinator still counts it out of flight.
+                        let event = ShardEvent::Acked {
+                            shard: self.setup.id,
+                            queue: batch.queue.clone(),
+                            next: None,
+                        };
+                        if self.setup.events.send(event).is_err() {
+                            return;
+                        }
                         continue;
                     }
-                    let event = match self.process(&batch).await {
+                    let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
+                    let event = match self.process(&batch).instrument(span).await {
                         Ok(()) => ShardEvent::Acked {
                             shard: self.setup.id,
                             queue: batch.queue.clone(),

@@ -44,19 +44,13 @@ fn main() -> ExitCode {
         }
     };
     println!("ROCKETMQ_NAMESRV_ADDR={}", mq.namesrv_addr());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
+    match rocketmq_streams_io::Interrupt::install() {
+        Ok(interrupt) => interrupt.wait(),
         Err(e) => {
-            eprintln!("rocketmq-streams-broker: {e}");
+            eprintln!("rocketmq-streams-broker: cannot listen for Ctrl-C: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    std::thread::spawn(move || {
-        let _ = rt.block_on(tokio::signal::ctrl_c());
-        let _ = tx.send(());
-    });
-    let _ = rx.recv();
+    }
     eprintln!("rocketmq-streams-broker: stopping");
     mq.stop();
     ExitCode::SUCCESS
