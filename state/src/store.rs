@@ -1,0 +1,403 @@
+//! One queue's store: a write-back cache in front of its own RocksDB.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rocksdb::{Options, WriteBatch, DB};
+
+use crate::changelog::Change;
+use crate::error::{Result, StateError};
+
+/// The RocksDB key of the checkpoint; never a user key (the runtime's keys
+/// start with a 2-byte node id below `0xFFFF`) and never in the changelog.
+const CHECKPOINT_KEY: &[u8] = b"\xff\xff checkpoint";
+
+/// What a local RocksDB reflects: the state-topic queue up to (excluding)
+/// `state_next`, which is one past the last commit marker applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The state-topic offset to resume the restore from.
+    pub state_next: i64,
+    /// The source offset the marker covered (`Change::Marker::source_next`).
+    pub source_next: i64,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.state_next.to_le_bytes());
+        out[8..].copy_from_slice(&self.source_next.to_le_bytes());
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Checkpoint> {
+        let state_next = i64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+        let source_next = i64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+        Some(Checkpoint {
+            state_next,
+            source_next,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// `None`: deleted.
+    value: Option<Bytes>,
+    dirty: bool,
+}
+
+/// Counters of one store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMetrics {
+    /// Reads.
+    pub gets: u64,
+    /// Reads answered by the cache.
+    pub cache_hits: u64,
+    /// Writes (puts and deletes).
+    pub writes: u64,
+    /// Commits (cache flushes to RocksDB).
+    pub commits: u64,
+}
+
+/// The state of one owned queue: a write-back cache over a RocksDB of its own.
+///
+/// Reads go to the cache, then RocksDB (the value is then cached). Writes
+/// only touch the cache and mark the key dirty. [`changes`](Self::changes)
+/// lists the dirty keys as changelog messages; once those (and a commit
+/// marker) are acknowledged by the broker, [`commit`](Self::commit) writes
+/// them to RocksDB in one atomic batch together with the new
+/// [`Checkpoint`], so RocksDB always reflects exactly a prefix of the state
+/// topic that ends at a marker.
+pub struct QueueStore {
+    db: DB,
+    path: PathBuf,
+    cache: HashMap<Bytes, Slot>,
+    dirty: usize,
+    capacity: usize,
+    metrics: StoreMetrics,
+}
+
+impl std::fmt::Debug for QueueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStore")
+            .field("path", &self.path)
+            .field("cached", &self.cache.len())
+            .field("dirty", &self.dirty)
+            .finish()
+    }
+}
+
+fn rocks_error(path: &Path, e: rocksdb::Error) -> StateError {
+    StateError::RocksDb {
+        path: path.display().to_string(),
+        message: e.into_string(),
+    }
+}
+
+fn options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    // One database per owned queue: keep each one's memtable small.
+    opts.set_write_buffer_size(8 << 20);
+    opts.set_max_write_buffer_number(2);
+    opts
+}
+
+impl QueueStore {
+    /// Opens (or creates) the store in `path`; the cache holds up to
+    /// `capacity` entries between commits before clean ones are evicted.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] if the database cannot be opened.
+    pub fn open(path: impl Into<PathBuf>, capacity: usize) -> Result<QueueStore> {
+        let path = path.into();
+        let db = DB::open(&options(), &path).map_err(|e| rocks_error(&path, e))?;
+        Ok(QueueStore {
+            db,
+            path,
+            cache: HashMap::new(),
+            dirty: 0,
+            capacity,
+            metrics: StoreMetrics::default(),
+        })
+    }
+
+    /// Deletes the database in `path`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] if it exists and cannot be deleted.
+    pub fn destroy(path: &Path) -> Result<()> {
+        if !path.exists() {
+            return Ok(());
+        }
+        DB::destroy(&options(), path).map_err(|e| rocks_error(path, e))?;
+        let _ = std::fs::remove_dir_all(path);
+        Ok(())
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpoint RocksDB holds, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] on a read failure.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let raw = self.db.get(CHECKPOINT_KEY).map_err(|e| rocks_error(&self.path, e))?;
+        Ok(raw.as_deref().and_then(Checkpoint::decode))
+    }
+
+    /// The value of `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] on a read failure.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.metrics.gets += 1;
+        if let Some(slot) = self.cache.get(key) {
+            self.metrics.cache_hits += 1;
+            return Ok(slot.value.clone());
+        }
+        let value = self
+            .db
+            .get(key)
+            .map_err(|e| rocks_error(&self.path, e))?
+            .map(Bytes::from);
+        self.cache.insert(
+            Bytes::copy_from_slice(key),
+            Slot {
+                value: value.clone(),
+                dirty: false,
+            },
+        );
+        Ok(value)
+    }
+
+    /// Sets `key` to `value` (in the cache until the next commit).
+    pub fn put(&mut self, key: Bytes, value: Bytes) {
+        self.write(key, Some(value));
+    }
+
+    /// Deletes `key` (in the cache until the next commit).
+    pub fn delete(&mut self, key: Bytes) {
+        self.write(key, None);
+    }
+
+    fn write(&mut self, key: Bytes, value: Option<Bytes>) {
+        self.metrics.writes += 1;
+        let slot = self.cache.entry(key).or_insert(Slot {
+            value: None,
+            dirty: false,
+        });
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty += 1;
+        }
+        slot.value = value;
+    }
+
+    /// Keys written since the last commit.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty
+    }
+
+    /// Whether the cache is over its capacity: time to commit early.
+    pub fn is_full(&self) -> bool {
+        self.dirty >= self.capacity
+    }
+
+    /// The writes since the last commit, as changelog messages.
+    pub fn changes(&self) -> Vec<Change> {
+        self.cache
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, s)| match &s.value {
+                Some(v) => Change::Put {
+                    key: k.clone(),
+                    value: v.clone(),
+                },
+                None => Change::Delete { key: k.clone() },
+            })
+            .collect()
+    }
+
+    /// Writes the dirty entries and `checkpoint` to RocksDB atomically, marks
+    /// them clean, and evicts clean entries if the cache is over capacity.
+    /// Call once the changelog messages of [`changes`](Self::changes) and
+    /// their marker are acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] if the write fails; the entries stay dirty.
+    pub fn commit(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, s) in self.cache.iter().filter(|(_, s)| s.dirty) {
+            match &s.value {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        batch.put(CHECKPOINT_KEY, checkpoint.encode());
+        self.db.write(batch).map_err(|e| rocks_error(&self.path, e))?;
+        for slot in self.cache.values_mut() {
+            slot.dirty = false;
+        }
+        self.dirty = 0;
+        if self.cache.len() > self.capacity {
+            self.cache.clear();
+        }
+        self.metrics.commits += 1;
+        Ok(())
+    }
+
+    /// Applies restored changes (those before a marker) and the checkpoint
+    /// they lead to, in one atomic batch. The cache must be clean.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] if the write fails.
+    pub fn apply_restored(&mut self, changes: &[Change], checkpoint: Checkpoint) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for c in changes {
+            match c {
+                Change::Put { key, value } => batch.put(key, value),
+                Change::Delete { key } => batch.delete(key),
+                Change::Marker { .. } => {}
+            }
+            if let Change::Put { key, .. } | Change::Delete { key } = c {
+                self.cache.remove(key);
+            }
+        }
+        batch.put(CHECKPOINT_KEY, checkpoint.encode());
+        self.db.write(batch).map_err(|e| rocks_error(&self.path, e))
+    }
+
+    /// Every key and value in RocksDB, except the checkpoint (for tests and
+    /// tools; reads the whole database).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] on a read failure.
+    pub fn scan(&self) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| rocks_error(&self.path, e))?;
+            if &*k != CHECKPOINT_KEY {
+                out.push((Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The store's counters.
+    pub fn metrics(&self) -> StoreMetrics {
+        self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn writes_stay_in_the_cache_until_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q0");
+        {
+            let mut store = QueueStore::open(&path, 100).expect("open");
+            store.put(b("a"), b("1"));
+            store.put(b("b"), b("2"));
+            store.delete(b("b"));
+            assert_eq!(store.get(b"a").expect("get"), Some(b("1")));
+            assert_eq!(store.get(b"b").expect("get"), None);
+            assert_eq!(store.dirty_len(), 2);
+            let mut changes = store.changes();
+            changes.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+            assert_eq!(
+                changes,
+                [
+                    Change::Delete { key: b("b") },
+                    Change::Put {
+                        key: b("a"),
+                        value: b("1")
+                    }
+                ]
+            );
+        }
+        // Never committed: nothing reached RocksDB.
+        let store = QueueStore::open(&path, 100).expect("reopen");
+        assert!(store.scan().expect("scan").is_empty());
+        assert_eq!(store.checkpoint().expect("checkpoint"), None);
+    }
+
+    #[test]
+    fn commit_writes_entries_and_checkpoint_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q1");
+        let cp = Checkpoint {
+            state_next: 10,
+            source_next: 99,
+        };
+        {
+            let mut store = QueueStore::open(&path, 1).expect("open");
+            store.put(b("a"), b("1"));
+            store.put(b("c"), b("3"));
+            assert!(store.is_full());
+            store.commit(cp).expect("commit");
+            assert_eq!(store.dirty_len(), 0);
+            assert!(store.changes().is_empty());
+            // Over capacity: the cache was emptied; reads fall through to RocksDB.
+            assert_eq!(store.get(b"c").expect("get"), Some(b("3")));
+        }
+        let store = QueueStore::open(&path, 100).expect("reopen");
+        assert_eq!(store.checkpoint().expect("checkpoint"), Some(cp));
+        assert_eq!(store.scan().expect("scan"), [(b("a"), b("1")), (b("c"), b("3"))]);
+        drop(store);
+        QueueStore::destroy(&path).expect("destroy");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn restored_changes_apply_with_their_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q2"), 100).expect("open");
+        let cp = Checkpoint {
+            state_next: 3,
+            source_next: 7,
+        };
+        store
+            .apply_restored(
+                &[
+                    Change::Put {
+                        key: b("x"),
+                        value: b("1"),
+                    },
+                    Change::Put {
+                        key: b("x"),
+                        value: b("2"),
+                    },
+                    Change::Put {
+                        key: b("y"),
+                        value: b("1"),
+                    },
+                    Change::Delete { key: b("y") },
+                ],
+                cp,
+            )
+            .expect("apply");
+        assert_eq!(store.get(b"x").expect("get"), Some(b("2")), "latest value wins");
+        assert_eq!(store.get(b"y").expect("get"), None, "tombstones delete");
+        assert_eq!(store.checkpoint().expect("checkpoint"), Some(cp));
+    }
+}
