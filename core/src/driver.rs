@@ -7,7 +7,9 @@ use bytes::Bytes;
 
 use crate::error::{Result, StreamsError};
 use crate::policy::{DeadLetter, ErrorPolicy, Verdict};
-use crate::processor::{Context, Output};
+use rocketmq_streams_state::QueueStore;
+
+use crate::processor::{Context, Output, ShuffleOutput};
 use crate::serde::{Deserializer, Serializer};
 use crate::topology::{process_record, SourcePipeline, Topology};
 
@@ -28,7 +30,11 @@ pub struct DriverMetrics {
 /// no broker: pipe records into source topics, read what the sinks wrote.
 ///
 /// The same operators, error policy and per-queue pipelines as the runtime;
-/// only RocketMQ is replaced by in-memory topics. Use it to unit-test jobs:
+/// only RocketMQ is replaced by in-memory topics. Records of a `key_by` go
+/// through an in-memory shuffle topic of 8 queues (by the same key hash as
+/// on a broker) right after the record that produced them, and keyed state
+/// lives in real stores (cache over RocksDB) in a temporary directory. Use
+/// it to unit-test jobs:
 ///
 /// ```
 /// use rocketmq_streams::prelude::*;
@@ -48,7 +54,18 @@ pub struct TopologyTestDriver {
     outputs: HashMap<String, Vec<Output>>,
     dead_letters: Vec<DeadLetter>,
     metrics: DriverMetrics,
+    /// Shuffled records not yet processed by their keyed stage.
+    shuffled: Vec<ShuffleOutput>,
+    /// The state of each shuffle queue: real stores (cache over RocksDB)
+    /// in a temporary directory, without a changelog.
+    stores: HashMap<u32, QueueStore>,
+    state_dir: tempfile::TempDir,
 }
+
+/// Shuffle queues of the driver's in-memory shuffle topic.
+const DRIVER_SHUFFLE_QUEUES: u32 = 8;
+/// Cache entries of the driver's stores.
+const DRIVER_CACHE: usize = 10_000;
 
 impl TopologyTestDriver {
     /// A driver with the default error policy ([`ErrorPolicy::Skip`]).
@@ -57,9 +74,16 @@ impl TopologyTestDriver {
     }
 
     /// A driver with `policy`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if no temporary directory can be created for keyed state.
     pub fn with_error_policy(topology: Topology, policy: ErrorPolicy) -> Self {
         let ctx = Context::new(topology.sink_topics().len());
         Self {
+            shuffled: Vec::new(),
+            stores: HashMap::new(),
+            state_dir: tempfile::tempdir().expect("a temporary directory for the driver's state"),
             topology,
             policy,
             pipelines: HashMap::new(),
@@ -93,7 +117,22 @@ impl TopologyTestDriver {
         body: impl Into<Bytes>,
         timestamp: i64,
     ) -> Result<()> {
-        let body = body.into();
+        self.process_one(topic, queue, body.into(), timestamp)?;
+        // Keyed records go through the shuffle topic at once, in order.
+        while !self.shuffled.is_empty() {
+            let Some(shuffle_topic) = self.topology.shuffle_topic().map(str::to_owned) else {
+                break;
+            };
+            let pending = std::mem::take(&mut self.shuffled);
+            for out in pending {
+                let queue = (out.key_hash % u64::from(DRIVER_SHUFFLE_QUEUES)) as u32;
+                self.process_one(&shuffle_topic, queue, out.body, timestamp)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn process_one(&mut self, topic: &str, queue: u32, body: Bytes, timestamp: i64) -> Result<()> {
         let key = (topic.to_string(), queue);
         let (pipeline, next_offset) = match self.pipelines.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
@@ -108,8 +147,20 @@ impl TopologyTestDriver {
         let offset = *next_offset;
         *next_offset += 1;
         self.metrics.records_in += 1;
+        if self.topology.shuffle_topic() == Some(topic) {
+            self.ctx.store = Some(match self.stores.remove(&queue) {
+                Some(store) => store,
+                None => QueueStore::open(self.state_dir.path().join(format!("queue-{queue}")), DRIVER_CACHE)?,
+            });
+        }
+        self.ctx
+            .begin_record(rocketmq_streams_shuffle::origin_id(&format!("{topic}#{queue}")), offset);
         let result = process_record(pipeline.as_mut(), &body, timestamp, &mut self.ctx);
+        if let Some(store) = self.ctx.store.take() {
+            self.stores.insert(queue, store);
+        }
         self.metrics.records_out = self.ctx.records_out;
+        self.shuffled.append(&mut self.ctx.shuffle);
         for (id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
             if !buffer.is_empty() {
                 let topic = self.topology.sink_topics()[id].clone();
@@ -398,5 +449,114 @@ mod tests {
         let origins: Vec<&str> = d.dead_letters().iter().map(|l| l.origin.as_str()).collect();
         assert_eq!(origins, ["in#3:0", "in#3:1", "in#5:0"]);
         assert!(d.pipe_input("nope", "x", 0).is_err(), "unknown topic");
+    }
+
+    fn word_count_topology() -> Topology {
+        let b = StreamBuilder::new("wc");
+        b.source("lines", Utf8)
+            .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .key_by(|w: &String| w.clone())
+            .count()
+            .sink("counts", Json::<(String, u64)>::new());
+        b.build().expect("valid")
+    }
+
+    #[test]
+    fn word_count_through_the_shuffle_and_state() {
+        let mut d = TopologyTestDriver::new(word_count_topology());
+        let lines = ["a b a", "c a", "b", "z z z z"];
+        for (i, line) in lines.iter().enumerate() {
+            d.pipe_input_to_queue("lines", i as u32 % 3, *line, 100).expect("pipe");
+        }
+        let updates: Vec<(String, u64)> = d.read_values("counts", &Json::new());
+        assert_eq!(updates.len(), 10, "one update per word");
+        let mut last = HashMap::new();
+        for (w, c) in updates {
+            let prev = last.insert(w.clone(), c).unwrap_or(0);
+            assert_eq!(c, prev + 1, "counts of {w} rise one by one");
+        }
+        let expected: HashMap<String, u64> =
+            [("a", 3), ("b", 2), ("c", 1), ("z", 4)].into_iter().map(|(w, c)| (w.to_string(), c)).collect();
+        assert_eq!(last, expected);
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Reading {
+        sensor: String,
+        value: i64,
+    }
+
+    /// Product of the values per key: a custom accumulator.
+    struct Product;
+
+    impl crate::Accumulator<Reading> for Product {
+        type State = i64;
+        type Output = i64;
+        fn init(&self) -> i64 {
+            1
+        }
+        fn add(&self, state: &mut i64, r: &Reading) {
+            *state *= r.value;
+        }
+        fn result(&self, state: &i64) -> i64 {
+            *state
+        }
+    }
+
+    #[test]
+    fn sum_min_max_avg_and_a_custom_accumulator_match_a_reference() {
+        let b = StreamBuilder::new("agg");
+        let by_sensor = b.source("readings", Json::<Reading>::new()).key_by(|r: &Reading| r.sensor.clone());
+        by_sensor.sum(|r: &Reading| r.value).sink("sum", Json::<(String, i64)>::new());
+        by_sensor.min(|r: &Reading| r.value).sink("min", Json::<(String, i64)>::new());
+        by_sensor.max(|r: &Reading| r.value).sink("max", Json::<(String, i64)>::new());
+        by_sensor.avg(|r: &Reading| r.value as f64).sink("avg", Json::<(String, f64)>::new());
+        by_sensor.aggregate(Product).sink("product", Json::<(String, i64)>::new());
+        let mut d = TopologyTestDriver::new(b.build().expect("valid"));
+        let mut reference: HashMap<String, Vec<i64>> = HashMap::new();
+        for i in 0..300i64 {
+            let r = Reading {
+                sensor: format!("s{}", i % 7),
+                value: (i * 37 % 11) - 5,
+            };
+            reference.entry(r.sensor.clone()).or_default().push(r.value);
+            d.pipe_value("readings", &Json::new(), &r, i).expect("pipe");
+        }
+        let last = |d: &mut TopologyTestDriver, topic: &str| -> HashMap<String, i64> {
+            d.read_values::<(String, i64)>(topic, &Json::new()).into_iter().collect()
+        };
+        let (sum, min, max, product) = (last(&mut d, "sum"), last(&mut d, "min"), last(&mut d, "max"), last(&mut d, "product"));
+        let avg: HashMap<String, f64> = d.read_values::<(String, f64)>("avg", &Json::new()).into_iter().collect();
+        assert_eq!(sum.len(), 7);
+        for (sensor, values) in &reference {
+            assert_eq!(sum[sensor], values.iter().sum::<i64>(), "sum of {sensor}");
+            assert_eq!(min[sensor], *values.iter().min().expect("values"), "min of {sensor}");
+            assert_eq!(max[sensor], *values.iter().max().expect("values"), "max of {sensor}");
+            assert_eq!(product[sensor], values.iter().fold(1i64, |p, v| p.wrapping_mul(*v)), "product of {sensor}");
+            let mean = values.iter().sum::<i64>() as f64 / values.len() as f64;
+            assert!((avg[sensor] - mean).abs() < 1e-9, "avg of {sensor}");
+        }
+    }
+
+    #[test]
+    fn malformed_shuffle_records_go_through_the_policy_and_replays_are_dropped() {
+        let mut d = TopologyTestDriver::with_error_policy(word_count_topology(), ErrorPolicy::DeadLetter);
+        d.pipe_input_to_queue("wc-shuffle", 2, Bytes::from_static(b"\x09not a shuffle record"), 0)
+            .expect("pipe");
+        assert_eq!(d.metrics().dead_lettered, 1);
+        assert!(d.dead_letters()[0].error.contains("shuffle"), "{}", d.dead_letters()[0].error);
+        // The same shuffled record twice (a replay of the first stage): applied once.
+        let record = rocketmq_streams_shuffle::ShuffleRecord {
+            node: 0,
+            origin: rocketmq_streams_shuffle::Origin { queue: 9, offset: 4, seq: 0 },
+            timestamp: 0,
+            key: Bytes::from_static(b"\"w\""),
+            value: Bytes::from_static(b"\"w\""),
+        };
+        for _ in 0..2 {
+            d.pipe_input_to_queue("wc-shuffle", 1, record.encode(), 0).expect("pipe");
+        }
+        let counts: Vec<(String, u64)> = d.read_values("counts", &Json::new());
+        assert_eq!(counts, [("w".to_string(), 1)]);
     }
 }

@@ -26,6 +26,14 @@ pub enum StreamsError {
     /// in time). Offsets of its unfinished work are not committed.
     #[error("shutdown incomplete: {0}")]
     Shutdown(String),
+    /// A state store failed (RocksDB) or holds a value that does not decode.
+    /// Never blamed on a record: the job stops whatever the error policy.
+    #[error("state store: {0}")]
+    State(#[from] rocketmq_streams_state::StateError),
+    /// A shuffled record is not in the shuffle wire format. Permanent for
+    /// that record (it goes through the error policy).
+    #[error("malformed shuffle record: {0}")]
+    Shuffle(#[from] rocketmq_streams_shuffle::DecodeError),
     /// RocketMQ I/O failed; see the inner error for whether a retry helps.
     #[error(transparent)]
     Io(#[from] rocketmq_streams_io::Error),
@@ -36,6 +44,7 @@ impl StreamsError {
     pub fn is_retriable(&self) -> bool {
         match self {
             StreamsError::Io(e) => e.is_retriable(),
+            StreamsError::State(e) => e.is_retriable(),
             _ => false,
         }
     }

@@ -45,6 +45,7 @@
 mod driver;
 mod dsl;
 mod error;
+mod accumulator;
 pub mod operators;
 mod policy;
 mod processor;
@@ -53,10 +54,11 @@ pub mod serde;
 mod topology;
 
 pub use driver::{DriverMetrics, TopologyTestDriver};
-pub use dsl::{RStream, StreamBuilder};
+pub use accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+pub use dsl::{GroupedStream, RStream, StreamBuilder};
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
-pub use processor::{BoxProcessor, Context, Output, Processor, Record};
+pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record, ShuffleOutput};
 pub use rocketmq_streams_io as io;
 pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, StreamRuntime};
 pub use topology::Topology;
@@ -65,7 +67,7 @@ pub use topology::Topology;
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        ErrorPolicy, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError, Topology, TopologyTestDriver,
+        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError, Topology, TopologyTestDriver,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

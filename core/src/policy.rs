@@ -69,6 +69,13 @@ impl ErrorPolicy {
     /// with `error`. The one place the policy is interpreted, for the
     /// runtime and the test driver alike.
     pub(crate) fn judge(self, body: &Bytes, error: &StreamsError, origin: String) -> Verdict {
+        if let StreamsError::State(_) = error {
+            // The store failed, not the record: skipping would lose state.
+            return Verdict::Fail(StreamsError::RecordFailed {
+                origin,
+                cause: error.to_string(),
+            });
+        }
         match self {
             ErrorPolicy::Skip => {
                 tracing::warn!(%origin, %error, "record skipped");

@@ -8,6 +8,7 @@
 //! driver) sends after the batch.
 
 use bytes::Bytes;
+use rocketmq_streams_state::QueueStore;
 
 use crate::error::StreamsError;
 
@@ -30,6 +31,16 @@ pub struct Output {
     pub timestamp: i64,
 }
 
+/// A record bound for the job's shuffle topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShuffleOutput {
+    /// The stable hash of the serialized key: the shuffle queue is
+    /// `key_hash % queues` (see `rocketmq_streams_shuffle::partition`).
+    pub key_hash: u64,
+    /// The encoded shuffle record.
+    pub body: Bytes,
+}
+
 /// What a pipeline writes into while it processes a batch.
 #[derive(Debug, Default)]
 pub struct Context {
@@ -37,6 +48,17 @@ pub struct Context {
     pub outputs: Vec<Vec<Output>>,
     /// Records emitted by sinks (serialized), counted for metrics.
     pub records_out: u64,
+    /// Keyed records for the shuffle topic.
+    pub shuffle: Vec<ShuffleOutput>,
+    /// The input record being processed: [`origin_id`](rocketmq_streams_shuffle::origin_id)
+    /// of its queue and its offset; outputs of `key_by` carry it.
+    pub(crate) origin: (u64, i64),
+    /// Outputs of `key_by` so far for the current input record.
+    pub(crate) seq: u32,
+    /// The state of the queue being processed (keyed stages only).
+    pub(crate) store: Option<QueueStore>,
+    /// Shuffled records dropped as already applied (replays).
+    pub(crate) duplicates: u64,
 }
 
 impl Context {
@@ -44,13 +66,33 @@ impl Context {
     pub fn new(sinks: usize) -> Self {
         Self {
             outputs: vec![Vec::new(); sinks],
-            records_out: 0,
+            ..Self::default()
         }
     }
 
-    /// The lengths of all output buffers, to roll back a failed record.
+    /// Starts the input record at `offset` of the queue `origin_queue`.
+    pub(crate) fn begin_record(&mut self, origin_queue: u64, offset: i64) {
+        self.origin = (origin_queue, offset);
+        self.seq = 0;
+    }
+
+    /// The store of the queue being processed.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::Topology`] outside a keyed stage (a bug in the runtime).
+    pub(crate) fn store(&mut self) -> Result<&mut QueueStore, StreamsError> {
+        self.store
+            .as_mut()
+            .ok_or_else(|| StreamsError::Topology("a stateful operator ran outside a keyed stage".into()))
+    }
+
+    /// The lengths of all output buffers (the shuffle buffer last), to roll
+    /// back a failed record.
     pub(crate) fn mark(&self) -> Vec<usize> {
-        self.outputs.iter().map(Vec::len).collect()
+        let mut mark: Vec<usize> = self.outputs.iter().map(Vec::len).collect();
+        mark.push(self.shuffle.len());
+        mark
     }
 
     /// Drops what was emitted since `mark`: a record that failed half-way
@@ -62,6 +104,9 @@ impl Context {
             buffer.truncate(len);
         }
         self.records_out -= dropped;
+        if let Some(&len) = mark.get(self.outputs.len()) {
+            self.shuffle.truncate(len);
+        }
     }
 }
 
@@ -87,3 +132,15 @@ impl<T> Processor<T> for Discard {
 
 /// Boxed processor, the edge between two operators.
 pub type BoxProcessor<T> = Box<dyn Processor<T>>;
+
+/// A value with its key, after `key_by`: the key as a value and as the
+/// bytes it was shuffled (and is stored) under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyed<K, V> {
+    /// The key.
+    pub key: K,
+    /// The serialized key (JSON), as it travelled through the shuffle.
+    pub raw_key: Bytes,
+    /// The value.
+    pub value: V,
+}

@@ -38,15 +38,28 @@ pub struct Topology {
     pub(crate) nodes: Vec<NodeInfo>,
     pub(crate) sources: Vec<SourceDef>,
     pub(crate) sink_topics: Vec<String>,
+    /// `<job_id>-shuffle` when the job has a `key_by`.
+    pub(crate) shuffle_topic: Option<String>,
 }
 
 impl Topology {
+    /// The job's shuffle topic (`<job_id>-shuffle`), if it has a `key_by`.
+    /// It is also one of the [`source_topics`](Self::source_topics).
+    pub fn shuffle_topic(&self) -> Option<&str> {
+        self.shuffle_topic.as_deref()
+    }
+
+    /// The job's state topic (`<job_id>-state`), if it has keyed state.
+    pub fn state_topic(&self) -> Option<String> {
+        self.shuffle_topic.as_ref().map(|_| format!("{}-state", self.job_id))
+    }
+
     /// The job id (also the consumer group and the prefix of the job's topics).
     pub fn job_id(&self) -> &str {
         &self.job_id
     }
 
-    /// The source topics, in the order they were declared.
+    /// The source topics, in the order they were declared (then the shuffle topic).
     pub fn source_topics(&self) -> Vec<&str> {
         self.sources.iter().map(|s| s.topic.as_str()).collect()
     }

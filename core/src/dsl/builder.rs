@@ -8,6 +8,7 @@ use super::rstream::{RStream, Slot};
 use crate::error::{Result, StreamsError};
 use crate::processor::{BoxProcessor, Context, Record};
 use crate::serde::Deserializer;
+use crate::operators::shuffle_source::{KeyedEntry, ShuffleSource};
 use crate::topology::{NodeInfo, SourceDef, SourcePipeline, Topology};
 
 /// The graph under construction, shared by the builder and its streams.
@@ -18,7 +19,11 @@ pub(crate) struct Graph {
     pub(crate) sources: Vec<SourceDef>,
     pub(crate) sink_topics: Vec<String>,
     pub(crate) terminals: usize,
+    /// The chains after each `key_by`, indexed by its shuffle node number.
+    pub(crate) keyed: Vec<KeyedFactory>,
 }
+
+pub(crate) type KeyedFactory = Arc<dyn Fn() -> Box<dyn KeyedEntry> + Send + Sync>;
 
 impl Graph {
     pub(crate) fn add_node(&mut self, kind: &'static str, detail: String, parent: Option<usize>) -> usize {
@@ -95,7 +100,8 @@ impl StreamBuilder {
     /// [`StreamsError::Topology`] when the job id is empty or not usable in a
     /// topic name, there is no source, no stream ends in a sink, `foreach` or
     /// `print`, a topic name is one RocketMQ would reject, or two sources
-    /// read the same topic.
+    /// read the same topic (the job's shuffle topic `<job_id>-shuffle`
+    /// included).
     pub fn build(&self) -> Result<Topology> {
         if self.job_id.is_empty() {
             return Err(StreamsError::Topology("the job id is empty".into()));
@@ -108,6 +114,19 @@ impl StreamBuilder {
             ))
         })?;
         let graph = lock(&self.graph);
+        let mut sources = graph.sources.clone();
+        let shuffle_topic = (!graph.keyed.is_empty()).then(|| format!("{}-shuffle", self.job_id));
+        if let Some(topic) = &shuffle_topic {
+            let keyed = graph.keyed.clone();
+            sources.push(SourceDef {
+                topic: topic.clone(),
+                factory: Arc::new(move || {
+                    Box::new(ShuffleSource {
+                        entries: keyed.iter().map(|f| f()).collect(),
+                    }) as Box<dyn SourcePipeline>
+                }),
+            });
+        }
         if graph.sources.is_empty() {
             return Err(StreamsError::Topology("the topology has no source".into()));
         }
@@ -117,11 +136,11 @@ impl StreamBuilder {
             ));
         }
         let mut seen = std::collections::HashSet::new();
-        for topic in graph.sources.iter().map(|s| &s.topic).chain(graph.sink_topics.iter()) {
+        for topic in sources.iter().map(|s| &s.topic).chain(graph.sink_topics.iter()) {
             rocketmq_streams_io::validate_topic_name(topic)
                 .map_err(|e| StreamsError::Topology(e.message().to_string()))?;
         }
-        for s in &graph.sources {
+        for s in &sources {
             if !seen.insert(&s.topic) {
                 return Err(StreamsError::Topology(format!("topic {} is a source twice", s.topic)));
             }
@@ -129,8 +148,9 @@ impl StreamBuilder {
         Ok(Topology {
             job_id: self.job_id.clone(),
             nodes: graph.nodes.clone(),
-            sources: graph.sources.clone(),
+            sources,
             sink_topics: graph.sink_topics.clone(),
+            shuffle_topic,
         })
     }
 }

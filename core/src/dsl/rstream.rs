@@ -8,7 +8,13 @@ use crate::operators::{
     filter::Filter, flat_map::FlatMap, foreach::Foreach, foreach::Print, map::Map, select_timestamp::SelectTimestamp,
     sink::SinkOp, tee::Tee,
 };
-use crate::processor::{BoxProcessor, Discard};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::grouped::GroupedStream;
+use crate::operators::key_by::KeyBy;
+use crate::operators::shuffle_source::{KeyedEntry, TypedKeyedEntry};
+use crate::processor::{BoxProcessor, Discard, Keyed};
 use crate::serde::Serializer;
 
 type Factory<T> = Arc<dyn Fn() -> BoxProcessor<T> + Send + Sync>;
@@ -61,7 +67,7 @@ impl<T: Clone + 'static> RStream<T> {
         Self { graph, slot, node }
     }
 
-    fn node(&self, kind: &'static str, detail: String, terminal: bool) -> usize {
+    pub(crate) fn node(&self, kind: &'static str, detail: String, terminal: bool) -> usize {
         let mut graph = lock(&self.graph);
         if terminal {
             graph.terminals += 1;
@@ -69,16 +75,58 @@ impl<T: Clone + 'static> RStream<T> {
         graph.add_node(kind, detail, Some(self.node))
     }
 
-    fn then<U: Clone + 'static>(
+    pub(crate) fn then<U: Clone + 'static>(
         &self,
         kind: &'static str,
         make: impl Fn(BoxProcessor<U>) -> BoxProcessor<T> + Send + Sync + 'static,
     ) -> RStream<U> {
+        self.then_node(kind, move |_, next| make(next))
+    }
+
+    /// As `then`, and `make` also gets the new node's id.
+    pub(crate) fn then_node<U: Clone + 'static>(
+        &self,
+        kind: &'static str,
+        make: impl Fn(usize, BoxProcessor<U>) -> BoxProcessor<T> + Send + Sync + 'static,
+    ) -> RStream<U> {
         let node = self.node(kind, String::new(), false);
         let slot: Arc<Slot<U>> = Arc::default();
         let next = slot.clone();
-        self.slot.push(Arc::new(move || make(next.build())));
+        self.slot.push(Arc::new(move || make(node, next.build())));
         RStream::new(self.graph.clone(), slot, node)
+    }
+
+    /// Groups the stream by the key `f` selects: every record is written to
+    /// the job's shuffle topic (`<job_id>-shuffle`) in the queue of its
+    /// key's stable hash, so all records of a key meet on one shard, where
+    /// the returned stream's keyed operators (and their state) run.
+    ///
+    /// Keys and values travel as JSON, with their event time.
+    pub fn key_by<K, F>(&self, f: F) -> GroupedStream<K, T>
+    where
+        K: Serialize + DeserializeOwned + Clone + 'static,
+        T: Serialize + DeserializeOwned,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(f);
+        let slot: Arc<Slot<Keyed<K, T>>> = Arc::default();
+        let (node, index) = {
+            let mut graph = lock(&self.graph);
+            let index = graph.keyed.len();
+            let node = graph.add_node("KeyBy", format!("shuffle node {index}"), Some(self.node));
+            let chain = slot.clone();
+            graph.keyed.push(Arc::new(move || {
+                Box::new(TypedKeyedEntry { next: chain.build() }) as Box<dyn KeyedEntry>
+            }));
+            (node, u16::try_from(index).unwrap_or(u16::MAX))
+        };
+        self.slot.push(Arc::new(move || {
+            Box::new(KeyBy {
+                node: index,
+                selector: selector.clone(),
+            }) as BoxProcessor<T>
+        }));
+        GroupedStream::new(RStream::new(self.graph.clone(), slot, node))
     }
 
     /// Transforms every value with `f`.

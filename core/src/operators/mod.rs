@@ -7,3 +7,6 @@ pub mod map;
 pub mod select_timestamp;
 pub mod sink;
 pub mod tee;
+pub mod aggregate;
+pub mod key_by;
+pub(crate) mod shuffle_source;

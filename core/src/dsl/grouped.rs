@@ -1,0 +1,158 @@
+//! `GroupedStream<K, V>`: the keyed stage after `key_by`.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::Add;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::rstream::RStream;
+use crate::accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+use crate::operators::aggregate::Aggregate;
+use crate::processor::{BoxProcessor, Keyed};
+use crate::serde::Serializer;
+
+/// A stream grouped by key: every record of a key is processed on the one
+/// shard that owns the key's shuffle queue, where its aggregations keep
+/// their state.
+///
+/// Aggregations emit an update — the key and its new result — for every
+/// input record. `to_rstream` turns the updates back into an [`RStream`]
+/// of `(key, value)` pairs.
+pub struct GroupedStream<K, V> {
+    inner: RStream<Keyed<K, V>>,
+}
+
+impl<K, V> GroupedStream<K, V>
+where
+    K: Clone + 'static,
+    V: Clone + 'static,
+{
+    pub(crate) fn new(inner: RStream<Keyed<K, V>>) -> Self {
+        Self { inner }
+    }
+
+    /// Folds the values of each key with `acc`; emits each key's new result.
+    pub fn aggregate<A: Accumulator<V>>(&self, acc: A) -> GroupedStream<K, A::Output> {
+        self.aggregate_as("Aggregate", acc)
+    }
+
+    fn aggregate_as<A: Accumulator<V>>(&self, kind: &'static str, acc: A) -> GroupedStream<K, A::Output> {
+        let acc = Arc::new(acc);
+        GroupedStream::new(self.inner.then_node(kind, move |node, next| {
+            Box::new(Aggregate {
+                prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
+                acc: acc.clone(),
+                next,
+                key_buf: Vec::new(),
+            }) as BoxProcessor<Keyed<K, V>>
+        }))
+    }
+
+    /// The number of values of each key so far.
+    pub fn count(&self) -> GroupedStream<K, u64> {
+        self.aggregate_as("Count", Count)
+    }
+
+    /// The sum of `f(value)` per key.
+    pub fn sum<N, F>(&self, f: F) -> GroupedStream<K, N>
+    where
+        N: Add<Output = N> + Copy + Default + Serialize + DeserializeOwned + 'static,
+        F: Fn(&V) -> N + Send + Sync + 'static,
+    {
+        self.aggregate_as("Sum", Sum { selector: f, _n: PhantomData })
+    }
+
+    /// The least `f(value)` per key.
+    pub fn min<N, F>(&self, f: F) -> GroupedStream<K, N>
+    where
+        N: PartialOrd + Copy + Default + Serialize + DeserializeOwned + 'static,
+        F: Fn(&V) -> N + Send + Sync + 'static,
+    {
+        self.aggregate_as("Min", Extreme::<F, N, false> { selector: f, _n: PhantomData })
+    }
+
+    /// The greatest `f(value)` per key.
+    pub fn max<N, F>(&self, f: F) -> GroupedStream<K, N>
+    where
+        N: PartialOrd + Copy + Default + Serialize + DeserializeOwned + 'static,
+        F: Fn(&V) -> N + Send + Sync + 'static,
+    {
+        self.aggregate_as("Max", Extreme::<F, N, true> { selector: f, _n: PhantomData })
+    }
+
+    /// The mean of `f(value)` per key.
+    pub fn avg<F>(&self, f: F) -> GroupedStream<K, f64>
+    where
+        F: Fn(&V) -> f64 + Send + Sync + 'static,
+    {
+        self.aggregate_as("Avg", Avg { selector: f })
+    }
+
+    /// Transforms every value, keeping its key.
+    pub fn map<U, F>(&self, f: F) -> GroupedStream<K, U>
+    where
+        U: Clone + 'static,
+        F: Fn(V) -> U + Send + Sync + 'static,
+    {
+        GroupedStream::new(self.inner.map(move |kv: Keyed<K, V>| Keyed {
+            key: kv.key,
+            raw_key: kv.raw_key,
+            value: f(kv.value),
+        }))
+    }
+
+    /// Keeps the values for which `f` returns `true`.
+    pub fn filter<F>(&self, f: F) -> GroupedStream<K, V>
+    where
+        F: Fn(&V) -> bool + Send + Sync + 'static,
+    {
+        GroupedStream::new(self.inner.filter(move |kv: &Keyed<K, V>| f(&kv.value)))
+    }
+
+    /// Replaces every value with the values `f` returns, each under the same key.
+    pub fn flat_map<U, I, F>(&self, f: F) -> GroupedStream<K, U>
+    where
+        U: Clone + 'static,
+        I: IntoIterator<Item = U>,
+        I::IntoIter: 'static,
+        F: Fn(V) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        GroupedStream::new(self.inner.flat_map(move |kv: Keyed<K, V>| {
+            let (key, raw_key) = (kv.key, kv.raw_key);
+            f(kv.value).into_iter().map(move |value| Keyed {
+                key: key.clone(),
+                raw_key: raw_key.clone(),
+                value,
+            })
+        }))
+    }
+
+    /// The stream of `(key, value)` pairs (for aggregations: every update).
+    pub fn to_rstream(&self) -> RStream<(K, V)> {
+        self.inner
+            .then("ToRStream", |next: BoxProcessor<(K, V)>| {
+                Box::new(crate::operators::map::Map {
+                    f: Arc::new(|kv: Keyed<K, V>| (kv.key, kv.value)),
+                    next,
+                }) as BoxProcessor<Keyed<K, V>>
+            })
+    }
+
+    /// Writes every `(key, value)` to `topic` with `serializer`; ends the stream.
+    pub fn sink<S: Serializer<(K, V)>>(&self, topic: &str, serializer: S) {
+        self.to_rstream().sink(topic, serializer);
+    }
+
+    /// Prints every `(key, value)`; ends the stream.
+    pub fn print(&self)
+    where
+        K: Debug,
+        V: Debug,
+    {
+        self.to_rstream().print();
+    }
+}

@@ -1,0 +1,50 @@
+//! `aggregate` (and `count`, `sum`, `min`, `max`, `avg`): keyed state.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::accumulator::Accumulator;
+use crate::error::{SerdeError, StreamsError};
+use crate::processor::{BoxProcessor, Context, Keyed, Processor, Record};
+
+/// Folds each value into its key's state (read from and written to the
+/// queue's store) and emits the key's new result.
+pub struct Aggregate<K, V, A: Accumulator<V>> {
+    /// Prefix of this operator's keys in the store (its node id).
+    pub(crate) prefix: [u8; 2],
+    pub(crate) acc: Arc<A>,
+    pub(crate) next: BoxProcessor<Keyed<K, A::Output>>,
+    pub(crate) key_buf: Vec<u8>,
+}
+
+impl<K, V, A: Accumulator<V>> Processor<Keyed<K, V>> for Aggregate<K, V, A> {
+    fn process(&mut self, record: Record<Keyed<K, V>>, ctx: &mut Context) -> Result<(), StreamsError> {
+        let Keyed { key, raw_key, value } = record.value;
+        self.key_buf.clear();
+        self.key_buf.extend_from_slice(&self.prefix);
+        self.key_buf.extend_from_slice(&raw_key);
+        let store = ctx.store()?;
+        let mut state = match store.get(&self.key_buf)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                rocketmq_streams_state::StateError::Malformed(format!("stored state of key {raw_key:?}: {e}"))
+            })?,
+            None => self.acc.init(),
+        };
+        self.acc.add(&mut state, &value);
+        let encoded = serde_json::to_vec(&state).map_err(|e| SerdeError::new("json", e.to_string()))?;
+        store.put(Bytes::copy_from_slice(&self.key_buf), Bytes::from(encoded));
+        let out = Keyed {
+            key,
+            raw_key,
+            value: self.acc.result(&state),
+        };
+        self.next.process(
+            Record {
+                value: out,
+                timestamp: record.timestamp,
+            },
+            ctx,
+        )
+    }
+}

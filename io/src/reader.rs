@@ -1,0 +1,112 @@
+//! Reading one queue from a given offset, outside any consumer group's
+//! assignment: how the runtime restores state from the state topic.
+
+// Classic pull is deprecated in favour of the lite-pull consumer, whose
+// assign + seek would serve too; a stateless pull at an explicit offset is
+// the plainest way to read a queue once from a checkpoint to its end.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+
+use rocketmq_client_rust::{DefaultMQPullConsumer, PullStatus};
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Operation, Result};
+use crate::ids::{Offset, QueueId};
+use crate::runtime::{IoRuntime, IoTask};
+use crate::source::Record;
+
+/// One read of a [`QueueReader`].
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// The records read, in offset order.
+    pub records: Vec<Record>,
+    /// The offset to read from next.
+    pub next: Offset,
+    /// The queue's end offset (one past its last record) when read.
+    pub end: Offset,
+}
+
+/// Reads explicit queues from explicit offsets (a RocketMQ pull consumer):
+/// no rebalance, no committed offsets.
+#[derive(Clone)]
+pub struct QueueReader {
+    io: Arc<IoRuntime>,
+    consumer: Arc<DefaultMQPullConsumer>,
+}
+
+impl QueueReader {
+    /// Starts a pull consumer in `group`.
+    ///
+    /// # Errors
+    ///
+    /// An [`Operation::Source`] error if the consumer cannot start.
+    pub async fn start(io: Arc<IoRuntime>, client: &ClientConfig, group: &str) -> Result<QueueReader> {
+        let consumer = DefaultMQPullConsumer::builder(io.client_runtime())
+            .consumer_group(group.to_string())
+            .name_server_addr(client.namesrv_addr.clone())
+            .build()
+            .map_err(|e| Error::client(Operation::Source, "cannot build the queue reader", e))?;
+        let consumer = Arc::new(consumer);
+        let c = consumer.clone();
+        io.spawn(async move {
+            c.start()
+                .await
+                .map_err(|e| Error::client(Operation::Source, "cannot start the queue reader", e))
+        })
+        .await??;
+        Ok(QueueReader { io, consumer })
+    }
+
+    /// Reads up to `max` records of `queue` from offset `from`; an empty
+    /// chunk with `next == end` means the end was reached.
+    pub fn read(&self, queue: QueueId, from: Offset, max: u32) -> IoTask<Result<Chunk>> {
+        let c = self.consumer.clone();
+        self.io.spawn(async move {
+            let mq = queue.to_mq();
+            let end = c
+                .max_offset(&mq)
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("end offset of {queue}"), e))?;
+            if from.0 >= end {
+                return Ok(Chunk {
+                    records: Vec::new(),
+                    next: from,
+                    end: Offset(end),
+                });
+            }
+            let result = c
+                .pull(&mq, "*", from.0, i32::try_from(max).unwrap_or(i32::MAX))
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("read {queue} at {from}"), e))?;
+            let next = Offset(i64::try_from(result.next_begin_offset()).unwrap_or(i64::MAX));
+            let records = match result.pull_status() {
+                PullStatus::Found => result
+                    .msg_found_list()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|m| Record {
+                        offset: Offset(m.queue_offset()),
+                        body: m.body().unwrap_or_default(),
+                        born_timestamp: m.born_timestamp(),
+                        store_timestamp: m.store_timestamp(),
+                        properties: Vec::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Chunk {
+                records,
+                // Never stand still on an empty read before the end.
+                next: Offset(next.0.max(from.0)),
+                end: Offset(end),
+            })
+        })
+    }
+
+    /// Stops the consumer.
+    pub async fn shutdown(self) {
+        let c = self.consumer.clone();
+        let _ = self.io.spawn(async move { c.shutdown().await }).await;
+    }
+}
