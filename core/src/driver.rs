@@ -475,8 +475,10 @@ mod tests {
             let prev = last.insert(w.clone(), c).unwrap_or(0);
             assert_eq!(c, prev + 1, "counts of {w} rise one by one");
         }
-        let expected: HashMap<String, u64> =
-            [("a", 3), ("b", 2), ("c", 1), ("z", 4)].into_iter().map(|(w, c)| (w.to_string(), c)).collect();
+        let expected: HashMap<String, u64> = [("a", 3), ("b", 2), ("c", 1), ("z", 4)]
+            .into_iter()
+            .map(|(w, c)| (w.to_string(), c))
+            .collect();
         assert_eq!(last, expected);
     }
 
@@ -506,12 +508,24 @@ mod tests {
     #[test]
     fn sum_min_max_avg_and_a_custom_accumulator_match_a_reference() {
         let b = StreamBuilder::new("agg");
-        let by_sensor = b.source("readings", Json::<Reading>::new()).key_by(|r: &Reading| r.sensor.clone());
-        by_sensor.sum(|r: &Reading| r.value).sink("sum", Json::<(String, i64)>::new());
-        by_sensor.min(|r: &Reading| r.value).sink("min", Json::<(String, i64)>::new());
-        by_sensor.max(|r: &Reading| r.value).sink("max", Json::<(String, i64)>::new());
-        by_sensor.avg(|r: &Reading| r.value as f64).sink("avg", Json::<(String, f64)>::new());
-        by_sensor.aggregate(Product).sink("product", Json::<(String, i64)>::new());
+        let by_sensor = b
+            .source("readings", Json::<Reading>::new())
+            .key_by(|r: &Reading| r.sensor.clone());
+        by_sensor
+            .sum(|r: &Reading| r.value)
+            .sink("sum", Json::<(String, i64)>::new());
+        by_sensor
+            .min(|r: &Reading| r.value)
+            .sink("min", Json::<(String, i64)>::new());
+        by_sensor
+            .max(|r: &Reading| r.value)
+            .sink("max", Json::<(String, i64)>::new());
+        by_sensor
+            .avg(|r: &Reading| r.value as f64)
+            .sink("avg", Json::<(String, f64)>::new());
+        by_sensor
+            .aggregate(Product)
+            .sink("product", Json::<(String, i64)>::new());
         let mut d = TopologyTestDriver::new(b.build().expect("valid"));
         let mut reference: HashMap<String, Vec<i64>> = HashMap::new();
         for i in 0..300i64 {
@@ -523,16 +537,30 @@ mod tests {
             d.pipe_value("readings", &Json::new(), &r, i).expect("pipe");
         }
         let last = |d: &mut TopologyTestDriver, topic: &str| -> HashMap<String, i64> {
-            d.read_values::<(String, i64)>(topic, &Json::new()).into_iter().collect()
+            d.read_values::<(String, i64)>(topic, &Json::new())
+                .into_iter()
+                .collect()
         };
-        let (sum, min, max, product) = (last(&mut d, "sum"), last(&mut d, "min"), last(&mut d, "max"), last(&mut d, "product"));
-        let avg: HashMap<String, f64> = d.read_values::<(String, f64)>("avg", &Json::new()).into_iter().collect();
+        let (sum, min, max, product) = (
+            last(&mut d, "sum"),
+            last(&mut d, "min"),
+            last(&mut d, "max"),
+            last(&mut d, "product"),
+        );
+        let avg: HashMap<String, f64> = d
+            .read_values::<(String, f64)>("avg", &Json::new())
+            .into_iter()
+            .collect();
         assert_eq!(sum.len(), 7);
         for (sensor, values) in &reference {
             assert_eq!(sum[sensor], values.iter().sum::<i64>(), "sum of {sensor}");
             assert_eq!(min[sensor], *values.iter().min().expect("values"), "min of {sensor}");
             assert_eq!(max[sensor], *values.iter().max().expect("values"), "max of {sensor}");
-            assert_eq!(product[sensor], values.iter().fold(1i64, |p, v| p.wrapping_mul(*v)), "product of {sensor}");
+            assert_eq!(
+                product[sensor],
+                values.iter().fold(1i64, |p, v| p.wrapping_mul(*v)),
+                "product of {sensor}"
+            );
             let mean = values.iter().sum::<i64>() as f64 / values.len() as f64;
             assert!((avg[sensor] - mean).abs() < 1e-9, "avg of {sensor}");
         }
@@ -544,17 +572,26 @@ mod tests {
         d.pipe_input_to_queue("wc-shuffle", 2, Bytes::from_static(b"\x09not a shuffle record"), 0)
             .expect("pipe");
         assert_eq!(d.metrics().dead_lettered, 1);
-        assert!(d.dead_letters()[0].error.contains("shuffle"), "{}", d.dead_letters()[0].error);
+        assert!(
+            d.dead_letters()[0].error.contains("shuffle"),
+            "{}",
+            d.dead_letters()[0].error
+        );
         // The same shuffled record twice (a replay of the first stage): applied once.
         let record = rocketmq_streams_shuffle::ShuffleRecord {
             node: 0,
-            origin: rocketmq_streams_shuffle::Origin { queue: 9, offset: 4, seq: 0 },
+            origin: rocketmq_streams_shuffle::Origin {
+                queue: 9,
+                offset: 4,
+                seq: 0,
+            },
             timestamp: 0,
             key: Bytes::from_static(b"\"w\""),
             value: Bytes::from_static(b"\"w\""),
         };
         for _ in 0..2 {
-            d.pipe_input_to_queue("wc-shuffle", 1, record.encode(), 0).expect("pipe");
+            d.pipe_input_to_queue("wc-shuffle", 1, record.encode(), 0)
+                .expect("pipe");
         }
         let counts: Vec<(String, u64)> = d.read_values("counts", &Json::new());
         assert_eq!(counts, [("w".to_string(), 1)]);

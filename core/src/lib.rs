@@ -42,10 +42,10 @@
 //! (at-least-once). The [`runtime`] module draws the data path.
 #![warn(missing_docs)]
 
+mod accumulator;
 mod driver;
 mod dsl;
 mod error;
-mod accumulator;
 pub mod operators;
 mod policy;
 mod processor;
@@ -53,8 +53,8 @@ pub mod runtime;
 pub mod serde;
 mod topology;
 
-pub use driver::{DriverMetrics, TopologyTestDriver};
 pub use accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+pub use driver::{DriverMetrics, TopologyTestDriver};
 pub use dsl::{GroupedStream, RStream, StreamBuilder};
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
@@ -67,7 +67,8 @@ pub use topology::Topology;
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError, Topology, TopologyTestDriver,
+        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError,
+        Topology, TopologyTestDriver,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

@@ -64,6 +64,10 @@ impl QueueReader {
         let c = self.consumer.clone();
         self.io.spawn(async move {
             let mq = queue.to_mq();
+            // Loads the topic's route, so the client knows the queue's broker.
+            c.fetch_subscribe_message_queues(queue.topic())
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("route of {}", queue.topic()), e))?;
             let end = c
                 .max_offset(&mq)
                 .await

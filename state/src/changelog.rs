@@ -8,6 +8,7 @@ const VERSION: u8 = 1;
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
 const MARKER: u8 = 2;
+const ABORT: u8 = 3;
 
 /// One message of a state-topic queue.
 ///
@@ -35,6 +36,10 @@ pub enum Change {
         /// The source offset the state is complete up to (exclusive).
         source_next: i64,
     },
+    /// The changes since the last marker are void: a new owner restored
+    /// the state without them (their writer crashed before its marker) and
+    /// writes this before its own changes, so no later marker applies them.
+    Abort,
 }
 
 impl Change {
@@ -55,6 +60,11 @@ impl Change {
                 out.put_u8(VERSION);
                 out.put_u8(DELETE);
                 out.put_slice(key);
+            }
+            Change::Abort => {
+                out = BytesMut::with_capacity(2);
+                out.put_u8(VERSION);
+                out.put_u8(ABORT);
             }
             Change::Marker { source_next } => {
                 out = BytesMut::with_capacity(10);
@@ -93,6 +103,7 @@ impl Change {
                     source_next: i64::from_le_bytes(a),
                 })
             }
+            [VERSION, ABORT] => Ok(Change::Abort),
             [VERSION, ..] => Err(malformed("unknown kind or bad length")),
             [v, ..] => Err(malformed(&format!("version {v} not supported"))),
             [] => Err(malformed("empty")),
@@ -119,6 +130,7 @@ mod tests {
                 key: Bytes::from_static(b"gone"),
             },
             Change::Marker { source_next: 42 },
+            Change::Abort,
         ] {
             assert_eq!(Change::decode(&c.encode()).expect("decodes"), c);
         }
@@ -126,7 +138,13 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors() {
-        for body in [&b""[..], b"\x09\x00", b"\x01\x07", b"\x01\x00\xff\xff\xff\xff", b"\x01\x02\x01"] {
+        for body in [
+            &b""[..],
+            b"\x09\x00",
+            b"\x01\x07",
+            b"\x01\x00\xff\xff\xff\xff",
+            b"\x01\x02\x01",
+        ] {
             let err = Change::decode(&Bytes::copy_from_slice(body)).expect_err("malformed");
             assert!(!err.is_retriable());
         }

@@ -38,7 +38,9 @@
 //! state queue from the checkpoint's offset (from the start if there is no
 //! local database, or it is ahead of the topic, i.e. not this topic's
 //! prefix), applying changes only when their marker arrives
-//! ([`Restore`]); discard what follows the last marker.
+//! ([`Restore`]); discard what follows the last marker, and write
+//! [`Change::Abort`] before the first new change so that no later marker
+//! applies those orphans.
 //!
 //! # Failure cases
 //!

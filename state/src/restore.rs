@@ -57,6 +57,7 @@ impl Restore {
                 self.markers += 1;
                 self.checkpoint = Some(checkpoint);
             }
+            Change::Abort => self.pending.clear(),
             change => self.pending.push(change),
         }
         Ok(())
@@ -98,6 +99,12 @@ mod tests {
             Change::Marker { source_next: 20 }.encode(),
             put("a", "3"), // the writer crashed before its marker
         ];
+        let mut with_abort = log.to_vec();
+        with_abort.extend([
+            Change::Abort.encode(),
+            put("b", "9"),
+            Change::Marker { source_next: 21 }.encode(),
+        ]);
         let mut restore = Restore::default();
         let mut malformed = 0;
         for (offset, body) in log.iter().enumerate() {
@@ -122,5 +129,17 @@ mod tests {
         );
         assert_eq!(store.get(b"a").expect("get"), Some(Bytes::from_static(b"2")));
         assert_eq!(store.checkpoint().expect("cp"), summary.checkpoint);
+
+        // The next owner wrote an abort before its changes: the orphan
+        // `a = 3` is never applied, its own `b = 9` is.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let mut store2 = QueueStore::open(dir2.path().join("q"), 100).expect("open");
+        let mut restore = Restore::default();
+        for (offset, body) in with_abort.iter().enumerate() {
+            let _ = restore.feed(&mut store2, offset as i64, body);
+        }
+        assert_eq!(restore.finish().discarded, 0);
+        assert_eq!(store2.get(b"a").expect("get"), Some(Bytes::from_static(b"2")));
+        assert_eq!(store2.get(b"b").expect("get"), Some(Bytes::from_static(b"9")));
     }
 }

@@ -269,7 +269,7 @@ impl QueueStore {
             match c {
                 Change::Put { key, value } => batch.put(key, value),
                 Change::Delete { key } => batch.delete(key),
-                Change::Marker { .. } => {}
+                Change::Marker { .. } | Change::Abort => {}
             }
             if let Change::Put { key, .. } | Change::Delete { key } = c {
                 self.cache.remove(key);

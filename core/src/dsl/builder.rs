@@ -6,9 +6,9 @@ use bytes::Bytes;
 
 use super::rstream::{RStream, Slot};
 use crate::error::{Result, StreamsError};
+use crate::operators::shuffle_source::{KeyedEntry, ShuffleSource};
 use crate::processor::{BoxProcessor, Context, Record};
 use crate::serde::Deserializer;
-use crate::operators::shuffle_source::{KeyedEntry, ShuffleSource};
 use crate::topology::{NodeInfo, SourceDef, SourcePipeline, Topology};
 
 /// The graph under construction, shared by the builder and its streams.

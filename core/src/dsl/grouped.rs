@@ -62,7 +62,13 @@ where
         N: Add<Output = N> + Copy + Default + Serialize + DeserializeOwned + 'static,
         F: Fn(&V) -> N + Send + Sync + 'static,
     {
-        self.aggregate_as("Sum", Sum { selector: f, _n: PhantomData })
+        self.aggregate_as(
+            "Sum",
+            Sum {
+                selector: f,
+                _n: PhantomData,
+            },
+        )
     }
 
     /// The least `f(value)` per key.
@@ -71,7 +77,13 @@ where
         N: PartialOrd + Copy + Default + Serialize + DeserializeOwned + 'static,
         F: Fn(&V) -> N + Send + Sync + 'static,
     {
-        self.aggregate_as("Min", Extreme::<F, N, false> { selector: f, _n: PhantomData })
+        self.aggregate_as(
+            "Min",
+            Extreme::<F, N, false> {
+                selector: f,
+                _n: PhantomData,
+            },
+        )
     }
 
     /// The greatest `f(value)` per key.
@@ -80,7 +92,13 @@ where
         N: PartialOrd + Copy + Default + Serialize + DeserializeOwned + 'static,
         F: Fn(&V) -> N + Send + Sync + 'static,
     {
-        self.aggregate_as("Max", Extreme::<F, N, true> { selector: f, _n: PhantomData })
+        self.aggregate_as(
+            "Max",
+            Extreme::<F, N, true> {
+                selector: f,
+                _n: PhantomData,
+            },
+        )
     }
 
     /// The mean of `f(value)` per key.
@@ -133,13 +151,12 @@ where
 
     /// The stream of `(key, value)` pairs (for aggregations: every update).
     pub fn to_rstream(&self) -> RStream<(K, V)> {
-        self.inner
-            .then("ToRStream", |next: BoxProcessor<(K, V)>| {
-                Box::new(crate::operators::map::Map {
-                    f: Arc::new(|kv: Keyed<K, V>| (kv.key, kv.value)),
-                    next,
-                }) as BoxProcessor<Keyed<K, V>>
-            })
+        self.inner.then("ToRStream", |next: BoxProcessor<(K, V)>| {
+            Box::new(crate::operators::map::Map {
+                f: Arc::new(|kv: Keyed<K, V>| (kv.key, kv.value)),
+                next,
+            }) as BoxProcessor<Keyed<K, V>>
+        })
     }
 
     /// Writes every `(key, value)` to `topic` with `serializer`; ends the stream.

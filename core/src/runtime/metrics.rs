@@ -27,6 +27,10 @@ pub(crate) struct ShardCounters {
     pub(crate) skipped: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) batches: AtomicU64,
+    pub(crate) shuffled: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) restored: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
     /// Queues this shard built a pipeline for, and the OS thread it ran on.
     /// Written once per queue assignment, not per record.
     pub(crate) queues: Mutex<Vec<QueueId>>,
@@ -48,6 +52,10 @@ impl ShardCounters {
             skipped: get(&self.skipped),
             dead_lettered: get(&self.dead_lettered),
             batches: get(&self.batches),
+            shuffled: get(&self.shuffled),
+            duplicates: get(&self.duplicates),
+            restored: get(&self.restored),
+            checkpoints: get(&self.checkpoints),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
         }
     }
@@ -70,6 +78,14 @@ pub struct ShardMetrics {
     pub dead_lettered: u64,
     /// Batches processed.
     pub batches: u64,
+    /// Records written to the shuffle topic (acknowledged).
+    pub shuffled: u64,
+    /// Shuffled records dropped as replays already in the state.
+    pub duplicates: u64,
+    /// State changes applied while restoring from the state topic.
+    pub restored: u64,
+    /// State checkpoints (changelog + marker + RocksDB) completed.
+    pub checkpoints: u64,
     /// Queues this shard has owned (built a pipeline for).
     pub queues: Vec<QueueId>,
 }

@@ -74,6 +74,15 @@ pub struct RuntimeConfig {
     /// Queues of sink and dead-letter topics the runtime creates when they
     /// do not exist. Default: 8.
     pub default_topic_queues: u32,
+    /// Queues of the shuffle topic (and of the state topic, one per shuffle
+    /// queue) when they are created. Default: 8.
+    pub shuffle_queues: u32,
+    /// Where each owned queue's RocksDB lives. Default:
+    /// `<temp dir>/rocketmq-streams/<job id>`.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Keys a queue's store caches; when this many are dirty the queue
+    /// checkpoints early. Default: 100,000.
+    pub cache_capacity: usize,
 }
 
 impl RuntimeConfig {
@@ -88,6 +97,9 @@ impl RuntimeConfig {
             poll_batch: 1024,
             error_policy: ErrorPolicy::Skip,
             default_topic_queues: 8,
+            shuffle_queues: 8,
+            state_dir: None,
+            cache_capacity: 100_000,
         }
     }
 }
@@ -122,7 +134,7 @@ impl StreamRuntime {
             return Err(StreamsError::Topology("a job needs at least one shard".into()));
         }
         let io = IoRuntime::new(rocketmq_streams_io::DEFAULT_IO_THREADS)?;
-        let (admin, sink, sink_routes, dlq_route) = {
+        let (admin, sink, sink_routes, dlq_route, keyed_routes) = {
             let io2 = io.clone();
             let client = config.client.clone();
             let sink_topics = topology.sink_topics().to_vec();
@@ -130,6 +142,8 @@ impl StreamRuntime {
             let producer_group = format!("{}-producer", topology.job_id());
             let queues = config.default_topic_queues;
             let with_dlq = config.error_policy == ErrorPolicy::DeadLetter;
+            let keyed_topics = topology.shuffle_topic().map(str::to_owned).zip(topology.state_topic());
+            let shuffle_queues = config.shuffle_queues;
             io.block_on(async move {
                 let admin = Admin::start(io2.clone(), &client).await?;
                 let mut routes = Vec::new();
@@ -141,8 +155,24 @@ impl StreamRuntime {
                 } else {
                     Vec::new()
                 };
+                let keyed_routes = match keyed_topics {
+                    Some((shuffle, state)) => {
+                        let mut shuffle_route = route_or_create(&admin, &shuffle, shuffle_queues).await?;
+                        let mut state_route = route_or_create(&admin, &state, shuffle_queues).await?;
+                        shuffle_route.sort();
+                        state_route.sort();
+                        let reader = rocketmq_streams_io::QueueReader::start(
+                            io2.clone(),
+                            &client,
+                            &format!("{producer_group}-state-reader"),
+                        )
+                        .await?;
+                        Some((shuffle_route, state_route, reader))
+                    }
+                    None => None,
+                };
                 let sink = Sink::start(io2, &client, &producer_group).await?;
-                Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route))
+                Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route, keyed_routes))
             })??
         };
         let mut source_config = SourceConfig::new(topology.job_id(), topology.source_topics());
@@ -160,6 +190,11 @@ impl StreamRuntime {
         } else {
             Vec::new()
         };
+        let state_dir = config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("rocketmq-streams").join(topology.job_id()));
+        let keyed = keyed_routes.map(|(shuffle, state, reader)| (Arc::new(shuffle), Arc::new(state), reader));
         let sink_routes = Arc::new(sink_routes);
         let dlq_route = Arc::new(dlq_route);
         let mut outboxes = Vec::new();
@@ -179,6 +214,14 @@ impl StreamRuntime {
                 dlq_route: dlq_route.clone(),
                 policy: config.error_policy,
                 counters: counters.clone(),
+                state: keyed.as_ref().map(|(shuffle, state, reader)| shard::StateSetup {
+                    shuffle_route: shuffle.clone(),
+                    state_route: state.clone(),
+                    reader: reader.clone(),
+                    dir: state_dir.clone(),
+                    cache: config.cache_capacity,
+                    commit_interval: config.commit_interval,
+                }),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("rmq-shard-{i}"))

@@ -4,16 +4,19 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, Sink};
+use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, Sink};
+use rocketmq_streams_shuffle::origin_id;
+use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore};
 use tracing::Instrument;
 
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId};
-use crate::error::StreamsError;
+use crate::error::{SerdeError, StreamsError};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
 use crate::topology::{process_record, SourcePipeline, Topology};
@@ -64,6 +67,34 @@ pub(crate) struct ShardSetup {
     pub(crate) dlq_route: Arc<Vec<QueueId>>,
     pub(crate) policy: ErrorPolicy,
     pub(crate) counters: Arc<ShardCounters>,
+    /// Keyed state, when the topology has a `key_by`.
+    pub(crate) state: Option<StateSetup>,
+}
+
+/// How a shard keeps the state of the shuffle queues it owns.
+pub(crate) struct StateSetup {
+    /// The shuffle topic's queues, sorted; queue `i` keeps its state in
+    /// `state_route[i]`.
+    pub(crate) shuffle_route: Arc<Vec<QueueId>>,
+    pub(crate) state_route: Arc<Vec<QueueId>>,
+    pub(crate) reader: QueueReader,
+    /// The job's state directory; each queue's RocksDB is a folder in it.
+    pub(crate) dir: PathBuf,
+    pub(crate) cache: usize,
+    pub(crate) commit_interval: Duration,
+}
+
+/// The state of one owned shuffle queue.
+struct QueueState {
+    /// In `ctx.store` while a batch of the queue runs.
+    store: Option<QueueStore>,
+    state_queue: QueueId,
+    /// The offset after the last processed batch, and after the last checkpoint.
+    next: Option<Offset>,
+    checkpointed: Option<Offset>,
+    last_checkpoint: Instant,
+    /// Changes after the last marker were found on restore: write an abort first.
+    abort_pending: bool,
 }
 
 /// The thread body of a shard.
@@ -107,6 +138,7 @@ pub(crate) fn run(setup: ShardSetup) {
 struct Shard {
     setup: ShardSetup,
     pipelines: HashMap<QueueId, Box<dyn SourcePipeline>>,
+    states: HashMap<QueueId, QueueState>,
     /// Queues whose batch failed: their later batches are dropped unacked.
     failed: HashSet<QueueId>,
     ctx: Context,
@@ -118,6 +150,7 @@ impl Shard {
         Self {
             setup,
             pipelines: HashMap::new(),
+            states: HashMap::new(),
             failed: HashSet::new(),
             ctx,
         }
@@ -128,6 +161,7 @@ impl Shard {
             match msg {
                 ShardMsg::Revoke(queue) => {
                     self.pipelines.remove(&queue);
+                    self.drop_state(&queue);
                 }
                 ShardMsg::Batch(batch) => {
                     if self.failed.contains(&batch.queue) {
@@ -145,10 +179,10 @@ impl Shard {
                     }
                     let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
                     let event = match self.process(&batch).instrument(span).await {
-                        Ok(()) => ShardEvent::Acked {
+                        Ok(next) => ShardEvent::Acked {
                             shard: self.setup.id,
                             queue: batch.queue.clone(),
-                            next: batch.next_offset(),
+                            next,
                         },
                         Err(error) => {
                             self.failed.insert(batch.queue.clone());
@@ -165,9 +199,211 @@ impl Shard {
                 }
             }
         }
+        // Stopping: make every owned queue's state durable and report it.
+        let queues: Vec<QueueId> = self.states.keys().cloned().collect();
+        for queue in queues {
+            if self.failed.contains(&queue) {
+                continue;
+            }
+            let event = match self.checkpoint(&queue).await {
+                Ok(next) => ShardEvent::Acked {
+                    shard: self.setup.id,
+                    queue,
+                    next,
+                },
+                Err(error) => ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(queue),
+                    error,
+                },
+            };
+            if self.setup.events.send(event).is_err() {
+                return;
+            }
+        }
     }
 
-    async fn process(&mut self, batch: &QueueBatch) -> Result<(), StreamsError> {
+    /// Forgets a queue that moved away: its store is closed and its local
+    /// database deleted (the new owner restores from the state topic).
+    fn drop_state(&mut self, queue: &QueueId) {
+        if let Some(state) = self.states.remove(queue) {
+            if let Some(store) = state.store {
+                let path = store.path().to_path_buf();
+                drop(store);
+                if let Err(e) = QueueStore::destroy(&path) {
+                    tracing::warn!(%queue, error = %e, "cannot delete the local state of a revoked queue");
+                }
+            }
+        }
+    }
+
+    /// Opens the local store of shuffle queue `queue` and brings it up to
+    /// the last commit marker of its state-topic queue.
+    async fn restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
+        let s = &self.setup;
+        let Some(state) = &s.state else {
+            return Err(StreamsError::Topology(format!(
+                "{queue} is keyed but the job has no state"
+            )));
+        };
+        let Some(index) = state.shuffle_route.iter().position(|q| q == queue) else {
+            return Err(StreamsError::Topology(format!(
+                "{queue} is not a queue of the shuffle topic"
+            )));
+        };
+        let state_queue = state.state_route[index % state.state_route.len()].clone();
+        let dir = state
+            .dir
+            .join(format!("{}-{}-{}", queue.topic(), queue.broker(), queue.queue()));
+        let mut store = QueueStore::open(&dir, state.cache)?;
+        let mut from = store.checkpoint()?.map_or(0, |c| c.state_next);
+        let mut restore = Restore::default();
+        let mut first = true;
+        loop {
+            let chunk = state.reader.read(state_queue.clone(), Offset(from), 1024).await??;
+            if first && from > chunk.end.0 {
+                // The local database is ahead of the topic: not its prefix.
+                tracing::warn!(%queue, from, end = chunk.end.0, "local state is not from this state topic; rebuilding");
+                drop(store);
+                QueueStore::destroy(&dir)?;
+                store = QueueStore::open(&dir, state.cache)?;
+                from = 0;
+                first = false;
+                continue;
+            }
+            first = false;
+            if chunk.records.is_empty() {
+                break;
+            }
+            for record in &chunk.records {
+                match restore.feed(&mut store, record.offset.0, &record.body) {
+                    Ok(()) => {}
+                    Err(rocketmq_streams_state::StateError::Malformed(why)) => {
+                        let error = StreamsError::Serde(SerdeError::new("state", why));
+                        match s
+                            .policy
+                            .judge(&record.body, &error, format!("{state_queue}:{}", record.offset))
+                        {
+                            Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
+                            Verdict::DeadLetter(letter) => {
+                                let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
+                                send_with_retry(
+                                    s.sink.send(target.clone(), vec![letter.to_out_record()]),
+                                    s.sink.clone(),
+                                    target,
+                                    vec![letter.to_out_record()],
+                                )
+                                .await?;
+                                ShardCounters::add(&s.counters.dead_lettered, 1);
+                            }
+                            Verdict::Fail(error) => return Err(error),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            from = chunk.next.0;
+            if from >= chunk.end.0 {
+                break;
+            }
+        }
+        let summary = restore.finish();
+        ShardCounters::add(&s.counters.restored, summary.applied);
+        tracing::info!(%queue, markers = summary.markers, applied = summary.applied,
+            discarded = summary.discarded, "state restored");
+        self.states.insert(
+            queue.clone(),
+            QueueState {
+                store: Some(store),
+                state_queue,
+                next: None,
+                checkpointed: None,
+                last_checkpoint: Instant::now(),
+                abort_pending: summary.discarded > 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// The commit protocol of the `state` crate for one queue: changes, then
+    /// the marker, each acknowledged, then RocksDB. Returns the source
+    /// offset now safe to commit, if it moved.
+    async fn checkpoint(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
+        let s = &self.setup;
+        let Some(state) = self.states.get_mut(queue) else {
+            return Ok(None);
+        };
+        let (Some(next), Some(store)) = (state.next, state.store.as_mut()) else {
+            return Ok(None);
+        };
+        if state.checkpointed == Some(next) && store.dirty_len() == 0 {
+            return Ok(None);
+        }
+        let mut changes: Vec<OutRecord> = Vec::with_capacity(store.dirty_len() + 1);
+        if state.abort_pending {
+            changes.push(OutRecord::new(Change::Abort.encode()));
+        }
+        changes.extend(store.changes().iter().map(|c| OutRecord::new(c.encode())));
+        let target = state.state_queue.clone();
+        if !changes.is_empty() {
+            send_with_retry(
+                s.sink.send(target.clone(), changes.clone()),
+                s.sink.clone(),
+                target.clone(),
+                changes,
+            )
+            .await?;
+        }
+        let marker = vec![OutRecord::new(Change::Marker { source_next: next.0 }.encode())];
+        let ack = send_marker(&s.sink, target, marker).await?;
+        store.commit(Checkpoint {
+            state_next: ack + 1,
+            source_next: next.0,
+        })?;
+        state.abort_pending = false;
+        state.checkpointed = Some(next);
+        state.last_checkpoint = Instant::now();
+        ShardCounters::add(&s.counters.checkpoints, 1);
+        Ok(Some(next))
+    }
+
+    async fn process(&mut self, batch: &QueueBatch) -> Result<Option<Offset>, StreamsError> {
+        let keyed = self.setup.topology.shuffle_topic() == Some(batch.queue.topic());
+        if keyed && !self.states.contains_key(&batch.queue) {
+            self.restore(&batch.queue).await?;
+        }
+        if keyed {
+            self.ctx.store = self.states.get_mut(&batch.queue).and_then(|st| st.store.take());
+        }
+        let outcome = self.run_records(batch);
+        if let Some(store) = self.ctx.store.take() {
+            if let Some(st) = self.states.get_mut(&batch.queue) {
+                st.store = Some(store);
+            }
+        }
+        let dead = outcome?;
+        self.send_outputs(batch, dead).await?;
+        if !keyed {
+            return Ok(batch.next_offset());
+        }
+        let due = match self.states.get_mut(&batch.queue) {
+            Some(st) => {
+                st.next = batch.next_offset().or(st.next);
+                let interval = self.setup.state.as_ref().map_or(Duration::ZERO, |c| c.commit_interval);
+                st.last_checkpoint.elapsed() >= interval || st.store.as_ref().is_some_and(QueueStore::is_full)
+            }
+            None => false,
+        };
+        if due {
+            self.checkpoint(&batch.queue).await
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs the batch's records through the queue's pipeline; returns the
+    /// dead letters to send.
+    fn run_records(&mut self, batch: &QueueBatch) -> Result<Vec<OutRecord>, StreamsError> {
         let s = &self.setup;
         ShardCounters::add(&s.counters.batches, 1);
         ShardCounters::add(&s.counters.records_in, batch.records.len() as u64);
@@ -184,7 +420,9 @@ impl Shard {
             }
         };
         let mut dead = Vec::new();
+        let origin = origin_id(&batch.queue.to_string());
         for record in &batch.records {
+            self.ctx.begin_record(origin, record.offset.0);
             let Err(error) = process_record(pipeline.as_mut(), &record.body, record.store_timestamp, &mut self.ctx)
             else {
                 continue;
@@ -198,6 +436,14 @@ impl Shard {
                 Verdict::Fail(error) => return Err(error),
             }
         }
+        ShardCounters::add(&s.counters.duplicates, std::mem::take(&mut self.ctx.duplicates));
+        Ok(dead)
+    }
+
+    /// Sends the batch's outputs (sinks, shuffle, dead letters) at once and
+    /// waits for every acknowledgement.
+    async fn send_outputs(&mut self, batch: &QueueBatch, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
+        let s = &self.setup;
         let index = batch.queue.queue() as usize;
         let mut sends = Vec::new();
         for (sink_id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
@@ -207,32 +453,72 @@ impl Shard {
             let route = &s.sink_routes[sink_id];
             let target = route[index % route.len()].clone();
             let records: Vec<OutRecord> = buffer.drain(..).map(|o| OutRecord::new(o.body)).collect();
-            sends.push((false, target, records));
+            sends.push((Output::Sink, target, records));
         }
         self.ctx.records_out = 0;
+        if !self.ctx.shuffle.is_empty() {
+            let route = s.state.as_ref().map(|st| st.shuffle_route.clone()).unwrap_or_default();
+            if route.is_empty() {
+                return Err(StreamsError::Topology("key_by output but no shuffle topic".into()));
+            }
+            let mut by_queue: Vec<Vec<OutRecord>> = vec![Vec::new(); route.len()];
+            for out in self.ctx.shuffle.drain(..) {
+                by_queue[(out.key_hash % route.len() as u64) as usize].push(OutRecord::new(out.body));
+            }
+            for (i, records) in by_queue.into_iter().enumerate() {
+                if !records.is_empty() {
+                    sends.push((Output::Shuffle, route[i].clone(), records));
+                }
+            }
+        }
         if !dead.is_empty() {
             let target = s.dlq_route[index % s.dlq_route.len()].clone();
-            sends.push((true, target, dead));
+            sends.push((Output::DeadLetter, target, dead));
         }
         // All sends of the batch run at once on the I/O runtime; the batch is
         // done when every one is acknowledged.
         let tasks: Vec<_> = sends
             .into_iter()
-            .map(|(is_dlq, target, records)| {
+            .map(|(kind, target, records)| {
                 let first = s.sink.send(target.clone(), records.clone());
-                (is_dlq, send_with_retry(first, s.sink.clone(), target, records))
+                (kind, send_with_retry(first, s.sink.clone(), target, records))
             })
             .collect();
-        for (is_dlq, task) in tasks {
+        for (kind, task) in tasks {
             let stored = task.await?;
-            let counter = if is_dlq {
-                &s.counters.dead_lettered
-            } else {
-                &s.counters.records_out
+            let counter = match kind {
+                Output::DeadLetter => &s.counters.dead_lettered,
+                Output::Sink => &s.counters.records_out,
+                Output::Shuffle => &s.counters.shuffled,
             };
             ShardCounters::add(counter, stored as u64);
         }
         Ok(())
+    }
+}
+
+/// What a send carries, for its counter.
+enum Output {
+    Sink,
+    Shuffle,
+    DeadLetter,
+}
+
+/// Sends a commit marker alone and returns its offset in the state queue.
+async fn send_marker(sink: &Sink, target: QueueId, marker: Vec<OutRecord>) -> Result<i64, StreamsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sink.send(target.clone(), marker.clone()).await {
+            Ok(Ok(ack)) => return Ok(ack.last_chunk_offset.0),
+            Ok(Err(e)) | Err(e) => {
+                if !e.is_retriable() || attempt >= SEND_ATTEMPTS {
+                    return Err(StreamsError::Io(e));
+                }
+                tracing::warn!(%target, attempt, error = %e, "marker send failed; retrying");
+                glommio::timer::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+        }
     }
 }
 
