@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, Sink};
+use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_shuffle::origin_id;
 use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore};
 use tracing::Instrument;
@@ -287,13 +287,7 @@ impl Shard {
                             Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
                             Verdict::DeadLetter(letter) => {
                                 let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
-                                send_with_retry(
-                                    s.sink.send(target.clone(), vec![letter.to_out_record()]),
-                                    s.sink.clone(),
-                                    target,
-                                    vec![letter.to_out_record()],
-                                )
-                                .await?;
+                                send_retrying(&s.sink, target, vec![letter.to_out_record()]).await?;
                                 ShardCounters::add(&s.counters.dead_lettered, 1);
                             }
                             Verdict::Fail(error) => return Err(error),
@@ -346,18 +340,13 @@ impl Shard {
         changes.extend(store.changes().iter().map(|c| OutRecord::new(c.encode())));
         let target = state.state_queue.clone();
         if !changes.is_empty() {
-            send_with_retry(
-                s.sink.send(target.clone(), changes.clone()),
-                s.sink.clone(),
-                target.clone(),
-                changes,
-            )
-            .await?;
+            send_retrying(&s.sink, target.clone(), changes).await?;
         }
         let marker = vec![OutRecord::new(Change::Marker { source_next: next.0 }.encode())];
-        let ack = send_marker(&s.sink, target, marker).await?;
+        // Sent alone, so the ack's offset is the marker's.
+        let marker_offset = send_retrying(&s.sink, target, marker).await?.last_chunk_offset.0;
         store.commit(Checkpoint {
-            state_next: ack + 1,
+            state_next: marker_offset + 1,
             source_next: next.0,
         })?;
         state.abort_pending = false;
@@ -485,7 +474,7 @@ impl Shard {
             })
             .collect();
         for (kind, task) in tasks {
-            let stored = task.await?;
+            let stored = task.await?.count;
             let counter = match kind {
                 Output::DeadLetter => &s.counters.dead_lettered,
                 Output::Sink => &s.counters.records_out,
@@ -504,22 +493,10 @@ enum Output {
     DeadLetter,
 }
 
-/// Sends a commit marker alone and returns its offset in the state queue.
-async fn send_marker(sink: &Sink, target: QueueId, marker: Vec<OutRecord>) -> Result<i64, StreamsError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match sink.send(target.clone(), marker.clone()).await {
-            Ok(Ok(ack)) => return Ok(ack.last_chunk_offset.0),
-            Ok(Err(e)) | Err(e) => {
-                if !e.is_retriable() || attempt >= SEND_ATTEMPTS {
-                    return Err(StreamsError::Io(e));
-                }
-                tracing::warn!(%target, attempt, error = %e, "marker send failed; retrying");
-                glommio::timer::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-        }
-    }
+/// Sends `records` to `target`, retrying as [`send_with_retry`] does.
+async fn send_retrying(sink: &Sink, target: QueueId, records: Vec<OutRecord>) -> Result<SendAck, StreamsError> {
+    let first = sink.send(target.clone(), records.clone());
+    send_with_retry(first, sink.clone(), target, records).await
 }
 
 /// Awaits the `first` send of `records` to `target` (already under way),
@@ -530,7 +507,7 @@ async fn send_with_retry(
     sink: Sink,
     target: QueueId,
     records: Vec<OutRecord>,
-) -> Result<usize, StreamsError> {
+) -> Result<SendAck, StreamsError> {
     let mut attempt = 0;
     let mut pending = Some(first);
     loop {
@@ -541,7 +518,7 @@ async fn send_with_retry(
         };
         let result = task.await;
         let error = match result {
-            Ok(Ok(ack)) => return Ok(ack.count),
+            Ok(Ok(ack)) => return Ok(ack),
             Ok(Err(e)) | Err(e) => e,
         };
         if !error.is_retriable() || attempt >= SEND_ATTEMPTS {
