@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cheetah_string::CheetahString;
 use rocketmq_broker::config::broker_config::BrokerConfig;
 use rocketmq_broker::config::validated::ValidatedBrokerConfig;
-use rocketmq_broker::{BrokerBootstrap, Running};
+use rocketmq_broker::{BrokerBootstrap, BrokerStartupError, Running};
 use rocketmq_namesrv::bootstrap::Builder as NamesrvBuilder;
 use rocketmq_namesrv::NamesrvConfig;
 use rocketmq_observability::{TelemetryHandle, TelemetryRuntimeGuard};
@@ -33,6 +33,8 @@ use crate::error::{Error, Operation, Result};
 
 /// How long start-up may take before it is reported as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a start on self-chosen ports is tried.
+const START_ATTEMPTS: u32 = 3;
 /// How long each half of the shutdown may take.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -105,8 +107,34 @@ impl EmbeddedRocketMQ {
     /// # Errors
     ///
     /// Returns an [`Operation::EmbeddedBroker`] error if either fails to start
-    /// within 60 s, or the store directory cannot be created.
+    /// within 60 s, or the store directory cannot be created. When the ports
+    /// are left to this function, a failed start is retried up to three
+    /// times on fresh ports before the last error is returned; its message
+    /// carries the broker's start-up phase, component and causes.
     pub fn start_with(config: EmbeddedConfig) -> Result<Self> {
+        // Free ports are chosen, released and then bound by the servers; in
+        // that gap another process (or an outgoing connection) may take one.
+        // With ports of our own choosing a failed start is retried on fresh
+        // ones; ports the caller fixed are tried once.
+        let attempts = if config.namesrv_port.is_none() && config.broker_port.is_none() {
+            START_ATTEMPTS
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&config) {
+                Ok(mq) => return Ok(mq),
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(attempt, error = %e, "embedded RocketMQ did not start; retrying on fresh ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_once(config: &EmbeddedConfig) -> Result<Self> {
         init_remoting_defaults();
         let (store, store_path) = match &config.store_dir {
             Some(p) => {
@@ -221,6 +249,14 @@ impl EmbeddedRocketMQ {
                 max_transfer_bytes_on_message_in_memory: config.max_pull_messages * 1024,
                 max_transfer_count_on_message_in_disk: config.max_pull_messages,
                 max_transfer_bytes_on_message_in_disk: config.max_pull_messages * 1024,
+                // RocketMQ's default deletes commit-log files at once, expired
+                // or not, read or not, as soon as the *disk* (shared with
+                // everything else on the machine) is 85% used. On a
+                // developer's or an edge machine that silently loses a job's
+                // input, shuffle and state messages mid-run. Here only files
+                // past their retention (72 h) are deleted; past 90% the broker
+                // refuses writes, which is a visible error.
+                clean_file_forcibly_enable: false,
                 ..MessageStoreConfig::default()
             };
             let validated = ValidatedBrokerConfig::try_from_parts(broker_config, store_config)
@@ -232,11 +268,11 @@ impl EmbeddedRocketMQ {
                     .build()
                     .initialize()
                     .await
-                    .map_err(|e| fail(format!("broker initialisation: {e}")))?;
+                    .map_err(|e| fail(format!("broker initialisation: {}", describe_startup_error(&e))))?;
             tokio::time::timeout(START_TIMEOUT, initialized.start())
                 .await
                 .map_err(|_| fail(format!("broker did not start within {START_TIMEOUT:?}")))?
-                .map_err(|e| fail(format!("broker start: {e}")))
+                .map_err(|e| fail(format!("broker start: {}", describe_startup_error(&e))))
         })?;
         mq.broker = Some(started);
         tracing::info!(namesrv = %mq.namesrv_addr, broker = %mq.broker_addr, "embedded RocketMQ started");
@@ -313,6 +349,34 @@ fn fail(message: impl Into<String>) -> Error {
     Error::permanent(Operation::EmbeddedBroker, message)
 }
 
+/// Everything a [`BrokerStartupError`] tells: its `Display` is only the
+/// catalogue's public message ("Service lifecycle operation failed"); the
+/// phase, the component, a rolled-back cause and the source chain say what
+/// actually failed.
+fn describe_startup_error(error: &BrokerStartupError) -> String {
+    let mut out = format!("{error} (phase {:?}", error.phase());
+    if let Some(component) = error.component() {
+        out.push_str(&format!(", component {component}"));
+    }
+    if !error.missing_requirements().is_empty() {
+        out.push_str(&format!(", missing {:?}", error.missing_requirements()));
+    }
+    if !error.unhealthy_components().is_empty() {
+        out.push_str(&format!(", left unhealthy {:?}", error.unhealthy_components()));
+    }
+    out.push(')');
+    if let Some(cause) = error.rollback_cause() {
+        out.push_str(&format!("; rolled back after: {}", describe_startup_error(cause)));
+        return out;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        out.push_str(&format!("; caused by: {s}"));
+        source = s.source();
+    }
+    out
+}
+
 fn init_remoting_defaults() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -362,6 +426,10 @@ fn wait_for_port(port: u16, timeout: Duration) -> std::io::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // A connect to a port nobody listens on can, rarely, connect the
+            // socket to itself (TCP simultaneous open, when the kernel picks
+            // the target port as the source port). That is not the server.
+            Ok(s) if s.local_addr().ok() == Some(addr) => std::thread::sleep(Duration::from_millis(20)),
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),

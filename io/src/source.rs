@@ -132,27 +132,30 @@ pub struct Source {
     positions: HashMap<QueueId, Offset>,
 }
 
+/// Turns the consumer's rebalance callbacks into [`AssignmentChange`]s.
+///
+/// The lite pull consumer keeps *one* listener (the last one subscribed)
+/// and calls it once per topic with that topic's assignment, so one
+/// listener serves every topic and compares each call with the same
+/// topic's previous assignment only.
+#[derive(Clone)]
 struct AssignmentListener {
     tx: Sender<AssignmentChange>,
-    current: Mutex<HashSet<MessageQueue>>,
+    current: Arc<Mutex<HashMap<String, HashSet<MessageQueue>>>>,
 }
 
 impl MessageQueueListener for AssignmentListener {
-    fn message_queue_changed(
-        &self,
-        _topic: &str,
-        _mq_all: &HashSet<MessageQueue>,
-        mq_assigned: &HashSet<MessageQueue>,
-    ) {
+    fn message_queue_changed(&self, topic: &str, _mq_all: &HashSet<MessageQueue>, mq_assigned: &HashSet<MessageQueue>) {
         // Rebalance path, not the record path: a lock here is harmless.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        for mq in current.difference(mq_assigned) {
+        let previous = current.entry(topic.to_owned()).or_default();
+        for mq in previous.difference(mq_assigned) {
             let _ = self.tx.send(AssignmentChange::Revoked(QueueId::from_mq(mq)));
         }
-        for mq in mq_assigned.difference(&current) {
+        for mq in mq_assigned.difference(previous) {
             let _ = self.tx.send(AssignmentChange::Assigned(QueueId::from_mq(mq)));
         }
-        *current = mq_assigned.clone();
+        *previous = mq_assigned.clone();
     }
 }
 
@@ -187,12 +190,12 @@ impl Source {
         let c = consumer.clone();
         let topics = config.topics.clone();
         io.spawn(async move {
+            let listener = AssignmentListener {
+                tx,
+                current: Arc::default(),
+            };
             for topic in &topics {
-                let listener = AssignmentListener {
-                    tx: tx.clone(),
-                    current: Mutex::new(HashSet::new()),
-                };
-                c.subscribe_with_listener(topic, "*", listener)
+                c.subscribe_with_listener(topic, "*", listener.clone())
                     .await
                     .map_err(|e| Error::client(Operation::Source, &format!("cannot subscribe to {topic}"), e))?;
             }
@@ -389,4 +392,46 @@ fn group_by_queue(messages: &[Arc<MessageExt>], with_properties: bool) -> Vec<Qu
         b.records.sort_by_key(|r| r.offset);
     }
     batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mq(topic: &str, id: i32) -> MessageQueue {
+        MessageQueue::from_parts(topic, "broker-a", id)
+    }
+
+    fn set(queues: &[MessageQueue]) -> HashSet<MessageQueue> {
+        queues.iter().cloned().collect()
+    }
+
+    #[test]
+    fn one_listener_keeps_each_topics_assignment_apart() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let listener = AssignmentListener {
+            tx,
+            current: Arc::default(),
+        };
+        let (a0, a1, b0) = (mq("a", 0), mq("a", 1), mq("b", 0));
+        listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone(), a1.clone()]));
+        // The consumer reports topic b on its own: a's queues stay assigned.
+        listener.message_queue_changed("b", &set(&[b0.clone()]), &set(&[b0.clone()]));
+        // A rebalance takes a1 away.
+        listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone()]));
+        let changes: Vec<_> = rx.try_iter().collect();
+        let revoked: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                AssignmentChange::Revoked(q) => Some(q.clone()),
+                AssignmentChange::Assigned(_) => None,
+            })
+            .collect();
+        assert_eq!(revoked, vec![QueueId::from_mq(&a1)]);
+        let assigned = changes
+            .iter()
+            .filter(|c| matches!(c, AssignmentChange::Assigned(_)))
+            .count();
+        assert_eq!(assigned, 3);
+    }
 }

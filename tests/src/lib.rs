@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use rocketmq_streams_io::{ClientConfig, EmbeddedRocketMQ, IoRuntime};
 
+pub mod wordcount;
+
 /// One broker-backed test at a time per test binary: the machine these run
 /// on has two cores, and several brokers plus several jobs' pinned shards at
 /// once only slow each other down. The load once exposed a lost wake-up (a
@@ -119,6 +121,22 @@ impl TestCluster {
             sink.send_spread(&route, records).await.expect("produce");
             sink.shutdown().await;
             route
+        })
+    }
+
+    /// How many messages `topic` holds: its queues' end offsets summed (0 if
+    /// it does not exist yet).
+    pub fn topic_size(&self, topic: &str) -> u64 {
+        let (io, client, topic) = (self.io.clone(), self.client.clone(), topic.to_string());
+        self.block_on(async move {
+            let Ok(admin) = rocketmq_streams_io::Admin::start(io, &client).await else {
+                return 0;
+            };
+            let size = match admin.queue_offsets(&topic).await {
+                Ok(offsets) => offsets.iter().map(|o| u64::try_from(o.max.0).unwrap_or(0)).sum(),
+                Err(_) => 0,
+            };
+            size
         })
     }
 

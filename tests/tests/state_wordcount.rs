@@ -1,136 +1,211 @@
 //! Word count on a real broker: key_by through the shuffle topic, counts in
-//! RocksDB with a changelog in the state topic, 2 shards. Final counts must
-//! equal a reference computed here, exactly — also across a graceful stop
-//! and restart midway (state restored from the local checkpoint and the
-//! state topic, replays dropped).
+//! RocksDB with a changelog in the state topic, 2 shards, on a corpus of
+//! 1,000,000 words (50,000 distinct, skewed). Final counts must equal a
+//! reference computed in the test, exactly — across a graceful stop and
+//! restart, across a SIGKILL of the job's process, and when a second
+//! instance takes queues (and their state) over midway.
 
 use std::collections::HashMap;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use rocketmq_streams::prelude::*;
-use rocketmq_streams_tests::{unique, TestCluster};
+use rocketmq_streams_tests::wordcount::{corpus, word_count, wrong_counts, WORDS};
+use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
-const DISTINCT: usize = 50_000;
-const WORDS: usize = 1_000_000;
-const WORDS_PER_LINE: usize = 20;
+/// The input and shuffle topics have 8 queues each: 16 queues to commit.
+const QUEUES: usize = 16;
 
-/// Lines of a corpus: every one of `DISTINCT` words at least once, the rest
-/// skewed (a few words very frequent, most rare), and the reference counts.
-fn corpus() -> (Vec<Bytes>, HashMap<String, u64>) {
-    let mut words = Vec::with_capacity(WORDS);
-    words.extend((0..DISTINCT).map(|i| i as u64));
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while words.len() < WORDS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-        words.push((u * u * u * DISTINCT as f64) as u64);
-    }
-    let mut reference = HashMap::new();
-    for w in &words {
-        *reference.entry(format!("w{w}")).or_insert(0u64) += 1;
-    }
-    let lines = words
-        .chunks(WORDS_PER_LINE)
-        .map(|chunk| Bytes::from(chunk.iter().map(|w| format!("w{w}")).collect::<Vec<_>>().join(" ")))
-        .collect();
-    (lines, reference)
-}
-
+/// The highest count seen per word: counts only grow, so a replay counted
+/// twice would show here as a count above the reference.
 type Latest = Arc<Mutex<HashMap<String, u64>>>;
 
-fn start(cluster: &TestCluster, job: &str, input: &str, state_dir: &std::path::Path, latest: &Latest) -> StreamRuntime {
-    let builder = StreamBuilder::new(job);
-    let sink = latest.clone();
-    builder
-        .source(input, Utf8)
-        .flat_map(|line: String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .key_by(|w: &String| w.clone())
-        .count()
-        .to_rstream()
-        .foreach(move |(w, c): &(String, u64)| {
-            sink.lock().unwrap_or_else(|p| p.into_inner()).insert(w.clone(), *c);
-        });
+fn record(latest: &Latest, word: &str, count: u64) {
+    let mut map = latest.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = map.entry(word.to_owned()).or_insert(0);
+    *slot = (*slot).max(count);
+}
+
+fn config(cluster: &TestCluster, state_dir: &std::path::Path, shards: usize) -> RuntimeConfig {
     let mut config = RuntimeConfig::new(cluster.client.clone());
-    config.shards = 2;
+    config.shards = shards;
     config.state_dir = Some(state_dir.to_path_buf());
+    config
+}
+
+/// The word count with its updates folded into `latest`, and sent to
+/// `output` when given.
+fn start(job: &str, input: &str, output: Option<&str>, config: RuntimeConfig, latest: &Latest) -> StreamRuntime {
+    let builder = StreamBuilder::new(job);
+    let counts = word_count(&builder, input);
+    let sink = latest.clone();
+    counts.foreach(move |(w, c): &(String, u64)| record(&sink, w, *c));
+    if let Some(output) = output {
+        counts.sink(output, Json::<(String, u64)>::new());
+    }
     StreamRuntime::start(builder.build().expect("topology"), config).expect("start")
 }
 
-fn run_to_end(job: &StreamRuntime, latest: &Latest, reference: &HashMap<String, u64>) {
-    let total: u64 = reference.values().sum();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while Instant::now() < deadline {
-        let sum: u64 = latest.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
-        if sum >= total || job.has_stopped() {
-            break;
+/// Waits until `jobs` together have committed every one of the 16 queues
+/// to its end.
+fn run_to_end(jobs: &[&StreamRuntime]) {
+    let mut last_report = std::time::Instant::now();
+    let done = wait_for(Duration::from_secs(600), || {
+        let metrics: Vec<_> = jobs.iter().map(|j| j.metrics()).collect();
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = std::time::Instant::now();
+            for (i, m) in metrics.iter().enumerate() {
+                eprintln!(
+                    "instance {i}: in {} shuffled {} checkpoints {} restored {} duplicates {}, lag {} over {} queues",
+                    m.total(|s| s.records_in),
+                    m.total(|s| s.shuffled),
+                    m.total(|s| s.checkpoints),
+                    m.total(|s| s.restored),
+                    m.total(|s| s.duplicates),
+                    m.total_lag(),
+                    m.lag.len()
+                );
+            }
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let queues: usize = metrics.iter().map(|m| m.lag.len()).sum();
+        let lag: u64 = metrics.iter().map(|m| m.total_lag()).sum();
+        (queues >= QUEUES && lag == 0).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "the job did not reach the end of its input within 600 s"
+    );
 }
 
 fn assert_counts(latest: &Latest, reference: &HashMap<String, u64>) {
     let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
     assert_eq!(latest.len(), reference.len(), "every distinct word counted");
-    let wrong: Vec<_> = reference
-        .iter()
-        .filter(|(w, c)| latest.get(*w) != Some(c))
-        .take(5)
-        .map(|(w, c)| (w.clone(), *c, latest.get(w).copied()))
-        .collect();
+    let wrong = wrong_counts(&latest, reference);
     assert!(
         wrong.is_empty(),
         "counts differ from the reference (word, expected, got): {wrong:?}"
     );
 }
 
+fn shuffled(job: &StreamRuntime) -> u64 {
+    job.metrics().total(|s| s.shuffled)
+}
+
 #[test]
-#[ignore = "issue 4 in progress: the keyed stage does not yet checkpoint on the broker (stage 1 shuffles; stage 2 stalls) — run with --ignored"]
 fn word_count_equals_the_reference_across_a_graceful_restart() {
     let cluster = TestCluster::start();
     let (input, job) = (unique("wc-lines"), unique("wc-job"));
     let (lines, reference) = corpus();
-    let line_count = lines.len() as u64;
     cluster.produce(&input, 8, lines);
     let dir = tempfile::tempdir().expect("state dir");
     let latest: Latest = Arc::default();
 
-    // First run: stop midway.
-    let first = start(&cluster, &job, &input, dir.path(), &latest);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while first
-        .metrics()
-        .shards
-        .iter()
-        .filter(|s| s.records_in > 0)
-        .map(|s| s.records_in)
-        .sum::<u64>()
-        < line_count / 2
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(500));
-        let m = first.metrics();
-        eprintln!(
-            "progress: in {} shuffled {} duplicates {} checkpoints {} restored {} skipped {}",
-            m.total(|s| s.records_in),
-            m.total(|s| s.shuffled),
-            m.total(|s| s.duplicates),
-            m.total(|s| s.checkpoints),
-            m.total(|s| s.restored),
-            m.total(|s| s.skipped)
-        );
-    }
+    // First run: stop midway, once half the words have been shuffled.
+    let first = start(&job, &input, None, config(&cluster, dir.path(), 2), &latest);
+    wait_for(Duration::from_secs(300), || {
+        (shuffled(&first) >= (WORDS / 2) as u64).then_some(())
+    });
     let m = first.stop().expect("clean stop");
     assert!(m.total(|s| s.checkpoints) > 0, "state was checkpointed: {m:?}");
 
     // Second run: restores its state and finishes.
-    let second = start(&cluster, &job, &input, dir.path(), &latest);
-    run_to_end(&second, &latest, &reference);
+    let second = start(&job, &input, None, config(&cluster, dir.path(), 2), &latest);
+    run_to_end(&[&second]);
     let m = second.stop().expect("clean stop");
     assert_counts(&latest, &reference);
     assert!(m.total(|s| s.shuffled) > 0);
     assert_eq!(m.total_lag(), 0, "everything committed: {:?}", m.lag);
+}
+
+#[test]
+fn word_count_equals_the_reference_after_the_job_process_is_killed() {
+    let cluster = TestCluster::start();
+    let (input, output, job) = (unique("wc-lines"), unique("wc-counts"), unique("wc-job"));
+    let (lines, reference) = corpus();
+    cluster.produce(&input, 8, lines);
+    let dir = tempfile::tempdir().expect("state dir");
+
+    // The job in a process of its own, killed with SIGKILL once a third of
+    // the words are counted: no stop, no final checkpoint, no commit.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wordcount-job"))
+        .args([&cluster.client.namesrv_addr, &job, &input, &output])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the job process");
+    let midway = wait_for(Duration::from_secs(300), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the job process exited early: {status}");
+        }
+        (cluster.topic_size(&output) >= (WORDS / 3) as u64).then_some(())
+    });
+    child.kill().expect("SIGKILL the job process");
+    let status = child.wait().expect("reap the job process");
+    assert!(midway.is_some(), "the job process made no progress within 300 s");
+    assert!(!status.success(), "killed, not exited: {status}");
+    let before = cluster.topic_size(&output);
+
+    // Finish in-process from what the killed job left: the local RocksDB
+    // of its last checkpoint, the state topic, the committed offsets.
+    let latest: Latest = Arc::default();
+    let job = start(&job, &input, Some(&output), config(&cluster, dir.path(), 2), &latest);
+    run_to_end(&[&job]);
+    let m = job.stop().expect("clean stop");
+    eprintln!(
+        "after SIGKILL: {} updates before the kill; restart restored {} entries, dropped {} replayed records",
+        before,
+        m.total(|s| s.restored),
+        m.total(|s| s.duplicates)
+    );
+
+    // The final count of a word is its last update in the output topic
+    // (a word's updates all go to one queue, in order).
+    let updates = cluster.read_topic(&output, cluster.topic_size(&output) as usize, Duration::from_secs(300));
+    let mut last = HashMap::new();
+    for u in &updates {
+        let (word, count): (String, u64) = serde_json::from_slice(&u.body).expect("a count update");
+        last.insert(word, count);
+    }
+    let wrong = wrong_counts(&last, &reference);
+    assert!(
+        wrong.is_empty(),
+        "final counts differ from the reference (word, expected, got): {wrong:?}"
+    );
+    assert_eq!(last.len(), reference.len(), "every distinct word counted");
+}
+
+#[test]
+fn word_count_stays_exact_when_a_second_instance_takes_queues_over() {
+    let cluster = TestCluster::start();
+    let (input, job) = (unique("wc-lines"), unique("wc-job"));
+    let (lines, reference) = corpus();
+    cluster.produce(&input, 8, lines);
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("state dir"),
+        tempfile::tempdir().expect("state dir"),
+    );
+    let latest: Latest = Arc::default();
+
+    let a = start(&job, &input, None, config(&cluster, dir_a.path(), 1), &latest);
+    // Wait until the first instance has counted a quarter of the words and
+    // checkpointed: there is state in the state topic to move.
+    let counted = || latest.lock().unwrap_or_else(|p| p.into_inner()).values().sum::<u64>();
+    let started = wait_for(Duration::from_secs(300), || {
+        (counted() >= (WORDS / 4) as u64 && a.metrics().total(|s| s.checkpoints) >= 8).then_some(())
+    });
+    assert!(started.is_some(), "the first instance made no progress within 300 s");
+
+    // Same job, another instance (its own state directory, as on another
+    // machine): the rebalance gives it half the queues, their state is
+    // restored from the state topic.
+    let b = start(&job, &input, None, config(&cluster, dir_b.path(), 1), &latest);
+    run_to_end(&[&a, &b]);
+    let (ma, mb) = (a.stop().expect("clean stop"), b.stop().expect("clean stop"));
+    assert_counts(&latest, &reference);
+    assert!(!mb.lag.is_empty(), "the second instance was given queues: {:?}", ma.lag);
+    assert!(
+        mb.total(|s| s.restored) > 0,
+        "the second instance restored moved state from the state topic: {mb:?}"
+    );
 }

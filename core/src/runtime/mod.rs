@@ -237,6 +237,7 @@ impl StreamRuntime {
         let coordinator = Coordinator {
             source: Some(source),
             sink: Some(sink),
+            reader: keyed.as_ref().map(|(_, _, reader)| reader.clone()),
             admin,
             lag_refreshed: None,
             shards: outboxes,
@@ -352,6 +353,8 @@ async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_st
 struct Coordinator {
     source: Option<Source>,
     sink: Option<Sink>,
+    /// The state topic's reader, shared with the shards for restores.
+    reader: Option<rocketmq_streams_io::QueueReader>,
     /// Reads the queues' end offsets, for the lag metric.
     admin: Admin,
     lag_refreshed: Option<Instant>,
@@ -377,6 +380,9 @@ impl Coordinator {
         }
         if let Some(sink) = self.sink.take() {
             sink.shutdown().await;
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.shutdown().await;
         }
         result.and(drained).and(committed)
     }
@@ -416,6 +422,9 @@ impl Coordinator {
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
+                for shard in &self.shards {
+                    let _ = shard.send(ShardMsg::Tick);
+                }
                 self.commit().await?;
                 last_commit = Instant::now();
             }
@@ -463,6 +472,12 @@ impl Coordinator {
                 }
                 tracing::error!(%shard, %error, "the job stops");
                 Err(error)
+            }
+            ShardEvent::Checkpointed { queue, next } => {
+                if self.owner.contains_key(&queue) && !self.poisoned.contains(&queue) {
+                    self.acked.insert(queue, next);
+                }
+                Ok(())
             }
             ShardEvent::Stopped(_) => Ok(()),
         }

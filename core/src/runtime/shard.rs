@@ -30,6 +30,10 @@ pub(crate) enum ShardMsg {
     Batch(QueueBatch),
     /// The queue moved away: drop its pipeline.
     Revoke(QueueId),
+    /// A commit interval passed: checkpoint the keyed queues that made
+    /// progress since their last checkpoint (an idle stream's state and
+    /// offsets would otherwise wait for its next batch).
+    Tick,
 }
 
 /// What a shard tells the coordinator.
@@ -50,6 +54,9 @@ pub(crate) enum ShardEvent {
         queue: Option<QueueId>,
         error: StreamsError,
     },
+    /// A checkpoint outside a batch (a tick, or the stop) made the state of
+    /// `queue` durable up to `next`: that offset may be committed.
+    Checkpointed { queue: QueueId, next: Offset },
     /// The shard has drained its inbox and stopped.
     Stopped(ShardId),
 }
@@ -163,6 +170,11 @@ impl Shard {
                     self.pipelines.remove(&queue);
                     self.drop_state(&queue);
                 }
+                ShardMsg::Tick => {
+                    if !self.checkpoint_all().await {
+                        return;
+                    }
+                }
                 ShardMsg::Batch(batch) => {
                     if self.failed.contains(&batch.queue) {
                         // Dropped unprocessed, so never acknowledged; the
@@ -200,27 +212,35 @@ impl Shard {
             }
         }
         // Stopping: make every owned queue's state durable and report it.
+        self.checkpoint_all().await;
+    }
+
+    /// Checkpoints every owned keyed queue that moved since its last
+    /// checkpoint and reports each new offset. Returns `false` when the
+    /// coordinator is gone.
+    async fn checkpoint_all(&mut self) -> bool {
         let queues: Vec<QueueId> = self.states.keys().cloned().collect();
         for queue in queues {
             if self.failed.contains(&queue) {
                 continue;
             }
             let event = match self.checkpoint(&queue).await {
-                Ok(next) => ShardEvent::Acked {
-                    shard: self.setup.id,
-                    queue,
-                    next,
-                },
-                Err(error) => ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(queue),
-                    error,
-                },
+                Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
+                Ok(None) => continue,
+                Err(error) => {
+                    self.failed.insert(queue.clone());
+                    ShardEvent::Failed {
+                        shard: self.setup.id,
+                        queue: Some(queue),
+                        error,
+                    }
+                }
             };
             if self.setup.events.send(event).is_err() {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Forgets a queue that moved away: its store is closed and its local
@@ -279,19 +299,8 @@ impl Shard {
                 match restore.feed(&mut store, record.offset.0, &record.body) {
                     Ok(()) => {}
                     Err(rocketmq_streams_state::StateError::Malformed(why)) => {
-                        let error = StreamsError::Serde(SerdeError::new("state", why));
-                        match s
-                            .policy
-                            .judge(&record.body, &error, format!("{state_queue}:{}", record.offset))
-                        {
-                            Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
-                            Verdict::DeadLetter(letter) => {
-                                let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
-                                send_retrying(&s.sink, target, vec![letter.to_out_record()]).await?;
-                                ShardCounters::add(&s.counters.dead_lettered, 1);
-                            }
-                            Verdict::Fail(error) => return Err(error),
-                        }
+                        let at = format!("{state_queue}:{}", record.offset);
+                        route_malformed_state(s, index, &record.body, why, at).await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -375,6 +384,9 @@ impl Shard {
         if !keyed {
             return Ok(batch.next_offset());
         }
+        // Checkpoints are due every commit interval (under load, at the
+        // batch that passes it; when idle, at the coordinator's tick) and
+        // whenever the write-back cache is full.
         let due = match self.states.get_mut(&batch.queue) {
             Some(st) => {
                 st.next = batch.next_offset().or(st.next);
@@ -484,6 +496,29 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// A state-topic message restore cannot read goes through the error policy
+/// like any malformed record: counted and skipped, dead-lettered, or the
+/// end of the job. Restore itself goes on without it.
+async fn route_malformed_state(
+    s: &ShardSetup,
+    index: usize,
+    body: &bytes::Bytes,
+    why: String,
+    at: String,
+) -> Result<(), StreamsError> {
+    let error = StreamsError::Serde(SerdeError::new("state", why));
+    match s.policy.judge(body, &error, at) {
+        Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
+        Verdict::DeadLetter(letter) => {
+            let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
+            send_retrying(&s.sink, target, vec![letter.to_out_record()]).await?;
+            ShardCounters::add(&s.counters.dead_lettered, 1);
+        }
+        Verdict::Fail(error) => return Err(error),
+    }
+    Ok(())
 }
 
 /// What a send carries, for its counter.

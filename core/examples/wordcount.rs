@@ -1,0 +1,170 @@
+//! Word count on an embedded RocketMQ — the quick-start.
+//!
+//! Starts an embedded broker (or uses `ROCKETMQ_NAMESRV_ADDR`), writes a
+//! sample text (the opening of Dickens' *A Tale of Two Cities*, many times
+//! over) to a topic, and runs
+//!
+//! ```text
+//! source(lines) → flat_map(words) → key_by(word) → count → to_rstream → sink(word-counts)
+//!                                                                     ↘ foreach(remember)
+//! ```
+//!
+//! on 2 pinned shards: the words go through the shuffle topic, the counts
+//! live in RocksDB with their changelog in the state topic. When every
+//! queue is committed to its end it prints the top words, checks them
+//! against a count made here without the engine, and prints the metrics.
+//! Ctrl-C stops the job early, cleanly.
+//!
+//! ```text
+//! cargo run -p rocketmq-streams --release --example wordcount [-- <repetitions>]
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketmq_streams::io::{Interrupt, OutRecord, Sink};
+use rocketmq_streams::prelude::*;
+
+const TEXT: &str = "It was the best of times, it was the worst of times,
+it was the age of wisdom, it was the age of foolishness,
+it was the epoch of belief, it was the epoch of incredulity,
+it was the season of Light, it was the season of Darkness,
+it was the spring of hope, it was the winter of despair,
+we had everything before us, we had nothing before us,
+we were all going direct to Heaven, we were all going direct the other way;
+in short, the period was so far like the present period,
+that some of its noisiest authorities insisted on its being received,
+for good or for evil, in the superlative degree of comparison only.
+There were a king with a large jaw and a queen with a plain face,
+on the throne of England; there were a king with a large jaw and a queen
+with a fair face, on the throne of France. In both countries it was
+clearer than crystal to the lords of the State preserves of loaves and
+fishes, that things in general were settled for ever.";
+
+/// The words of a line: lower case, letters only.
+fn words(line: &str) -> Vec<String> {
+    line.split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    rocketmq_streams::io::init_logging();
+    let repetitions: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse().map_err(|e| format!("repetitions must be a number: {e}"))?,
+        None => 2_000,
+    };
+    let (_broker, client) = match ClientConfig::from_env() {
+        Some(client) => (None, client),
+        None => {
+            let mq = EmbeddedRocketMQ::start()?;
+            let client = ClientConfig::new(mq.namesrv_addr());
+            (Some(mq), client)
+        }
+    };
+    let suffix = std::process::id();
+    let (lines_topic, counts_topic) = (format!("lines-{suffix}"), format!("word-counts-{suffix}"));
+
+    // The sample text, and the counts the job must arrive at.
+    let lines: Vec<&str> = TEXT.lines().collect();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for line in &lines {
+        for w in words(line) {
+            *expected.entry(w).or_insert(0) += repetitions as u64;
+        }
+    }
+    let total_words: u64 = expected.values().sum();
+    let io = IoRuntime::new(1)?;
+    {
+        let (io2, client2, topic) = (io.clone(), client.clone(), lines_topic.clone());
+        let records: Vec<OutRecord> = (0..repetitions)
+            .flat_map(|_| lines.iter().map(|l| OutRecord::new(Bytes::from(l.to_string()))))
+            .collect();
+        println!("writing {} lines ({total_words} words) to {topic}", records.len());
+        io.block_on(async move {
+            let admin = Admin::start(io2.clone(), &client2).await?;
+            admin.create_topic(&topic, 8).await?;
+            let route = admin.route(&topic).await?;
+            let sink = Sink::start(io2, &client2, "wordcount-text-producer").await?;
+            sink.send_spread(&route, records).await?;
+            sink.shutdown().await;
+            Ok::<_, rocketmq_streams::io::Error>(())
+        })??;
+    }
+
+    // The job.
+    let latest: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let builder = StreamBuilder::new(format!("wordcount-{suffix}"));
+    let counts = builder
+        .source(&lines_topic, Utf8)
+        .flat_map(|line: String| words(&line))
+        .key_by(|w: &String| w.clone())
+        .count()
+        .to_rstream();
+    let remember = latest.clone();
+    counts.foreach(move |(w, c): &(String, u64)| {
+        remember.lock().unwrap_or_else(|p| p.into_inner()).insert(w.clone(), *c);
+    });
+    counts.sink(&counts_topic, Json::<(String, u64)>::new());
+    let topology = builder.build()?;
+    println!("{}", topology.describe());
+
+    let mut config = RuntimeConfig::new(client);
+    config.shards = 2;
+    let interrupt = Interrupt::install()?;
+    let started = Instant::now();
+    let job = StreamRuntime::start(topology, config)?;
+    // Done when all 16 queues (8 of text, 8 of the shuffle topic) are
+    // committed to their end and every word is counted.
+    loop {
+        let m = job.metrics();
+        let counted: u64 = latest.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
+        if (m.lag.len() >= 16 && m.total_lag() == 0 && counted >= total_words)
+            || interrupt.is_set()
+            || job.has_stopped()
+            || started.elapsed() > Duration::from_secs(600)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if interrupt.is_set() {
+        println!("Ctrl-C: stopping the job");
+    }
+    let metrics = job.stop()?;
+    let elapsed = started.elapsed();
+
+    let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+    let mut top: Vec<(&String, &u64)> = latest.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    println!("top words:");
+    for (word, count) in top.iter().take(15) {
+        println!("  {word:<12} {count:>8}");
+    }
+    let wrong = expected.iter().filter(|(w, c)| latest.get(*w) != Some(c)).count();
+    println!(
+        "{} distinct words, {} counted in {elapsed:.2?}; {}",
+        latest.len(),
+        latest.values().sum::<u64>(),
+        if wrong == 0 && latest.len() == expected.len() {
+            "every count matches the reference".to_string()
+        } else {
+            format!("{wrong} counts differ from the reference")
+        }
+    );
+    println!(
+        "metrics: {} records in, {} shuffled, {} count updates to {counts_topic}, {} checkpoints, {} replays dropped",
+        metrics.total(|s| s.records_in),
+        metrics.total(|s| s.shuffled),
+        metrics.total(|s| s.records_out),
+        metrics.total(|s| s.checkpoints),
+        metrics.total(|s| s.duplicates)
+    );
+    if wrong != 0 {
+        return Err("the counts do not match the reference".into());
+    }
+    Ok(())
+}

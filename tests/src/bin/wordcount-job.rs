@@ -1,0 +1,37 @@
+//! The word count as a process of its own, for the crash test
+//! (`tests/state_wordcount.rs`): the test starts it, kills it with SIGKILL
+//! midway and finishes the job in-process from the state it left behind.
+//!
+//! ```text
+//! wordcount-job <namesrv> <job> <input topic> <output topic> <state dir>
+//! ```
+//!
+//! Runs the word count on 2 shards, writing every count update as JSON
+//! `[word, count]` to the output topic, until it is killed or interrupted.
+
+use std::time::Duration;
+
+use rocketmq_streams::io::Interrupt;
+use rocketmq_streams::prelude::*;
+use rocketmq_streams_tests::wordcount::word_count;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    rocketmq_streams::io::init_logging();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [namesrv, job, input, output, state_dir] = args.as_slice() else {
+        return Err("usage: wordcount-job <namesrv> <job> <input> <output> <state dir>".into());
+    };
+    let builder = StreamBuilder::new(job);
+    word_count(&builder, input).sink(output, Json::<(String, u64)>::new());
+    let mut config = RuntimeConfig::new(ClientConfig::new(namesrv));
+    config.shards = 2;
+    config.state_dir = Some(state_dir.into());
+    let interrupt = Interrupt::install()?;
+    let runtime = StreamRuntime::start(builder.build()?, config)?;
+    eprintln!("wordcount-job: started");
+    while !interrupt.is_set() && !runtime.has_stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    runtime.stop()?;
+    Ok(())
+}
