@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The quick-start: set up, start an embedded RocketMQ, pipe 100,000 records
-# through an uppercase transform, and print the result.
+# The quick-start: set up, start an embedded RocketMQ, write a sample text,
+# count its words with a keyed job (shuffle topic, RocksDB state, changelog)
+# on two shards, and print the top words. Extra arguments go to the example
+# (see core/examples/wordcount.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec cargo run -p rocketmq-streams-io --example pipe -- "$@"
+exec cargo run -p rocketmq-streams --example wordcount -- "$@"

@@ -16,8 +16,14 @@
 //! Ctrl-C stops the job early, cleanly.
 //!
 //! ```text
-//! cargo run -p rocketmq-streams --release --example wordcount [-- <repetitions>]
+//! cargo run -p rocketmq-streams --example wordcount \
+//!     [-- <repetitions> [direct|writer-shard [<commit ms> [<cache keys> [<vocabulary ×>]]]]]
 //! ```
+//!
+//! The optional arguments set `RuntimeConfig::shuffle_hand_off`,
+//! `commit_interval` and `cache_capacity`, and multiply the vocabulary
+//! (each repetition's words tagged `word_<r mod ×>`), for the measurements
+//! in `tuning.md`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,9 +49,9 @@ with a fair face, on the throne of France. In both countries it was
 clearer than crystal to the lords of the State preserves of loaves and
 fishes, that things in general were settled for ever.";
 
-/// The words of a line: lower case, letters only.
+/// The words of a line: lower case, letters (digits and `_` of tagged words).
 fn words(line: &str) -> Vec<String> {
-    line.split(|c: char| !c.is_alphabetic())
+    line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
@@ -57,6 +63,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => n.parse().map_err(|e| format!("repetitions must be a number: {e}"))?,
         None => 2_000,
     };
+    let hand_off = match std::env::args().nth(2).as_deref() {
+        None | Some("direct") => ShuffleHandOff::Direct,
+        Some("writer-shard") => ShuffleHandOff::WriterShard,
+        Some(other) => return Err(format!("hand-off must be direct or writer-shard, not {other}").into()),
+    };
+    let number = |i: usize, what: &str| -> Result<Option<u64>, String> {
+        std::env::args()
+            .nth(i)
+            .map(|n| n.parse::<u64>().map_err(|e| format!("{what} must be a number: {e}")))
+            .transpose()
+    };
+    let commit_interval = number(3, "commit interval (ms)")?.map(Duration::from_millis);
+    let cache_capacity = number(4, "cache capacity")?;
+    let vocabulary = number(5, "vocabulary multiplier")?.unwrap_or(1) as usize;
     let (_broker, client) = match ClientConfig::from_env() {
         Some(client) => (None, client),
         None => {
@@ -69,21 +89,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (lines_topic, counts_topic) = (format!("lines-{suffix}"), format!("word-counts-{suffix}"));
 
     // The sample text, and the counts the job must arrive at.
-    let lines: Vec<&str> = TEXT.lines().collect();
+    // Every repetition of the text, its words tagged `word_<r % vocabulary>`
+    // when a vocabulary multiplier is given (more distinct keys).
+    let lines: Vec<String> = (0..repetitions)
+        .flat_map(|r| {
+            TEXT.lines().map(move |line| {
+                if vocabulary > 1 {
+                    words(line)
+                        .iter()
+                        .map(|w| format!("{w}_{}", r % vocabulary))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    line.to_owned()
+                }
+            })
+        })
+        .collect();
     let mut expected: HashMap<String, u64> = HashMap::new();
     for line in &lines {
         for w in words(line) {
-            *expected.entry(w).or_insert(0) += repetitions as u64;
+            *expected.entry(w).or_insert(0) += 1;
         }
     }
     let total_words: u64 = expected.values().sum();
     let io = IoRuntime::new(1)?;
     {
         let (io2, client2, topic) = (io.clone(), client.clone(), lines_topic.clone());
-        let records: Vec<OutRecord> = (0..repetitions)
-            .flat_map(|_| lines.iter().map(|l| OutRecord::new(Bytes::from(l.to_string()))))
-            .collect();
-        println!("writing {} lines ({total_words} words) to {topic}", records.len());
+        let records: Vec<OutRecord> = lines.iter().map(|l| OutRecord::new(Bytes::from(l.clone()))).collect();
+        println!(
+            "writing {} lines ({total_words} words, {} distinct) to {topic}",
+            records.len(),
+            expected.len()
+        );
         io.block_on(async move {
             let admin = Admin::start(io2.clone(), &client2).await?;
             admin.create_topic(&topic, 8).await?;
@@ -114,6 +152,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = RuntimeConfig::new(client);
     config.shards = 2;
+    config.shuffle_hand_off = hand_off;
+    if let Some(interval) = commit_interval {
+        config.commit_interval = interval;
+    }
+    if let Some(cache) = cache_capacity {
+        config.cache_capacity = cache as usize;
+    }
     let interrupt = Interrupt::install()?;
     let started = Instant::now();
     let job = StreamRuntime::start(topology, config)?;
@@ -146,7 +191,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let wrong = expected.iter().filter(|(w, c)| latest.get(*w) != Some(c)).count();
     println!(
-        "{} distinct words, {} counted in {elapsed:.2?}; {}",
+        "{} distinct words, {} counted in {elapsed:.2?} ({hand_off:?} hand-off); {}",
         latest.len(),
         latest.values().sum::<u64>(),
         if wrong == 0 && latest.len() == expected.len() {

@@ -60,15 +60,15 @@ pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record, ShuffleOutput};
 pub use rocketmq_streams_io as io;
-pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, StreamRuntime};
+pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, ShuffleHandOff, StreamRuntime};
 pub use topology::Topology;
 
 /// The types most programs need: `use rocketmq_streams::prelude::*`.
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, StreamBuilder, StreamRuntime, StreamsError,
-        Topology, TopologyTestDriver,
+        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime,
+        StreamsError, Topology, TopologyTestDriver,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

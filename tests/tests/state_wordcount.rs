@@ -109,8 +109,11 @@ fn word_count_equals_the_reference_across_a_graceful_restart() {
     let m = first.stop().expect("clean stop");
     assert!(m.total(|s| s.checkpoints) > 0, "state was checkpointed: {m:?}");
 
-    // Second run: restores its state and finishes.
-    let second = start(&job, &input, None, config(&cluster, dir.path(), 2), &latest);
+    // Second run: restores its state and finishes, handing shuffled records
+    // to writer shards this time (the mode is each instance's own choice).
+    let mut writer_shards = config(&cluster, dir.path(), 2);
+    writer_shards.shuffle_hand_off = ShuffleHandOff::WriterShard;
+    let second = start(&job, &input, None, writer_shards, &latest);
     run_to_end(&[&second]);
     let m = second.stop().expect("clean stop");
     assert_counts(&latest, &reference);

@@ -65,6 +65,11 @@ impl<T> Outbox<T> {
 }
 
 impl<T> Inbox<T> {
+    /// The next value if one is queued now.
+    pub(crate) fn try_recv(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
     /// The next value, or `None` once every sender is gone and the queue is empty.
     pub(crate) async fn recv(&self) -> Option<T> {
         std::future::poll_fn(|cx| match self.rx.try_recv() {

@@ -23,6 +23,7 @@
 //! commit interval and on stop. After a crash, records after the last
 //! commit are processed again; nothing is lost.
 
+mod handoff;
 mod inbox;
 mod metrics;
 mod shard;
@@ -83,6 +84,21 @@ pub struct RuntimeConfig {
     /// Keys a queue's store caches; when this many are dirty the queue
     /// checkpoints early. Default: 100,000.
     pub cache_capacity: usize,
+    /// How shuffled records reach the shuffle topic. Default:
+    /// [`ShuffleHandOff::Direct`] (see `tuning.md` for the measurement).
+    pub shuffle_hand_off: ShuffleHandOff,
+}
+
+/// How a shard's `key_by` output reaches the shuffle topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShuffleHandOff {
+    /// Each shard sends what it shuffles to every shuffle queue itself.
+    #[default]
+    Direct,
+    /// Each shuffle queue has one writer shard; the others hand it their
+    /// records through lock-free crossbeam channels and it sends them
+    /// gathered (fewer, larger sends; one more cross-core hop).
+    WriterShard,
 }
 
 impl RuntimeConfig {
@@ -100,6 +116,7 @@ impl RuntimeConfig {
             shuffle_queues: 8,
             state_dir: None,
             cache_capacity: 100_000,
+            shuffle_hand_off: ShuffleHandOff::Direct,
         }
     }
 }
@@ -199,6 +216,13 @@ impl StreamRuntime {
         let dlq_route = Arc::new(dlq_route);
         let mut outboxes = Vec::new();
         let mut shards = Vec::new();
+        let mut hand_off = match (config.shuffle_hand_off, &keyed) {
+            (ShuffleHandOff::WriterShard, Some(_)) if config.shards > 1 => handoff::HandOffLinks::mesh(config.shards)
+                .into_iter()
+                .map(Some)
+                .collect(),
+            _ => Vec::new(),
+        };
         for i in 0..config.shards {
             let id = ShardId(u16::try_from(i).unwrap_or(u16::MAX));
             let (tx, rx) = inbox::channel();
@@ -222,6 +246,7 @@ impl StreamRuntime {
                     cache: config.cache_capacity,
                     commit_interval: config.commit_interval,
                 }),
+                hand_off: hand_off.get_mut(i).and_then(Option::take),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("rmq-shard-{i}"))

@@ -14,6 +14,7 @@ use rocketmq_streams_shuffle::origin_id;
 use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore};
 use tracing::Instrument;
 
+use super::handoff::{write_handed, HandOff, HandOffLinks};
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId};
 use crate::error::{SerdeError, StreamsError};
@@ -76,6 +77,8 @@ pub(crate) struct ShardSetup {
     pub(crate) counters: Arc<ShardCounters>,
     /// Keyed state, when the topology has a `key_by`.
     pub(crate) state: Option<StateSetup>,
+    /// The cross-core hand-off of shuffled records (`WriterShard` mode).
+    pub(crate) hand_off: Option<HandOffLinks>,
 }
 
 /// How a shard keeps the state of the shuffle queues it owns.
@@ -164,6 +167,24 @@ impl Shard {
     }
 
     async fn run(mut self) {
+        let writer = self
+            .setup
+            .hand_off
+            .as_mut()
+            .and_then(|h| h.from.take())
+            .map(|from| glommio::spawn_local(write_handed(from, self.setup.sink.clone())).detach());
+        self.serve().await;
+        // Let go of the other shards' hand-off tasks, then keep writing what
+        // they hand this one until they have let go too.
+        if let Some(h) = self.setup.hand_off.as_mut() {
+            h.to.clear();
+        }
+        if let Some(writer) = writer {
+            writer.await;
+        }
+    }
+
+    async fn serve(&mut self) {
         while let Some(msg) = self.setup.inbox.recv().await {
             match msg {
                 ShardMsg::Revoke(queue) => {
@@ -447,6 +468,7 @@ impl Shard {
         let s = &self.setup;
         let index = batch.queue.queue() as usize;
         let mut sends = Vec::new();
+        let mut handed_off = 0usize;
         for (sink_id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
             if buffer.is_empty() {
                 continue;
@@ -467,8 +489,28 @@ impl Shard {
                 by_queue[(out.key_hash % route.len() as u64) as usize].push(OutRecord::new(out.body));
             }
             for (i, records) in by_queue.into_iter().enumerate() {
-                if !records.is_empty() {
-                    sends.push((Output::Shuffle, route[i].clone(), records));
+                if records.is_empty() {
+                    continue;
+                }
+                let writer = s.hand_off.as_ref().and_then(|h| {
+                    h.to.get(HandOffLinks::writer_of(i, h.to.len()))
+                        .and_then(Option::as_ref)
+                });
+                match writer {
+                    Some(to) => {
+                        let answer = s.hand_off.as_ref().map(|h| h.answer_to.clone());
+                        let Some(answer) = answer else { continue };
+                        let handed = HandOff {
+                            target: route[i].clone(),
+                            records,
+                            answer,
+                        };
+                        if to.send(handed).is_err() {
+                            return Err(StreamsError::Topology("a writer shard is gone".into()));
+                        }
+                        handed_off += 1;
+                    }
+                    None => sends.push((Output::Shuffle, route[i].clone(), records)),
                 }
             }
         }
@@ -493,6 +535,15 @@ impl Shard {
                 Output::Shuffle => &s.counters.shuffled,
             };
             ShardCounters::add(counter, stored as u64);
+        }
+        if let Some(h) = &s.hand_off {
+            for _ in 0..handed_off {
+                match h.answers.recv().await {
+                    Some(Ok(stored)) => ShardCounters::add(&s.counters.shuffled, stored as u64),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(StreamsError::Topology("hand-off answers closed".into())),
+                }
+            }
         }
         Ok(())
     }
@@ -537,7 +588,7 @@ async fn send_retrying(sink: &Sink, target: QueueId, records: Vec<OutRecord>) ->
 /// Awaits the `first` send of `records` to `target` (already under way),
 /// retrying transient failures with a growing pause. At-least-once: a
 /// retried chunk may be stored twice, never lost.
-async fn send_with_retry(
+pub(crate) async fn send_with_retry(
     first: rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<rocketmq_streams_io::SendAck>>,
     sink: Sink,
     target: QueueId,
