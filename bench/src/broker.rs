@@ -1,0 +1,368 @@
+//! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`.
+//!
+//! Every scenario first runs `pipe-baseline` flat out on the same broker,
+//! so its throughput can be given as a ratio measured in the same run. A
+//! flat-out run preloads its input, then times from the first to the last
+//! record its output consumer sees. A rated run starts the engine, waits a
+//! warm-up (its consumer group settles), then offers records at a fixed
+//! rate — a share of the scenario's own flat-out throughput — and records
+//! each output record's latency from its produce stamp to the moment the
+//! output consumer polled it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rocketmq_streams::prelude::*;
+use rocketmq_streams::ShuffleHandOff;
+use rocketmq_streams_io::{ClientConfig, IoRuntime};
+
+use crate::baseline::Baseline;
+use crate::load::{self, Offer};
+use crate::machine::{peak_rss_kib, process_cpu, reset_peak_rss};
+use crate::progress::Progress;
+use crate::report::Run;
+
+/// The broker scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Consume → produce on the client, no engine.
+    PipeBaseline,
+    /// `filter → map → sink` on the engine.
+    Stateless,
+    /// `flat_map → key_by → count → sink` with state and changelog.
+    WordCount,
+}
+
+impl Scenario {
+    /// The scenario's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::PipeBaseline => "pipe-baseline",
+            Scenario::Stateless => "stateless",
+            Scenario::WordCount => "wordcount",
+        }
+    }
+}
+
+/// Settings of the broker scenarios.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Records per flat-out run (and the most a rated run offers).
+    pub records: u64,
+    /// Bytes per record (binary scenarios).
+    pub size: usize,
+    /// Engine shards.
+    pub shards: usize,
+    /// Offered rates, in percent of the flat-out throughput.
+    pub rates: Vec<f64>,
+    /// How long a rated run offers records, at most.
+    pub rated_for: Duration,
+    /// Words per line (`wordcount`).
+    pub words: usize,
+    /// Distinct words (`wordcount`).
+    pub vocabulary: u64,
+    /// Shuffle hand-off (`wordcount`).
+    pub hand_off: ShuffleHandOff,
+    /// Longest a single run may take.
+    pub limit: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            records: 200_000,
+            size: 100,
+            shards: 2,
+            rates: vec![25.0, 50.0, 90.0],
+            rated_for: Duration::from_secs(10),
+            words: 10,
+            vocabulary: 10_000,
+            hand_off: ShuffleHandOff::Direct,
+            limit: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A running engine (or the baseline loop).
+enum Running {
+    Baseline(Baseline),
+    Job(StreamRuntime),
+}
+
+impl Running {
+    fn stop(self) -> Result<(), String> {
+        match self {
+            Running::Baseline(b) => b.stop(),
+            Running::Job(j) => j.stop().map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Count and the stamp of the record that made the last update.
+struct CountWithStamp;
+
+impl Accumulator<(String, u64)> for CountWithStamp {
+    type State = (u64, u64);
+    type Output = (u64, u64);
+    fn init(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, state: &mut (u64, u64), value: &(String, u64)) {
+        state.0 += 1;
+        state.1 = value.1;
+    }
+    fn result(&self, state: &(u64, u64)) -> (u64, u64) {
+        *state
+    }
+}
+
+struct Ctx<'a> {
+    io: &'a Arc<IoRuntime>,
+    client: &'a ClientConfig,
+    options: &'a Options,
+    run_id: String,
+}
+
+impl Ctx<'_> {
+    fn topics(&self, label: &str) -> (String, String, String) {
+        let tag = format!("{}-{}", label.replace([' ', '%', '.'], "-"), self.run_id);
+        (
+            format!("bench-in-{tag}"),
+            format!("bench-out-{tag}"),
+            format!("bench-job-{tag}"),
+        )
+    }
+
+    fn start(&self, scenario: Scenario, input: &str, output: &str, job: &str) -> Result<Running, String> {
+        let builder = StreamBuilder::new(job);
+        match scenario {
+            Scenario::PipeBaseline => {
+                return Ok(Running::Baseline(Baseline::start(
+                    self.io,
+                    self.client,
+                    job,
+                    input,
+                    output,
+                )))
+            }
+            Scenario::Stateless => {
+                builder
+                    .source(input, Raw)
+                    .filter(|b: &Bytes| load::binary_stamp(b).is_none_or(|(_, seq)| seq % 10 != 0))
+                    .map(|b: Bytes| {
+                        let mut v = BytesMut::from(&b[..]);
+                        if v.len() > 16 {
+                            v[16..].make_ascii_uppercase();
+                        }
+                        v.freeze()
+                    })
+                    .sink(output, Raw);
+            }
+            Scenario::WordCount => {
+                builder
+                    .source(input, Utf8)
+                    .flat_map(|line: String| {
+                        let mut parts = line.split(' ');
+                        let stamp = parts
+                            .next()
+                            .and_then(|s| s.strip_prefix('@'))
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        parts.map(|w| (w.to_string(), stamp)).collect::<Vec<_>>()
+                    })
+                    .key_by(|(w, _): &(String, u64)| w.clone())
+                    .aggregate(CountWithStamp)
+                    .to_rstream()
+                    .sink(output, Json::<(String, (u64, u64))>::new());
+            }
+        }
+        let mut config = RuntimeConfig::new(self.client.clone());
+        config.shards = self.options.shards;
+        config.shuffle_hand_off = self.options.hand_off;
+        config.state_dir = Some(std::env::temp_dir().join("rocketmq-streams-bench").join(job));
+        let topology = builder.build().map_err(|e| e.to_string())?;
+        StreamRuntime::start(topology, config)
+            .map(Running::Job)
+            .map_err(|e| e.to_string())
+    }
+
+    fn make(&self, scenario: Scenario) -> impl Fn(u64, u64) -> Bytes + Send + 'static {
+        let (size, words, vocabulary) = (self.options.size, self.options.words, self.options.vocabulary);
+        move |seq, stamp| match scenario {
+            Scenario::WordCount => load::stamped_line(seq, stamp, words, vocabulary),
+            _ => load::stamped_binary(seq, stamp, size),
+        }
+    }
+
+    fn expected(&self, scenario: Scenario, offered: u64) -> u64 {
+        match scenario {
+            Scenario::PipeBaseline => offered,
+            Scenario::Stateless => offered - offered.div_ceil(10),
+            Scenario::WordCount => offered * self.options.words as u64,
+        }
+    }
+
+    fn read(&self, scenario: Scenario, output: &str, expected: u64, label: &str) -> Result<load::Output, String> {
+        let seen = Arc::new(AtomicU64::new(0));
+        let _bar = Progress::start(label, seen.clone(), expected);
+        let stamp_of = move |body: &[u8]| -> Option<u64> {
+            match scenario {
+                Scenario::WordCount => serde_json::from_slice::<(String, (u64, u64))>(body)
+                    .ok()
+                    .map(|(_, (_, s))| s),
+                _ => load::binary_stamp(body).map(|(s, _)| s),
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        load::read_output(
+            self.io,
+            self.client,
+            output,
+            expected,
+            self.options.limit,
+            stamp_of,
+            seen,
+            stop,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Preloads the input, then times the engine from its first output
+    /// record to its last.
+    fn flat_out(&self, scenario: Scenario) -> Result<Run, String> {
+        let label = format!("{} flat out", scenario.name());
+        let (input, output, job) = self.topics(&label);
+        let n = self.options.records;
+        let sent = Arc::new(AtomicU64::new(0));
+        {
+            let _bar = Progress::start("preloading input", sent.clone(), n);
+            load::produce(
+                self.io,
+                self.client,
+                &input,
+                n,
+                Offer::FlatOut,
+                self.make(scenario),
+                sent,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        reset_peak_rss();
+        let cpu = process_cpu();
+        let engine = self.start(scenario, &input, &output, &job)?;
+        let out = self.read(scenario, &output, self.expected(scenario, n), &label);
+        let cpu = process_cpu().saturating_sub(cpu);
+        let stopped = engine.stop();
+        let out = out?;
+        stopped?;
+        complete(&out, self.expected(scenario, n), &label)?;
+        let seconds = match (out.first, out.last) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        Ok(Run {
+            label,
+            offered_rate: None,
+            records: n,
+            seconds,
+            latency: None,
+            cpu_seconds: cpu.as_secs_f64(),
+            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+        })
+    }
+
+    /// Offers `rate` records per second to a running engine and measures
+    /// the latency of what comes out.
+    fn rated(&self, scenario: Scenario, rate: f64, percent: f64) -> Result<Run, String> {
+        let label = format!("{} at {percent:.0}%", scenario.name());
+        let (input, output, job) = self.topics(&label);
+        let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).clamp(1, self.options.records);
+        load::produce(
+            self.io,
+            self.client,
+            &input,
+            0,
+            Offer::FlatOut,
+            self.make(scenario),
+            Arc::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let engine = self.start(scenario, &input, &output, &job)?;
+        std::thread::sleep(WARM_UP);
+        reset_peak_rss();
+        let cpu = process_cpu();
+        let started = Instant::now();
+        let (io, client, make) = (self.io.clone(), self.client.clone(), self.make(scenario));
+        let producer = std::thread::spawn(move || {
+            load::produce(&io, &client, &input, n, Offer::Rate(rate), make, Arc::default()).map_err(|e| e.to_string())
+        });
+        let out = self.read(scenario, &output, self.expected(scenario, n), &label);
+        let produced = producer
+            .join()
+            .map_err(|_| "the producer thread panicked".to_string())?;
+        let cpu = process_cpu().saturating_sub(cpu);
+        let stopped = engine.stop();
+        let out = out?;
+        produced?;
+        stopped?;
+        complete(&out, self.expected(scenario, n), &label)?;
+        Ok(Run {
+            label,
+            offered_rate: Some(rate),
+            records: n,
+            seconds: out.last.map_or(0.0, |t| t.duration_since(started).as_secs_f64()),
+            latency: Some(out.latency),
+            cpu_seconds: cpu.as_secs_f64(),
+            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+        })
+    }
+}
+
+/// A run counts only if everything it offered came out.
+fn complete(out: &load::Output, expected: u64, label: &str) -> Result<(), String> {
+    if out.records < expected {
+        return Err(format!(
+            "{label}: only {} of {expected} output records arrived in time",
+            out.records
+        ));
+    }
+    Ok(())
+}
+
+/// How long a rated run's engine runs on an empty input before records are
+/// offered: its consumer group's rebalance settles in this time.
+pub const WARM_UP: Duration = Duration::from_secs(5);
+
+/// Runs `scenario`: the baseline flat out, the scenario flat out, then the
+/// scenario at each rate. Returns the runs, baseline first.
+///
+/// # Errors
+///
+/// What failed, as text: a run that could not start or finish.
+pub fn run(
+    io: &Arc<IoRuntime>,
+    client: &ClientConfig,
+    scenario: Scenario,
+    options: &Options,
+) -> Result<Vec<Run>, String> {
+    let ctx = Ctx {
+        io,
+        client,
+        options,
+        run_id: format!("{}-{}", std::process::id(), load::now_nanos() % 1_000_000),
+    };
+    let mut runs = vec![ctx.flat_out(Scenario::PipeBaseline)?];
+    if scenario != Scenario::PipeBaseline {
+        runs.push(ctx.flat_out(scenario)?);
+    }
+    let max = runs.last().map_or(0.0, Run::throughput);
+    for &percent in &options.rates {
+        let rate = max * percent / 100.0;
+        if rate >= 1.0 {
+            runs.push(ctx.rated(scenario, rate, percent)?);
+        }
+    }
+    Ok(runs)
+}

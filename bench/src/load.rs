@@ -1,0 +1,213 @@
+//! Offered load and what comes out: records stamped at produce time, sent
+//! flat out or at a fixed rate, and a consumer of the output topic that
+//! turns each record's stamp into an end-to-end latency.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use rocketmq_streams_io::{
+    Admin, ClientConfig, ConsumeFrom, IoRuntime, OutRecord, QueueId, Sink, Source, SourceConfig,
+};
+
+/// Nanoseconds since the UNIX epoch, the clock every stamp uses.
+pub fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A binary record of `size` bytes (at least 16): the stamp, the sequence
+/// number, then filler.
+pub fn stamped_binary(seq: u64, stamp: u64, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(16));
+    b.put_u64_le(stamp);
+    b.put_u64_le(seq);
+    b.resize(size.max(16), b'x');
+    b.freeze()
+}
+
+/// The stamp and sequence number of a [`stamped_binary`] record.
+pub fn binary_stamp(body: &[u8]) -> Option<(u64, u64)> {
+    let stamp = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let seq = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    Some((stamp, seq))
+}
+
+/// A text line of `words` words drawn from `vocabulary` distinct ones,
+/// led by its stamp: `@<stamp> w17 w3 ...`.
+pub fn stamped_line(seq: u64, stamp: u64, words: usize, vocabulary: u64) -> Bytes {
+    let mut line = format!("@{stamp}");
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for _ in 0..words {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Skewed: squaring favours small word numbers.
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        line.push_str(&format!(" w{}", (u * u * vocabulary as f64) as u64));
+    }
+    Bytes::from(line)
+}
+
+/// Creates `topic` with `queues` queues (if missing) and returns its route.
+///
+/// # Errors
+///
+/// Any error of the admin client.
+pub async fn ensure_topic(
+    io: &Arc<IoRuntime>,
+    client: &ClientConfig,
+    topic: &str,
+    queues: u32,
+) -> rocketmq_streams_io::Result<Vec<QueueId>> {
+    let admin = Admin::start(io.clone(), client).await?;
+    admin.create_topic(topic, queues).await?;
+    admin.route(topic).await
+}
+
+/// How a producer offers its records.
+#[derive(Debug, Clone, Copy)]
+pub enum Offer {
+    /// As fast as the broker takes them.
+    FlatOut,
+    /// At this many records per second, in 10 ms slices.
+    Rate(f64),
+}
+
+/// Sends `total` records made by `make(seq, stamp)` to `topic`, spread over
+/// its queues, as `offer` says; `sent` counts what the broker acknowledged.
+/// Returns when all are acknowledged.
+///
+/// # Errors
+///
+/// The first send error.
+pub fn produce(
+    io: &Arc<IoRuntime>,
+    client: &ClientConfig,
+    topic: &str,
+    total: u64,
+    offer: Offer,
+    make: impl Fn(u64, u64) -> Bytes + Send + 'static,
+    sent: Arc<AtomicU64>,
+) -> rocketmq_streams_io::Result<()> {
+    let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
+    io.block_on(async move {
+        let route = ensure_topic(&io2, &client, &topic, 8).await?;
+        let sink = Sink::start(io2, &client, &format!("bench-producer-{}", std::process::id())).await?;
+        let started = Instant::now();
+        let mut seq = 0u64;
+        while seq < total {
+            let chunk = match offer {
+                Offer::FlatOut => 1024u64,
+                Offer::Rate(rate) => {
+                    // Records due by now, at most one 10 ms slice ahead.
+                    let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                    if due <= seq {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    (due - seq).min((rate / 100.0).ceil() as u64 * 4).max(1)
+                }
+            }
+            .min(total - seq);
+            let records: Vec<OutRecord> = (seq..seq + chunk)
+                .map(|s| OutRecord::new(make(s, now_nanos())))
+                .collect();
+            sink.send_spread(&route, records).await?;
+            seq += chunk;
+            sent.store(seq, Ordering::Relaxed);
+        }
+        sink.shutdown().await;
+        Ok(())
+    })?
+}
+
+/// What a [`read_output`] saw.
+pub struct Output {
+    /// Records read.
+    pub records: u64,
+    /// End-to-end latency in µs of every record whose stamp was read.
+    pub latency: Histogram<u64>,
+    /// When the first record arrived.
+    pub first: Option<Instant>,
+    /// When the last record arrived.
+    pub last: Option<Instant>,
+}
+
+/// Reads `topic` from its start with a fresh group until `expected` records
+/// arrived, `stop` is set, or `limit` passed; records the latency of every
+/// record `stamp_of` finds a stamp in. `seen` counts records as they come.
+///
+/// # Errors
+///
+/// The consumer's start or poll errors.
+pub fn read_output(
+    io: &Arc<IoRuntime>,
+    client: &ClientConfig,
+    topic: &str,
+    expected: u64,
+    limit: Duration,
+    stamp_of: impl Fn(&[u8]) -> Option<u64> + Send + 'static,
+    seen: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> rocketmq_streams_io::Result<Output> {
+    let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
+    io.block_on(async move {
+        ensure_topic(&io2, &client, &topic, 8).await?;
+        let mut config = SourceConfig::new(format!("bench-reader-{}-{}", std::process::id(), now_nanos()), [topic]);
+        config.consume_from = ConsumeFrom::First;
+        let source = Source::start(io2, &client, config).await?;
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| {
+            rocketmq_streams_io::Error::permanent(rocketmq_streams_io::Operation::Source, format!("histogram: {e}"))
+        })?;
+        let (mut records, mut first, mut last) = (0u64, None, None);
+        let deadline = Instant::now() + limit;
+        while records < expected && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+            for batch in source.poll().await? {
+                let now = now_nanos();
+                for r in &batch.records {
+                    if let Some(stamp) = stamp_of(&r.body) {
+                        let _ = latency.record((now.saturating_sub(stamp) / 1_000).max(1));
+                    }
+                }
+                records += batch.records.len() as u64;
+                first = first.or(Some(Instant::now()));
+                last = Some(Instant::now());
+            }
+            seen.store(records, Ordering::Relaxed);
+        }
+        source.shutdown().await;
+        Ok(Output {
+            records,
+            latency,
+            first,
+            last,
+        })
+    })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_record_carries_its_stamp_and_size() {
+        let b = stamped_binary(42, 123_456, 100);
+        assert_eq!(b.len(), 100);
+        assert_eq!(binary_stamp(&b), Some((123_456, 42)));
+        assert_eq!(binary_stamp(b"short"), None);
+    }
+
+    #[test]
+    fn a_line_leads_with_its_stamp_and_has_the_words_asked_for() {
+        let line = stamped_line(7, 99, 10, 1000);
+        let text = std::str::from_utf8(&line).expect("utf8");
+        let mut parts = text.split(' ');
+        assert_eq!(parts.next(), Some("@99"));
+        assert_eq!(parts.clone().count(), 10);
+        assert!(parts.all(|w| w.starts_with('w') && w[1..].parse::<u64>().is_ok_and(|n| n < 1000)));
+    }
+}

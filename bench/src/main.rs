@@ -1,0 +1,149 @@
+//! The end-to-end harness: runs one scenario and prints its report.
+//!
+//! ```text
+//! cargo run -p rocketmq-streams-bench --release -- <scenario> [options]
+//!
+//! scenarios (on a broker: embedded by default, or --namesrv host:port):
+//!   pipe-baseline   consume → produce on rocketmq-client-rust, no engine
+//!   stateless       filter → map → sink on the engine
+//!   wordcount       flat_map → key_by → count (state + changelog) → sink
+//! options:
+//!   --records N       records per flat-out run (default 200000)
+//!   --size BYTES      record size of the binary scenarios (default 100)
+//!   --shards N        engine shards (default 2)
+//!   --rates A,B,C     offered rates in % of flat out (default 25,50,90; "none" for none)
+//!   --seconds S       how long a rated run offers records (default 10)
+//!   --words N         words per line, wordcount (default 10)
+//!   --vocabulary N    distinct words, wordcount (default 10000)
+//!   --hand-off MODE   direct | writer-shard, wordcount (default direct)
+//!   --namesrv ADDR    an external cluster instead of the embedded broker
+//!   --out DIR         where the JSON and SVG go (default bench/results)
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rocketmq_streams::ShuffleHandOff;
+use rocketmq_streams_bench::broker::{self, Scenario};
+use rocketmq_streams_bench::machine::Machine;
+use rocketmq_streams_bench::report::Report;
+use rocketmq_streams_io::{ClientConfig, EmbeddedConfig, EmbeddedRocketMQ, IoRuntime};
+
+fn usage() -> String {
+    let doc = include_str!("main.rs");
+    doc.lines()
+        .skip_while(|l| !l.starts_with("//! cargo run"))
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.trim_start_matches("//! ").trim_start_matches("//!"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e}\n\n{}", usage());
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(scenario) = args.first() else {
+        return Err("no scenario given".into());
+    };
+    let scenario = match scenario.as_str() {
+        "pipe-baseline" => Scenario::PipeBaseline,
+        "stateless" => Scenario::Stateless,
+        "wordcount" => Scenario::WordCount,
+        other => return Err(format!("unknown scenario {other:?}")),
+    };
+    let mut options = broker::Options::default();
+    let mut namesrv: Option<String> = None;
+    let mut out = PathBuf::from("bench/results");
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || rest.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--records" => options.records = number(value()?)?,
+            "--size" => options.size = number(value()?)? as usize,
+            "--shards" => options.shards = number(value()?)? as usize,
+            "--seconds" => options.rated_for = Duration::from_secs(number(value()?)?),
+            "--words" => options.words = number(value()?)? as usize,
+            "--vocabulary" => options.vocabulary = number(value()?)?,
+            "--rates" => {
+                let v = value()?;
+                options.rates = if v == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',')
+                        .map(|r| r.trim().parse::<f64>().map_err(|e| format!("--rates: {e}")))
+                        .collect::<Result<_, _>>()?
+                };
+            }
+            "--hand-off" => {
+                options.hand_off = match value()?.as_str() {
+                    "direct" => ShuffleHandOff::Direct,
+                    "writer-shard" => ShuffleHandOff::WriterShard,
+                    other => return Err(format!("--hand-off: {other:?} is not direct or writer-shard")),
+                }
+            }
+            "--namesrv" => namesrv = Some(value()?),
+            "--out" => out = PathBuf::from(value()?),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    rocketmq_streams_io::init_logging();
+    let (_broker, client, broker_kind) = match namesrv {
+        Some(addr) => (None, ClientConfig::new(addr.as_str()), format!("external {addr}")),
+        None => {
+            let mq = EmbeddedRocketMQ::start_with(EmbeddedConfig::default()).map_err(|e| e.to_string())?;
+            let client = ClientConfig::new(mq.namesrv_addr());
+            (Some(mq), client, "embedded (same process, same cores)".to_string())
+        }
+    };
+    let io = IoRuntime::new(1).map_err(|e| e.to_string())?;
+    let runs = broker::run(&io, &client, scenario, &options)?;
+    let mut settings = vec![
+        ("broker".to_string(), broker_kind),
+        ("shards".into(), options.shards.to_string()),
+        ("records".into(), options.records.to_string()),
+        ("poll batch".into(), "1024".into()),
+        (
+            "send batch".into(),
+            format!("≤{} messages", rocketmq_streams_io::MAX_BATCH_MESSAGES),
+        ),
+        (
+            "rated for".into(),
+            format!(
+                "{} s after a {} s warm-up",
+                options.rated_for.as_secs(),
+                broker::WARM_UP.as_secs()
+            ),
+        ),
+    ];
+    match scenario {
+        Scenario::WordCount => {
+            settings.push(("words per line".into(), options.words.to_string()));
+            settings.push(("vocabulary".into(), options.vocabulary.to_string()));
+            settings.push(("hand-off".into(), format!("{:?}", options.hand_off)));
+        }
+        _ => settings.push(("message size".into(), format!("{} B", options.size))),
+    }
+    let report = Report {
+        scenario: scenario.name().to_string(),
+        command: format!("cargo run -p rocketmq-streams-bench --release -- {}", args.join(" ")),
+        machine: Machine::detect(),
+        settings,
+        baseline: runs.first().map(|r| r.label.clone()),
+        runs,
+    };
+    println!("{}", report.table());
+    let written = report
+        .write(&out)
+        .map_err(|e| format!("writing the report to {}: {e}", out.display()))?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
