@@ -188,9 +188,16 @@ impl Report {
             .filter_map(|r| r.latency.as_ref().map(|h| h.max().max(1)))
             .max()
             .unwrap_or(1) as f64;
+        let min_us = runs
+            .iter()
+            .filter_map(|r| r.latency.as_ref().map(|h| h.min().max(1)))
+            .min()
+            .unwrap_or(1) as f64;
         let y_top = 10f64.powf(max_us.log10().ceil());
+        let y_bottom = 10f64.powf(min_us.log10().floor()).min(y_top / 10.0);
         let x = |q: f64| left + (-(1.0 - q).max(1e-12).log10() / max_nines).min(1.0) * (w - left - right);
-        let y = |us: f64| h - bottom - (us.max(1.0).log10() / y_top.log10()) * (h - bottom - top);
+        let span = y_top.log10() - y_bottom.log10();
+        let y = |us: f64| h - bottom - ((us.max(y_bottom).log10() - y_bottom.log10()) / span) * (h - bottom - top);
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -213,8 +220,8 @@ impl Report {
                 h - bottom + 18.0
             );
         }
-        let mut decade = 1.0;
-        while decade <= y_top {
+        let mut decade = y_bottom;
+        while decade <= y_top * 1.001 {
             let _ = writeln!(
                 svg,
                 "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{0:.1}\" text-anchor=\"end\">{3}</text>",

@@ -150,7 +150,7 @@ impl EmbeddedRocketMQ {
             None => {
                 let dir = tempfile::Builder::new()
                     .prefix("rocketmq-streams-broker-")
-                    .tempdir_in(temporary_store_parent())
+                    .tempdir_in(temporary_store_parent(8 * config.commit_log_file_size as u64))
                     .map_err(|e| fail(format!("create temporary store dir: {e}")))?;
                 let path = dir.path().to_path_buf();
                 (Some(dir), path)
@@ -379,6 +379,11 @@ const DISK_BUSY_RATIO: f64 = 0.85;
 /// The used share of the file system holding `path` (as RocketMQ computes
 /// it: 1 − available ÷ total), or `None` if it cannot be read.
 fn disk_used_ratio(path: &std::path::Path) -> Option<f64> {
+    disk_space(path).map(|(total, available)| 1.0 - available / total)
+}
+
+/// Total and available bytes of the file system holding `path`.
+fn disk_space(path: &std::path::Path) -> Option<(f64, f64)> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
@@ -393,18 +398,20 @@ fn disk_used_ratio(path: &std::path::Path) -> Option<f64> {
     };
     let total = stat.f_blocks as f64 * stat.f_frsize as f64;
     let available = stat.f_bavail as f64 * stat.f_frsize as f64;
-    (total > 0.0).then(|| 1.0 - available / total)
+    (total > 0.0).then_some((total, available))
 }
 
 /// Where a temporary store (deleted at stop, so nothing is lost by keeping
 /// it in memory) is created: the temp dir, unless its disk is so used that
 /// RocketMQ would delete or refuse data there and `/dev/shm` (tmpfs) is
-/// less used.
-fn temporary_store_parent() -> std::path::PathBuf {
+/// less used and has room for `room` bytes (a container's 64 MiB default
+/// tmpfs does not).
+fn temporary_store_parent(room: u64) -> std::path::PathBuf {
     let temp = std::env::temp_dir();
     let shm = std::path::PathBuf::from("/dev/shm");
-    match (disk_used_ratio(&temp), disk_used_ratio(&shm)) {
-        (Some(t), Some(s)) if t > DISK_BUSY_RATIO && s < DISK_BUSY_RATIO => {
+    match (disk_space(&temp), disk_space(&shm)) {
+        (Some(t), Some(s)) if prefer_tmpfs(t, s, room) => {
+            let t = 1.0 - t.1 / t.0;
             tracing::info!(
                 temp = %temp.display(),
                 used = format!("{:.1}%", t * 100.0),
@@ -414,6 +421,13 @@ fn temporary_store_parent() -> std::path::PathBuf {
         }
         _ => temp,
     }
+}
+
+/// Whether a temporary store belongs on tmpfs, given (total, available)
+/// bytes of the temp dir's disk and of tmpfs, and the room it needs.
+fn prefer_tmpfs(temp: (f64, f64), tmpfs: (f64, f64), room: u64) -> bool {
+    let used = |(total, available): (f64, f64)| 1.0 - available / total;
+    used(temp) > DISK_BUSY_RATIO && used(tmpfs) < DISK_BUSY_RATIO && tmpfs.1 >= room as f64
 }
 
 /// Everything a [`BrokerStartupError`] tells: its `Display` is only the
@@ -513,5 +527,25 @@ mod tests {
         let used = disk_used_ratio(&std::env::temp_dir()).expect("statvfs of the temp dir");
         assert!((0.0..=1.0).contains(&used), "{used}");
         assert_eq!(disk_used_ratio(std::path::Path::new("/no/such/dir")), None);
+    }
+
+    #[test]
+    fn a_temporary_store_moves_to_tmpfs_only_when_that_helps_and_fits() {
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        let room = 512 * 1024 * 1024;
+        let busy_disk = (252.0 * GIB, 30.0 * GIB); // 88% used, 30 GiB free
+        let calm_disk = (252.0 * GIB, 100.0 * GIB);
+        let big_tmpfs = (12.0 * GIB, 12.0 * GIB);
+        let container_tmpfs = (64.0 * 1024.0 * 1024.0, 64.0 * 1024.0 * 1024.0);
+        assert!(prefer_tmpfs(busy_disk, big_tmpfs, room));
+        assert!(!prefer_tmpfs(calm_disk, big_tmpfs, room));
+        assert!(
+            !prefer_tmpfs(busy_disk, container_tmpfs, room),
+            "64 MiB of tmpfs is no room"
+        );
+        assert!(
+            !prefer_tmpfs(busy_disk, (12.0 * GIB, 1.0 * GIB), room),
+            "tmpfs busier than 85%"
+        );
     }
 }
