@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod broker;
+pub mod inproc;
 pub mod load;
 pub mod machine;
 pub mod progress;

@@ -7,6 +7,10 @@
 //!   pipe-baseline   consume → produce on rocketmq-client-rust, no engine
 //!   stateless       filter → map → sink on the engine
 //!   wordcount       flat_map → key_by → count (state + changelog) → sink
+//! in-process scenarios (no broker; one shard's work through the test driver):
+//!   nexmark-q0 | nexmark-q1 | nexmark-q2 | nexmark-count   Nexmark bids, generated before timing
+//!   inproc-wordcount                                       lines of 10 words
+//!   (nexmark-q1 and inproc-wordcount also run a timely-dataflow peer; ratio = engine ÷ timely)
 //! options:
 //!   --records N       records per flat-out run (default 200000)
 //!   --size BYTES      record size of the binary scenarios (default 100)
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use rocketmq_streams::ShuffleHandOff;
 use rocketmq_streams_bench::broker::{self, Scenario};
+use rocketmq_streams_bench::inproc::{self, Query};
 use rocketmq_streams_bench::machine::Machine;
 use rocketmq_streams_bench::report::Report;
 use rocketmq_streams_io::{ClientConfig, EmbeddedConfig, EmbeddedRocketMQ, IoRuntime};
@@ -51,10 +56,19 @@ fn real_main() -> Result<(), String> {
     let Some(scenario) = args.first() else {
         return Err("no scenario given".into());
     };
+    let in_process = match scenario.as_str() {
+        "nexmark-q0" => Some(Query::Q0),
+        "nexmark-q1" => Some(Query::Q1),
+        "nexmark-q2" => Some(Query::Q2),
+        "nexmark-count" => Some(Query::Count),
+        "inproc-wordcount" => Some(Query::WordCount),
+        _ => None,
+    };
     let scenario = match scenario.as_str() {
         "pipe-baseline" => Scenario::PipeBaseline,
         "stateless" => Scenario::Stateless,
         "wordcount" => Scenario::WordCount,
+        _ if in_process.is_some() => Scenario::PipeBaseline,
         other => return Err(format!("unknown scenario {other:?}")),
     };
     let mut options = broker::Options::default();
@@ -94,6 +108,10 @@ fn real_main() -> Result<(), String> {
         }
     }
     rocketmq_streams_io::init_logging();
+    let command = format!("cargo run -p rocketmq-streams-bench --release -- {}", args.join(" "));
+    if let Some(query) = in_process {
+        return run_in_process(query, options.records as usize, command, &out);
+    }
     let (_broker, client, broker_kind) = match namesrv {
         Some(addr) => (None, ClientConfig::new(addr.as_str()), format!("external {addr}")),
         None => {
@@ -132,18 +150,54 @@ fn real_main() -> Result<(), String> {
     }
     let report = Report {
         scenario: scenario.name().to_string(),
-        command: format!("cargo run -p rocketmq-streams-bench --release -- {}", args.join(" ")),
+        command,
         machine: Machine::detect(),
         settings,
         baseline: runs.first().map(|r| r.label.clone()),
         runs,
     };
+    print_and_write(&report, &out)
+}
+
+fn print_and_write(report: &Report, out: &std::path::Path) -> Result<(), String> {
     println!("{}", report.table());
     let written = report
-        .write(&out)
+        .write(out)
         .map_err(|e| format!("writing the report to {}: {e}", out.display()))?;
     for path in written {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// An in-process scenario: the input generated first, the timely peer (if
+/// any) and then the engine over the same bodies.
+fn run_in_process(query: Query, records: usize, command: String, out: &std::path::Path) -> Result<(), String> {
+    eprintln!("generating {records} input records in memory");
+    let input = match query {
+        Query::WordCount => inproc::lines(records),
+        _ => inproc::bids(records),
+    };
+    let bytes: usize = input.iter().map(|b| b.len()).sum();
+    let mut runs = Vec::new();
+    if query.has_timely_peer() {
+        eprintln!("running the timely peer");
+        runs.push(inproc::timely_peer(query, &input)?.0);
+    }
+    eprintln!("running the engine");
+    runs.push(inproc::engine(query, &input)?.0);
+    let report = Report {
+        scenario: query.name().to_string(),
+        command,
+        machine: Machine::detect(),
+        settings: vec![
+            ("broker".into(), "none (in-process)".into()),
+            ("shards".into(), "1 (test driver)".into()),
+            ("records".into(), input.len().to_string()),
+            ("mean record size".into(), format!("{} B", bytes / input.len().max(1))),
+        ],
+        baseline: query.has_timely_peer().then(|| runs[0].label.clone()),
+        runs,
+    };
+    print_and_write(&report, out)
 }
