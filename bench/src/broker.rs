@@ -9,7 +9,7 @@
 //! each output record's latency from its produce stamp to the moment the
 //! output consumer polled it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -215,7 +215,6 @@ impl Ctx<'_> {
                 _ => load::binary_stamp(body).map(|(s, _)| s),
             }
         };
-        let stop = Arc::new(AtomicBool::new(false));
         load::read_output(
             self.io,
             self.client,
@@ -224,7 +223,6 @@ impl Ctx<'_> {
             self.options.limit,
             stamp_of,
             seen,
-            stop,
         )
         .map_err(|e| e.to_string())
     }
@@ -279,16 +277,8 @@ impl Ctx<'_> {
         let label = format!("{} at {percent:.0}%", scenario.name());
         let (input, output, job) = self.topics(&label);
         let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).clamp(1, self.options.records);
-        load::produce(
-            self.io,
-            self.client,
-            &input,
-            0,
-            Offer::FlatOut,
-            self.make(scenario),
-            Arc::default(),
-        )
-        .map_err(|e| e.to_string())?;
+        // The input exists before the engine subscribes to it.
+        load::create_topic(self.io, self.client, &input, 8).map_err(|e| e.to_string())?;
         let engine = self.start(scenario, &input, &output, &job)?;
         std::thread::sleep(WARM_UP);
         reset_peak_rss();

@@ -2,7 +2,7 @@
 //! flat out or at a fixed rate, and a consumer of the output topic that
 //! turns each record's stamp into an end-to-end latency.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,21 @@ pub async fn ensure_topic(
     let admin = Admin::start(io.clone(), client).await?;
     admin.create_topic(topic, queues).await?;
     admin.route(topic).await
+}
+
+/// [`ensure_topic`] from outside the I/O runtime.
+///
+/// # Errors
+///
+/// Any error of the admin client.
+pub fn create_topic(
+    io: &Arc<IoRuntime>,
+    client: &ClientConfig,
+    topic: &str,
+    queues: u32,
+) -> rocketmq_streams_io::Result<()> {
+    let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
+    io.block_on(async move { ensure_topic(&io2, &client, &topic, queues).await.map(|_| ()) })?
 }
 
 /// How a producer offers its records.
@@ -138,7 +153,7 @@ pub struct Output {
 }
 
 /// Reads `topic` from its start with a fresh group until `expected` records
-/// arrived, `stop` is set, or `limit` passed; records the latency of every
+/// arrived or `limit` passed; records the latency of every
 /// record `stamp_of` finds a stamp in. `seen` counts records as they come.
 ///
 /// # Errors
@@ -152,7 +167,6 @@ pub fn read_output(
     limit: Duration,
     stamp_of: impl Fn(&[u8]) -> Option<u64> + Send + 'static,
     seen: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
 ) -> rocketmq_streams_io::Result<Output> {
     let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
     io.block_on(async move {
@@ -165,7 +179,7 @@ pub fn read_output(
         })?;
         let (mut records, mut first, mut last) = (0u64, None, None);
         let deadline = Instant::now() + limit;
-        while records < expected && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        while records < expected && Instant::now() < deadline {
             for batch in source.poll().await? {
                 let now = now_nanos();
                 for r in &batch.records {

@@ -28,14 +28,7 @@ const ORDERS: u64 = 20_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     rocketmq_streams::io::init_logging();
-    let (_broker, client) = match ClientConfig::from_env() {
-        Some(client) => (None, client),
-        None => {
-            let mq = EmbeddedRocketMQ::start()?;
-            let client = ClientConfig::new(mq.namesrv_addr());
-            (Some(mq), client)
-        }
-    };
+    let (_broker, client) = EmbeddedRocketMQ::unless_env()?;
     let suffix = std::process::id();
     let (orders, large) = (format!("orders-{suffix}"), format!("large-orders-{suffix}"));
 

@@ -77,14 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let commit_interval = number(3, "commit interval (ms)")?.map(Duration::from_millis);
     let cache_capacity = number(4, "cache capacity")?;
     let vocabulary = number(5, "vocabulary multiplier")?.unwrap_or(1) as usize;
-    let (_broker, client) = match ClientConfig::from_env() {
-        Some(client) => (None, client),
-        None => {
-            let mq = EmbeddedRocketMQ::start()?;
-            let client = ClientConfig::new(mq.namesrv_addr());
-            (Some(mq), client)
-        }
-    };
+    let (_broker, client) = EmbeddedRocketMQ::unless_env()?;
     let suffix = std::process::id();
     let (lines_topic, counts_topic) = (format!("lines-{suffix}"), format!("word-counts-{suffix}"));
 

@@ -98,6 +98,22 @@ pub struct EmbeddedRocketMQ {
 }
 
 impl EmbeddedRocketMQ {
+    /// The cluster named by `ROCKETMQ_NAMESRV_ADDR` if it is set, otherwise
+    /// an embedded one started here with the default settings. The
+    /// embedded broker (if any) runs as long as the returned value is kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`EmbeddedRocketMQ::start`], when one is started.
+    pub fn unless_env() -> Result<(Option<EmbeddedRocketMQ>, crate::ClientConfig)> {
+        if let Some(client) = crate::ClientConfig::from_env() {
+            return Ok((None, client));
+        }
+        let mq = Self::start()?;
+        let client = crate::ClientConfig::new(mq.namesrv_addr());
+        Ok((Some(mq), client))
+    }
+
     /// Starts a name server and a broker with the default settings.
     ///
     /// # Errors

@@ -27,6 +27,8 @@ pub struct TestCluster {
     pub client: ClientConfig,
     /// The I/O runtime shared by the test's clients.
     pub io: Arc<IoRuntime>,
+    /// One admin client for the polls of [`TestCluster::topic_size`].
+    admin: std::sync::OnceLock<rocketmq_streams_io::Admin>,
     // Dropped after the clients: clients shut down before their broker does.
     _embedded: Option<EmbeddedRocketMQ>,
     _turn: Option<std::sync::MutexGuard<'static, ()>>,
@@ -44,20 +46,14 @@ impl TestCluster {
             .is_none()
             .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()));
         rocketmq_streams_io::init_logging();
-        let (embedded, client) = match ClientConfig::from_env() {
-            Some(client) => (None, client),
-            None => {
-                let mq = EmbeddedRocketMQ::start().expect("embedded RocketMQ should start");
-                let client = ClientConfig::new(mq.namesrv_addr());
-                (Some(mq), client)
-            }
-        };
+        let (embedded, client) = EmbeddedRocketMQ::unless_env().expect("embedded RocketMQ should start");
         let io = IoRuntime::new(1).expect("I/O runtime should start");
         TestCluster {
             client,
             io,
             _embedded: embedded,
             _turn: turn,
+            admin: std::sync::OnceLock::new(),
         }
     }
 
@@ -127,16 +123,23 @@ impl TestCluster {
     /// How many messages `topic` holds: its queues' end offsets summed (0 if
     /// it does not exist yet).
     pub fn topic_size(&self, topic: &str) -> u64 {
-        let (io, client, topic) = (self.io.clone(), self.client.clone(), topic.to_string());
+        let admin = match self.admin.get() {
+            Some(admin) => admin.clone(),
+            None => {
+                let (io, client) = (self.io.clone(), self.client.clone());
+                let Ok(admin) = self.block_on(async move { rocketmq_streams_io::Admin::start(io, &client).await })
+                else {
+                    return 0;
+                };
+                self.admin.get_or_init(|| admin).clone()
+            }
+        };
+        let topic = topic.to_string();
         self.block_on(async move {
-            let Ok(admin) = rocketmq_streams_io::Admin::start(io, &client).await else {
-                return 0;
-            };
-            let size = match admin.queue_offsets(&topic).await {
+            match admin.queue_offsets(&topic).await {
                 Ok(offsets) => offsets.iter().map(|o| u64::try_from(o.max.0).unwrap_or(0)).sum(),
                 Err(_) => 0,
-            };
-            size
+            }
         })
     }
 
