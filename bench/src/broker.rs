@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rocketmq_streams::prelude::*;
-use rocketmq_streams::ShuffleHandOff;
+use rocketmq_streams::{RocksDbOptions, ShuffleHandOff};
 use rocketmq_streams_io::{ClientConfig, IoRuntime};
 
 use crate::baseline::Baseline;
@@ -65,12 +65,26 @@ pub struct Options {
     pub vocabulary: u64,
     /// Shuffle hand-off (`wordcount`).
     pub hand_off: ShuffleHandOff,
+    /// Records per poll.
+    pub poll_batch: usize,
+    /// Most messages per send.
+    pub send_batch: usize,
+    /// Queues of the shuffle and state topics (`wordcount`).
+    pub shuffle_queues: u32,
+    /// Keys each queue's write-back cache holds (`wordcount`).
+    pub cache_capacity: usize,
+    /// How often offsets (and state) are committed.
+    pub commit_interval: Duration,
+    /// RocksDB settings (`wordcount`).
+    pub rocksdb: RocksDbOptions,
     /// Longest a single run may take.
     pub limit: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        // The engine's own defaults, so a run without options measures them.
+        let engine = RuntimeConfig::new(ClientConfig::new("127.0.0.1:9876"));
         Options {
             records: 200_000,
             size: 100,
@@ -79,7 +93,13 @@ impl Default for Options {
             rated_for: Duration::from_secs(10),
             words: 10,
             vocabulary: 10_000,
-            hand_off: ShuffleHandOff::Direct,
+            hand_off: engine.shuffle_hand_off,
+            poll_batch: engine.poll_batch,
+            send_batch: engine.send_batch,
+            shuffle_queues: engine.shuffle_queues,
+            cache_capacity: engine.cache_capacity,
+            commit_interval: engine.commit_interval,
+            rocksdb: engine.rocksdb,
             limit: Duration::from_secs(600),
         }
     }
@@ -181,6 +201,12 @@ impl Ctx<'_> {
         let mut config = RuntimeConfig::new(self.client.clone());
         config.shards = self.options.shards;
         config.shuffle_hand_off = self.options.hand_off;
+        config.poll_batch = self.options.poll_batch;
+        config.send_batch = self.options.send_batch;
+        config.shuffle_queues = self.options.shuffle_queues;
+        config.cache_capacity = self.options.cache_capacity;
+        config.commit_interval = self.options.commit_interval;
+        config.rocksdb = self.options.rocksdb.clone();
         config.state_dir = Some(std::env::temp_dir().join("rocketmq-streams-bench").join(job));
         let topology = builder.build().map_err(|e| e.to_string())?;
         StreamRuntime::start(topology, config)

@@ -20,6 +20,14 @@
 //!   --words N         words per line, wordcount (default 10)
 //!   --vocabulary N    distinct words, wordcount (default 10000)
 //!   --hand-off MODE   direct | writer-shard, wordcount (default direct)
+//!   --poll-batch N    records per poll (default 1024)
+//!   --send-batch N    most messages per send (default 512)
+//!   --commit-ms N     commit interval in ms (default 1000)
+//!   --shuffle-queues N  queues of the shuffle and state topics, wordcount (default 8)
+//!   --cache N         keys per queue's write-back cache, wordcount (default 100000)
+//!   --write-buffer-mb N  RocksDB memtable size per queue, wordcount (default 8)
+//!   --block-cache-mb N   RocksDB block cache per queue, wordcount (default 8)
+//!   --compression C   none | lz4 | zstd, RocksDB files, wordcount (default lz4)
 //!   --namesrv ADDR    an external cluster instead of the embedded broker
 //!   --out DIR         where the JSON and SVG go (default bench/results)
 //! ```
@@ -27,7 +35,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rocketmq_streams::ShuffleHandOff;
+use rocketmq_streams::{Compression, ShuffleHandOff};
 use rocketmq_streams_bench::broker::{self, Scenario};
 use rocketmq_streams_bench::inproc::{self, Query};
 use rocketmq_streams_bench::machine::Machine;
@@ -102,6 +110,21 @@ fn real_main() -> Result<(), String> {
                     other => return Err(format!("--hand-off: {other:?} is not direct or writer-shard")),
                 }
             }
+            "--poll-batch" => options.poll_batch = number(value()?)?.max(1) as usize,
+            "--send-batch" => options.send_batch = number(value()?)?.max(1) as usize,
+            "--commit-ms" => options.commit_interval = Duration::from_millis(number(value()?)?.max(1)),
+            "--shuffle-queues" => options.shuffle_queues = number(value()?)?.clamp(1, 1024) as u32,
+            "--cache" => options.cache_capacity = number(value()?)? as usize,
+            "--write-buffer-mb" => options.rocksdb.write_buffer_bytes = (number(value()?)? as usize) << 20,
+            "--block-cache-mb" => options.rocksdb.block_cache_bytes = (number(value()?)? as usize) << 20,
+            "--compression" => {
+                options.rocksdb.compression = match value()?.as_str() {
+                    "none" => Compression::None,
+                    "lz4" => Compression::Lz4,
+                    "zstd" => Compression::Zstd,
+                    other => return Err(format!("--compression: {other:?} is not none, lz4 or zstd")),
+                }
+            }
             "--namesrv" => namesrv = Some(value()?),
             "--out" => out = PathBuf::from(value()?),
             other => return Err(format!("unknown option {other:?}")),
@@ -126,10 +149,11 @@ fn real_main() -> Result<(), String> {
         ("broker".to_string(), broker_kind),
         ("shards".into(), options.shards.to_string()),
         ("records".into(), options.records.to_string()),
-        ("poll batch".into(), "1024".into()),
+        ("poll batch".into(), options.poll_batch.to_string()),
+        ("send batch".into(), format!("≤{} messages", options.send_batch)),
         (
-            "send batch".into(),
-            format!("≤{} messages", rocketmq_streams_io::MAX_BATCH_MESSAGES),
+            "commit interval".into(),
+            format!("{} ms", options.commit_interval.as_millis()),
         ),
         (
             "rated for".into(),
@@ -145,6 +169,19 @@ fn real_main() -> Result<(), String> {
             settings.push(("words per line".into(), options.words.to_string()));
             settings.push(("vocabulary".into(), options.vocabulary.to_string()));
             settings.push(("hand-off".into(), format!("{:?}", options.hand_off)));
+            settings.push(("shuffle queues".into(), options.shuffle_queues.to_string()));
+            settings.push(("cache".into(), format!("{} keys per queue", options.cache_capacity)));
+            let r = &options.rocksdb;
+            settings.push((
+                "rocksdb".into(),
+                format!(
+                    "memtable {} MiB ×{}, block cache {} MiB, {:?}",
+                    r.write_buffer_bytes >> 20,
+                    r.max_write_buffers,
+                    r.block_cache_bytes >> 20,
+                    r.compression
+                ),
+            ));
         }
         _ => settings.push(("message size".into(), format!("{} B", options.size))),
     }

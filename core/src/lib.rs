@@ -60,6 +60,7 @@ pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record, ShuffleOutput};
 pub use rocketmq_streams_io as io;
+pub use rocketmq_streams_state::{Compression, RocksDbOptions};
 pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, ShuffleHandOff, StreamRuntime};
 pub use topology::Topology;
 

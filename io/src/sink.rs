@@ -16,7 +16,8 @@ use crate::runtime::{IoRuntime, IoTask};
 /// the per-message headers the batch encoding adds.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
-/// The most messages one send carries.
+/// The most messages one send carries, by default
+/// ([`Sink::with_batch_messages`] changes it).
 pub const MAX_BATCH_MESSAGES: usize = 512;
 
 /// One message to produce.
@@ -62,6 +63,7 @@ pub struct Sink {
     io: Arc<IoRuntime>,
     producer: Arc<DefaultMQProducer>,
     timeout_ms: u64,
+    batch_messages: usize,
 }
 
 impl Sink {
@@ -89,11 +91,26 @@ impl Sink {
             io,
             producer: Arc::new(producer),
             timeout_ms: client.timeout_millis(),
+            batch_messages: MAX_BATCH_MESSAGES,
         })
     }
 
+    /// The same sink, carrying at most `n` messages per send (at least 1;
+    /// [`MAX_BATCH_BYTES`] still bounds a send). Fewer messages per send
+    /// mean more round trips and less waiting for a batch to fill.
+    #[must_use]
+    pub fn with_batch_messages(mut self, n: usize) -> Sink {
+        self.batch_messages = n.max(1);
+        self
+    }
+
+    /// The most messages one send carries.
+    pub fn batch_messages(&self) -> usize {
+        self.batch_messages
+    }
+
     /// Sends `records` to `queue`, in order, as one or more batches (split at
-    /// [`MAX_BATCH_BYTES`] / [`MAX_BATCH_MESSAGES`]). The returned task
+    /// [`MAX_BATCH_BYTES`] / [`batch_messages`](Self::batch_messages)). The returned task
     /// resolves once the broker has stored every record.
     ///
     /// The task may be awaited from any executor. If it fails, some leading
@@ -107,6 +124,7 @@ impl Sink {
     pub fn send(&self, queue: QueueId, records: Vec<OutRecord>) -> IoTask<Result<SendAck>> {
         let producer = self.producer.clone();
         let timeout = self.timeout_ms;
+        let batch_messages = self.batch_messages;
         self.io.spawn(async move {
             let count = records.len();
             let mq = queue.to_mq();
@@ -117,7 +135,7 @@ impl Sink {
             while let Some(r) = records.next() {
                 chunk_bytes += r.body.len() + 64;
                 chunk.push(to_message(queue.topic(), r)?);
-                let full = chunk.len() >= MAX_BATCH_MESSAGES
+                let full = chunk.len() >= batch_messages
                     || records
                         .peek()
                         .is_some_and(|n| chunk_bytes + n.body.len() + 64 > MAX_BATCH_BYTES);
@@ -139,7 +157,7 @@ impl Sink {
     }
 
     /// Sends `records` spread over `queues` in round-robin chunks of up to
-    /// [`MAX_BATCH_MESSAGES`], all queues in parallel, and waits for every
+    /// [`batch_messages`](Self::batch_messages), all queues in parallel, and waits for every
     /// acknowledgement. Returns how many records were stored.
     ///
     /// # Errors
@@ -151,7 +169,7 @@ impl Sink {
         }
         let mut per_queue: Vec<Vec<OutRecord>> = vec![Vec::new(); queues.len()];
         for (i, r) in records.into_iter().enumerate() {
-            per_queue[(i / MAX_BATCH_MESSAGES) % queues.len()].push(r);
+            per_queue[(i / self.batch_messages) % queues.len()].push(r);
         }
         let sends: Vec<_> = queues
             .iter()

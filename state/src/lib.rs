@@ -68,4 +68,4 @@ mod store;
 pub use changelog::Change;
 pub use error::{Result, StateError};
 pub use restore::{Restore, RestoreSummary};
-pub use store::{Checkpoint, QueueStore, StoreMetrics};
+pub use store::{Checkpoint, Compression, QueueStore, RocksDbOptions, StoreMetrics};

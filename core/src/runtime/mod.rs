@@ -43,6 +43,8 @@ pub use metrics::{JobMetrics, ShardId, ShardMetrics};
 use self::inbox::Outbox;
 use self::metrics::ShardCounters;
 use self::shard::{ShardEvent, ShardMsg, ShardSetup};
+use rocketmq_streams_state::RocksDbOptions;
+
 use crate::error::{Result, StreamsError};
 use crate::policy::ErrorPolicy;
 use crate::topology::Topology;
@@ -70,6 +72,10 @@ pub struct RuntimeConfig {
     pub commit_interval: Duration,
     /// Records per poll (and so per batch a shard processes). Default: 1024.
     pub poll_batch: usize,
+    /// Most messages one send to the broker carries (sinks, shuffle,
+    /// changelog, dead letters); a send is also capped at 1 MiB. Default:
+    /// 512.
+    pub send_batch: usize,
     /// What happens to records that fail. Default: skip.
     pub error_policy: ErrorPolicy,
     /// Queues of sink and dead-letter topics the runtime creates when they
@@ -84,6 +90,8 @@ pub struct RuntimeConfig {
     /// Keys a queue's store caches; when this many are dirty the queue
     /// checkpoints early. Default: 100,000.
     pub cache_capacity: usize,
+    /// RocksDB settings of each owned queue's database.
+    pub rocksdb: RocksDbOptions,
     /// How shuffled records reach the shuffle topic. Default:
     /// [`ShuffleHandOff::Direct`] (see `tuning.md` for the measurement).
     pub shuffle_hand_off: ShuffleHandOff,
@@ -111,11 +119,13 @@ impl RuntimeConfig {
             consume_from: ConsumeFrom::First,
             commit_interval: Duration::from_secs(1),
             poll_batch: 1024,
+            send_batch: rocketmq_streams_io::MAX_BATCH_MESSAGES,
             error_policy: ErrorPolicy::Skip,
             default_topic_queues: 8,
             shuffle_queues: 8,
             state_dir: None,
             cache_capacity: 100_000,
+            rocksdb: RocksDbOptions::default(),
             shuffle_hand_off: ShuffleHandOff::Direct,
         }
     }
@@ -157,6 +167,7 @@ impl StreamRuntime {
             let sink_topics = topology.sink_topics().to_vec();
             let dlq = topology.dead_letter_topic();
             let producer_group = format!("{}-producer", topology.job_id());
+            let send_batch = config.send_batch;
             let queues = config.default_topic_queues;
             let with_dlq = config.error_policy == ErrorPolicy::DeadLetter;
             let keyed_topics = topology.shuffle_topic().map(str::to_owned).zip(topology.state_topic());
@@ -188,7 +199,9 @@ impl StreamRuntime {
                     }
                     None => None,
                 };
-                let sink = Sink::start(io2, &client, &producer_group).await?;
+                let sink = Sink::start(io2, &client, &producer_group)
+                    .await?
+                    .with_batch_messages(send_batch);
                 Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route, keyed_routes))
             })??
         };
@@ -244,6 +257,7 @@ impl StreamRuntime {
                     reader: reader.clone(),
                     dir: state_dir.clone(),
                     cache: config.cache_capacity,
+                    rocksdb: config.rocksdb.clone(),
                     commit_interval: config.commit_interval,
                 }),
                 hand_off: hand_off.get_mut(i).and_then(Option::take),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_shuffle::origin_id;
-use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore};
+use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore, RocksDbOptions};
 use tracing::Instrument;
 
 use super::handoff::{write_handed, HandOff, HandOffLinks};
@@ -91,6 +91,7 @@ pub(crate) struct StateSetup {
     /// The job's state directory; each queue's RocksDB is a folder in it.
     pub(crate) dir: PathBuf,
     pub(crate) cache: usize,
+    pub(crate) rocksdb: RocksDbOptions,
     pub(crate) commit_interval: Duration,
 }
 
@@ -296,7 +297,7 @@ impl Shard {
         let dir = state
             .dir
             .join(format!("{}-{}-{}", queue.topic(), queue.broker(), queue.queue()));
-        let mut store = QueueStore::open(&dir, state.cache)?;
+        let mut store = QueueStore::open_with(&dir, state.cache, &state.rocksdb)?;
         let mut from = store.checkpoint()?.map_or(0, |c| c.state_next);
         let mut restore = Restore::default();
         let mut first = true;
@@ -307,7 +308,7 @@ impl Shard {
                 tracing::warn!(%queue, from, end = chunk.end.0, "local state is not from this state topic; rebuilding");
                 drop(store);
                 QueueStore::destroy(&dir)?;
-                store = QueueStore::open(&dir, state.cache)?;
+                store = QueueStore::open_with(&dir, state.cache, &state.rocksdb)?;
                 from = 0;
                 first = false;
                 continue;
