@@ -1,8 +1,5 @@
 //! Run a topology without a broker: the way to unit-test a job.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use crate::error::{Result, StreamsError};
@@ -48,18 +45,32 @@ pub struct DriverMetrics {
 pub struct TopologyTestDriver {
     topology: Topology,
     policy: ErrorPolicy,
-    /// One pipeline per (topic, queue), with the offset its next record gets.
-    pipelines: HashMap<(String, u32), (Box<dyn SourcePipeline>, i64)>,
+    /// One pipeline per (topic, queue); few, so a list searched in order
+    /// (no allocation or hashing per record).
+    queues: Vec<DriverQueue>,
     ctx: Context,
-    outputs: HashMap<String, Vec<Output>>,
+    /// What each sink wrote, by sink id (the order of
+    /// [`Topology::sink_topics`]).
+    outputs: Vec<Vec<Output>>,
     dead_letters: Vec<DeadLetter>,
     metrics: DriverMetrics,
     /// Shuffled records not yet processed by their keyed stage.
     shuffled: Vec<ShuffleOutput>,
-    /// The state of each shuffle queue: real stores (cache over RocksDB)
-    /// in a temporary directory, without a changelog.
-    stores: HashMap<u32, QueueStore>,
     state_dir: tempfile::TempDir,
+}
+
+/// One in-memory queue of a source or the shuffle topic.
+struct DriverQueue {
+    topic: String,
+    queue: u32,
+    pipeline: Box<dyn SourcePipeline>,
+    /// The offset the next record gets.
+    next_offset: i64,
+    /// The queue's origin id, as shuffled records carry it.
+    origin: u64,
+    /// A shuffle queue's state: a real store (cache over RocksDB) in a
+    /// temporary directory, without a changelog.
+    store: Option<QueueStore>,
 }
 
 /// Shuffle queues of the driver's in-memory shuffle topic.
@@ -82,13 +93,12 @@ impl TopologyTestDriver {
         let ctx = Context::new(topology.sink_topics().len());
         Self {
             shuffled: Vec::new(),
-            stores: HashMap::new(),
+            outputs: vec![Vec::new(); topology.sink_topics().len()],
             state_dir: tempfile::tempdir().expect("a temporary directory for the driver's state"),
             topology,
             policy,
-            pipelines: HashMap::new(),
+            queues: Vec::new(),
             ctx,
-            outputs: HashMap::new(),
             dead_letters: Vec::new(),
             metrics: DriverMetrics::default(),
         }
@@ -119,10 +129,13 @@ impl TopologyTestDriver {
     ) -> Result<()> {
         self.process_one(topic, queue, body.into(), timestamp)?;
         // Keyed records go through the shuffle topic at once, in order.
+        if self.shuffled.is_empty() {
+            return Ok(());
+        }
+        let Some(shuffle_topic) = self.topology.shuffle_topic().map(str::to_owned) else {
+            return Ok(());
+        };
         while !self.shuffled.is_empty() {
-            let Some(shuffle_topic) = self.topology.shuffle_topic().map(str::to_owned) else {
-                break;
-            };
             let pending = std::mem::take(&mut self.shuffled);
             for out in pending {
                 let queue = (out.key_hash % u64::from(DRIVER_SHUFFLE_QUEUES)) as u32;
@@ -133,39 +146,42 @@ impl TopologyTestDriver {
     }
 
     fn process_one(&mut self, topic: &str, queue: u32, body: Bytes, timestamp: i64) -> Result<()> {
-        let key = (topic.to_string(), queue);
-        let (pipeline, next_offset) = match self.pipelines.entry(key) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
+        let index = match self.queues.iter().position(|q| q.queue == queue && q.topic == topic) {
+            Some(i) => i,
+            None => {
                 let pipeline = self
                     .topology
                     .pipeline(topic)
                     .ok_or_else(|| StreamsError::Topology(format!("no source reads topic {topic}")))?;
-                e.insert((pipeline, 0))
+                let store = if self.topology.shuffle_topic() == Some(topic) {
+                    let dir = self.state_dir.path().join(format!("queue-{queue}"));
+                    Some(QueueStore::open(dir, DRIVER_CACHE)?)
+                } else {
+                    None
+                };
+                self.queues.push(DriverQueue {
+                    topic: topic.to_string(),
+                    queue,
+                    pipeline,
+                    next_offset: 0,
+                    origin: rocketmq_streams_shuffle::origin_id(&format!("{topic}#{queue}")),
+                    store,
+                });
+                self.queues.len() - 1
             }
         };
-        let offset = *next_offset;
-        *next_offset += 1;
+        let q = &mut self.queues[index];
+        let offset = q.next_offset;
+        q.next_offset += 1;
         self.metrics.records_in += 1;
-        if self.topology.shuffle_topic() == Some(topic) {
-            self.ctx.store = Some(match self.stores.remove(&queue) {
-                Some(store) => store,
-                None => QueueStore::open(self.state_dir.path().join(format!("queue-{queue}")), DRIVER_CACHE)?,
-            });
-        }
-        self.ctx
-            .begin_record(rocketmq_streams_shuffle::origin_id(&format!("{topic}#{queue}")), offset);
-        let result = process_record(pipeline.as_mut(), &body, timestamp, &mut self.ctx);
-        if let Some(store) = self.ctx.store.take() {
-            self.stores.insert(queue, store);
-        }
+        self.ctx.store = q.store.take();
+        self.ctx.begin_record(q.origin, offset);
+        let result = process_record(q.pipeline.as_mut(), &body, timestamp, &mut self.ctx);
+        q.store = self.ctx.store.take();
         self.metrics.records_out = self.ctx.records_out;
         self.shuffled.append(&mut self.ctx.shuffle);
-        for (id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
-            if !buffer.is_empty() {
-                let topic = self.topology.sink_topics()[id].clone();
-                self.outputs.entry(topic).or_default().append(buffer);
-            }
+        for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
+            written.append(buffer);
         }
         let Err(error) = result else {
             return Ok(());
@@ -203,7 +219,12 @@ impl TopologyTestDriver {
 
     /// Takes everything written to `topic` so far (oldest first).
     pub fn read_output(&mut self, topic: &str) -> Vec<Output> {
-        self.outputs.remove(topic).unwrap_or_default()
+        self.topology
+            .sink_topics()
+            .iter()
+            .position(|t| t == topic)
+            .map(|id| std::mem::take(&mut self.outputs[id]))
+            .unwrap_or_default()
     }
 
     /// Takes everything written to `topic` so far and decodes it.
@@ -235,6 +256,7 @@ impl TopologyTestDriver {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

@@ -124,6 +124,7 @@ impl<T: Clone + 'static> RStream<T> {
             Box::new(KeyBy {
                 node: index,
                 selector: selector.clone(),
+                size_hint: 0,
             }) as BoxProcessor<T>
         }));
         GroupedStream::new(RStream::new(self.graph.clone(), slot, node))

@@ -33,7 +33,7 @@ impl<K, V, A: Accumulator<V>> Processor<Keyed<K, V>> for Aggregate<K, V, A> {
         };
         self.acc.add(&mut state, &value);
         let encoded = serde_json::to_vec(&state).map_err(|e| SerdeError::new("json", e.to_string()))?;
-        store.put(Bytes::copy_from_slice(&self.key_buf), Bytes::from(encoded));
+        store.put_slice(&self.key_buf, Bytes::from(encoded));
         let out = Keyed {
             key,
             raw_key,

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use rocketmq_streams_shuffle::{stable_hash, Origin, ShuffleRecord};
 use serde::Serialize;
 
@@ -15,34 +14,35 @@ use crate::processor::{Context, Processor, Record, ShuffleOutput};
 pub struct KeyBy<T, K> {
     pub(crate) node: u16,
     pub(crate) selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-}
-
-fn json<X: Serialize>(x: &X) -> Result<Bytes, StreamsError> {
-    serde_json::to_vec(x)
-        .map(Bytes::from)
-        .map_err(|e| SerdeError::new("json", e.to_string()).into())
+    /// The size of the last body encoded: the next one's first allocation.
+    pub(crate) size_hint: usize,
 }
 
 impl<T: Serialize, K: Serialize> Processor<T> for KeyBy<T, K> {
     fn process(&mut self, record: Record<T>, ctx: &mut Context) -> Result<(), StreamsError> {
-        let key = json(&(self.selector)(&record.value))?;
-        let value = json(&record.value)?;
         let (queue, offset) = ctx.origin;
-        let shuffled = ShuffleRecord {
-            node: self.node,
-            origin: Origin {
-                queue,
-                offset,
-                seq: ctx.seq,
-            },
-            timestamp: record.timestamp,
-            key,
-            value,
+        let origin = Origin {
+            queue,
+            offset,
+            seq: ctx.seq,
         };
+        let value = &record.value;
+        let selector = &self.selector;
+        // Key and value are serialized straight into the shuffle record.
+        let (body, key) = ShuffleRecord::encode_with(
+            self.node,
+            origin,
+            record.timestamp,
+            self.size_hint,
+            |buf| serde_json::to_writer(buf, &selector(value)),
+            |buf| serde_json::to_writer(buf, value),
+        )
+        .map_err(|e| SerdeError::new("json", e.to_string()))?;
+        self.size_hint = body.len();
         ctx.seq += 1;
         ctx.shuffle.push(ShuffleOutput {
-            key_hash: stable_hash(&shuffled.key),
-            body: shuffled.encode(),
+            key_hash: stable_hash(&key),
+            body,
         });
         Ok(())
     }

@@ -87,7 +87,7 @@ impl SourcePipeline for ShuffleSource {
                 return Ok(());
             }
         }
-        store.put(Bytes::copy_from_slice(&hw_key), encode_mark(&record.origin));
+        store.put_slice(&hw_key, encode_mark(&record.origin));
         entry.process(record, ctx)
     }
 }
