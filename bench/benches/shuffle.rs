@@ -24,6 +24,34 @@ fn shuffle(c: &mut Criterion) {
         value: Bytes::from(vec![b'v'; 100]),
     };
     group.bench_function("encode_100b_value", |b| b.iter(|| black_box(&record).encode()));
+    // What `key_by` does per record: JSON key and value of a word count.
+    let (word, count) = ("word-12345".to_string(), 1u64);
+    group.bench_function("json_then_encode_word", |b| {
+        b.iter(|| {
+            let key = Bytes::from(serde_json::to_vec(black_box(&word)).expect("json"));
+            let value = Bytes::from(serde_json::to_vec(black_box(&(&word, count))).expect("json"));
+            ShuffleRecord {
+                node: record.node,
+                origin: record.origin,
+                timestamp: record.timestamp,
+                key,
+                value,
+            }
+            .encode()
+        })
+    });
+    group.bench_function("encode_with_json_word", |b| {
+        b.iter(|| {
+            ShuffleRecord::encode_with(
+                record.node,
+                record.origin,
+                record.timestamp,
+                64,
+                |buf| serde_json::to_writer(buf, black_box(&word)),
+                |buf| serde_json::to_writer(buf, black_box(&(&word, count))),
+            )
+        })
+    });
     let body = record.encode();
     group.bench_function("decode_100b_value", |b| {
         b.iter(|| ShuffleRecord::decode(black_box(&body)))
