@@ -64,6 +64,10 @@ fn real_main() -> Result<(), String> {
     let Some(scenario) = args.first() else {
         return Err("no scenario given".into());
     };
+    if matches!(scenario.as_str(), "help" | "--help" | "-h") {
+        println!("{}", usage());
+        return Ok(());
+    }
     let in_process = match scenario.as_str() {
         "nexmark-q0" => Some(Query::Q0),
         "nexmark-q1" => Some(Query::Q1),
