@@ -63,8 +63,9 @@ impl Baseline {
                         .push(Message::builder().topic(output.clone()).body(body).build_unchecked());
                 }
                 for (mq, batch) in by_queue {
-                    // The broker caps a batch at 4 MiB: chunks of 512 stay under it.
-                    for chunk in batch.chunks(512) {
+                    // The broker caps a batch at 4 MiB: chunks of the engine's
+                    // default send batch (512 messages) stay under it.
+                    for chunk in batch.chunks(rocketmq_streams_io::MAX_BATCH_MESSAGES) {
                         if let Err(e) = producer
                             .send_batch_to_queue_with_timeout(chunk.to_vec(), mq.clone(), 3_000)
                             .await

@@ -2,6 +2,7 @@
 //! flat out or at a fixed rate, and a consumer of the output topic that
 //! turns each record's stamp into an end-to-end latency.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,7 +48,7 @@ pub fn stamped_line(seq: u64, stamp: u64, words: usize, vocabulary: u64) -> Byte
         x ^= x << 17;
         // Skewed: squaring favours small word numbers.
         let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-        line.push_str(&format!(" w{}", (u * u * vocabulary as f64) as u64));
+        let _ = write!(line, " w{}", (u * u * vocabulary as f64) as u64);
     }
     Bytes::from(line)
 }

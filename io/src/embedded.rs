@@ -395,7 +395,12 @@ const DISK_BUSY_RATIO: f64 = 0.85;
 /// The used share of the file system holding `path` (as RocketMQ computes
 /// it: 1 − available ÷ total), or `None` if it cannot be read.
 fn disk_used_ratio(path: &std::path::Path) -> Option<f64> {
-    disk_space(path).map(|(total, available)| 1.0 - available / total)
+    disk_space(path).map(used_share)
+}
+
+/// The used share of a file system of (total, available) bytes.
+fn used_share((total, available): (f64, f64)) -> f64 {
+    1.0 - available / total
 }
 
 /// Total and available bytes of the file system holding `path`.
@@ -427,10 +432,9 @@ fn temporary_store_parent(room: u64) -> std::path::PathBuf {
     let shm = std::path::PathBuf::from("/dev/shm");
     match (disk_space(&temp), disk_space(&shm)) {
         (Some(t), Some(s)) if prefer_tmpfs(t, s, room) => {
-            let t = 1.0 - t.1 / t.0;
             tracing::info!(
                 temp = %temp.display(),
-                used = format!("{:.1}%", t * 100.0),
+                used = format!("{:.1}%", used_share(t) * 100.0),
                 "the temp dir's disk is too full for RocketMQ; the temporary broker store goes to /dev/shm"
             );
             shm
@@ -442,8 +446,7 @@ fn temporary_store_parent(room: u64) -> std::path::PathBuf {
 /// Whether a temporary store belongs on tmpfs, given (total, available)
 /// bytes of the temp dir's disk and of tmpfs, and the room it needs.
 fn prefer_tmpfs(temp: (f64, f64), tmpfs: (f64, f64), room: u64) -> bool {
-    let used = |(total, available): (f64, f64)| 1.0 - available / total;
-    used(temp) > DISK_BUSY_RATIO && used(tmpfs) < DISK_BUSY_RATIO && tmpfs.1 >= room as f64
+    used_share(temp) > DISK_BUSY_RATIO && used_share(tmpfs) < DISK_BUSY_RATIO && tmpfs.1 >= room as f64
 }
 
 /// Everything a [`BrokerStartupError`] tells: its `Display` is only the

@@ -132,9 +132,11 @@ pub enum Compression {
 /// database sees one batch per commit and the reads that miss the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RocksDbOptions {
-    /// Bytes of one memtable before it is flushed to a file. Default: 8 MiB.
+    /// Bytes of one memtable before it is flushed to a file (at least
+    /// 64 KiB). Default: 8 MiB.
     pub write_buffer_bytes: usize,
-    /// Memtables kept (one being written, the rest being flushed). Default: 2.
+    /// Memtables kept (one being written, the rest being flushed; at least
+    /// 2). Default: 2.
     pub max_write_buffers: i32,
     /// Bytes of the block cache that serves reads missing the write-back
     /// cache. Default: 8 MiB.

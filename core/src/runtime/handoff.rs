@@ -89,12 +89,7 @@ pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink) {
                 let (records, answers): (Vec<Vec<OutRecord>>, Vec<Outbox<Answer>>) =
                     group.into_iter().map(|h| (h.records, h.answer)).unzip();
                 let records: Vec<OutRecord> = records.into_iter().flatten().collect();
-                let first = sink.send(target.clone(), records.clone());
-                (
-                    counts,
-                    answers,
-                    super::shard::send_with_retry(first, sink.clone(), target, records),
-                )
+                (counts, answers, super::shard::send_retrying(&sink, target, records))
             })
             .collect();
         for (counts, answers, task) in sends {

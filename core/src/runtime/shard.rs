@@ -496,15 +496,14 @@ impl Shard {
                 let writer = s.hand_off.as_ref().and_then(|h| {
                     h.to.get(HandOffLinks::writer_of(i, h.to.len()))
                         .and_then(Option::as_ref)
+                        .map(|to| (to, h))
                 });
                 match writer {
-                    Some(to) => {
-                        let answer = s.hand_off.as_ref().map(|h| h.answer_to.clone());
-                        let Some(answer) = answer else { continue };
+                    Some((to, h)) => {
                         let handed = HandOff {
                             target: route[i].clone(),
                             records,
-                            answer,
+                            answer: h.answer_to.clone(),
                         };
                         if to.send(handed).is_err() {
                             return Err(StreamsError::Topology("a writer shard is gone".into()));
@@ -523,10 +522,7 @@ impl Shard {
         // done when every one is acknowledged.
         let tasks: Vec<_> = sends
             .into_iter()
-            .map(|(kind, target, records)| {
-                let first = s.sink.send(target.clone(), records.clone());
-                (kind, send_with_retry(first, s.sink.clone(), target, records))
-            })
+            .map(|(kind, target, records)| (kind, send_retrying(&s.sink, target, records)))
             .collect();
         for (kind, task) in tasks {
             let stored = task.await?.count;
@@ -580,16 +576,22 @@ enum Output {
     DeadLetter,
 }
 
-/// Sends `records` to `target`, retrying as [`send_with_retry`] does.
-async fn send_retrying(sink: &Sink, target: QueueId, records: Vec<OutRecord>) -> Result<SendAck, StreamsError> {
+/// Starts sending `records` to `target` now (on the I/O runtime, so several
+/// sends run at once) and returns the future of its acknowledgement, which
+/// retries as [`send_with_retry`] does.
+pub(crate) fn send_retrying(
+    sink: &Sink,
+    target: QueueId,
+    records: Vec<OutRecord>,
+) -> impl std::future::Future<Output = Result<SendAck, StreamsError>> {
     let first = sink.send(target.clone(), records.clone());
-    send_with_retry(first, sink.clone(), target, records).await
+    send_with_retry(first, sink.clone(), target, records)
 }
 
 /// Awaits the `first` send of `records` to `target` (already under way),
 /// retrying transient failures with a growing pause. At-least-once: a
 /// retried chunk may be stored twice, never lost.
-pub(crate) async fn send_with_retry(
+async fn send_with_retry(
     first: rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<rocketmq_streams_io::SendAck>>,
     sink: Sink,
     target: QueueId,
