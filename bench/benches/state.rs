@@ -43,7 +43,9 @@ fn state(c: &mut Criterion) {
         }
         s.commit(Checkpoint {
             state_next: 1,
-            source_next: 1,
+            source_next: Some(1),
+            epoch: 0,
+            token: 1,
         })
         .expect("commit");
     }
@@ -74,7 +76,9 @@ fn state(c: &mut Criterion) {
                 n += 1;
                 s.commit(Checkpoint {
                     state_next: n,
-                    source_next: n,
+                    source_next: Some(n),
+                    epoch: 0,
+                    token: 1,
                 })
                 .expect("commit")
             },

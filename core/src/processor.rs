@@ -89,7 +89,10 @@ impl Context {
 
     /// The lengths of all output buffers (the shuffle buffer last), to roll
     /// back a failed record.
-    pub(crate) fn mark(&self) -> Vec<usize> {
+    pub(crate) fn mark(&mut self) -> Vec<usize> {
+        if let Some(store) = self.store.as_mut() {
+            store.begin_record();
+        }
         let mut mark: Vec<usize> = self.outputs.iter().map(Vec::len).collect();
         mark.push(self.shuffle.len());
         mark
@@ -98,6 +101,9 @@ impl Context {
     /// Drops what was emitted since `mark`: a record that failed half-way
     /// leaves no partial output behind.
     pub(crate) fn rollback(&mut self, mark: &[usize]) {
+        if let Some(store) = self.store.as_mut() {
+            store.rollback_record();
+        }
         let mut dropped = 0u64;
         for (buffer, &len) in self.outputs.iter_mut().zip(mark) {
             dropped += (buffer.len() - len) as u64;

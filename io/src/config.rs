@@ -13,6 +13,11 @@ pub struct ClientConfig {
     pub namesrv_addr: String,
     /// Timeout of one send or admin request.
     pub request_timeout: Duration,
+    /// How often consumers send the broker a heartbeat (at least 10 s, the
+    /// client's minimum). The broker gives a silent consumer's queues away
+    /// after its client expiry (120 s by default), counted from the last
+    /// heartbeat. Default: 30 s.
+    pub heartbeat_interval: Duration,
 }
 
 impl ClientConfig {
@@ -21,6 +26,7 @@ impl ClientConfig {
         Self {
             namesrv_addr: namesrv_addr.into(),
             request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(30),
         }
     }
 
@@ -31,6 +37,14 @@ impl ClientConfig {
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .map(Self::new)
+    }
+
+    /// The RocketMQ client's own settings for a consumer.
+    pub(crate) fn client_options(&self) -> rocketmq_client_rust::ClientOptions {
+        let mut config = rocketmq_client_rust::ClientConfig::default();
+        let heartbeat = u32::try_from(self.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
+        config.set_heartbeat_broker_interval(heartbeat.clamp(10_000, 600_000));
+        rocketmq_client_rust::ClientOptions::from(config)
     }
 
     pub(crate) fn timeout_millis(&self) -> u64 {

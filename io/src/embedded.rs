@@ -64,6 +64,10 @@ pub struct EmbeddedConfig {
     pub broker_port: Option<u16>,
     /// Where the store lives; `None` uses a temporary directory removed on stop.
     pub store_dir: Option<std::path::PathBuf>,
+    /// How long a client may go without a heartbeat before the broker drops
+    /// it and its consumer group's queues are given to the others (checked
+    /// every 10 s). RocketMQ's default: 120 s.
+    pub client_expiry: Duration,
 }
 
 impl Default for EmbeddedConfig {
@@ -75,6 +79,7 @@ impl Default for EmbeddedConfig {
             namesrv_port: None,
             broker_port: None,
             store_dir: None,
+            client_expiry: Duration::from_secs(120),
         }
     }
 }
@@ -270,6 +275,7 @@ impl EmbeddedRocketMQ {
             // Keep the broker's ACL files with its store, not in $HOME/config.
             broker_config.auth_config_path =
                 CheetahString::from_string(broker_root.join("config").join("auth").display().to_string());
+            broker_config.channel_expired_timeout = u64::try_from(config.client_expiry.as_millis()).unwrap_or(u64::MAX);
             broker_config.broker_server_config.bind_address = "127.0.0.1".to_owned();
             broker_config.broker_server_config.listen_port = u32::from(broker_port);
             let store_config = MessageStoreConfig {
@@ -278,6 +284,9 @@ impl EmbeddedRocketMQ {
                 // RocketMQ's fixed default (10912) would make a second broker
                 // in the same process or machine fail to start.
                 ha_listen_port: usize::from(ha_port),
+                // Every listener on loopback: the HA service binds 0.0.0.0
+                // unless told (it cannot be turned off in rocketmq-store 1.0.0).
+                ha_listen_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
                 // One pull may return up to a full client batch (RocketMQ's
                 // defaults are 32 messages / 256 KiB from memory, 8 / 64 KiB
                 // from disk, which caps a stream job's batches).

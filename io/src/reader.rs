@@ -108,6 +108,27 @@ impl QueueReader {
         })
     }
 
+    /// The first offset of `queue` and its readable end (one past the last
+    /// message a read can return now).
+    pub fn bounds(&self, queue: QueueId) -> IoTask<Result<(Offset, Offset)>> {
+        let c = self.consumer.clone();
+        self.io.spawn(async move {
+            let mq = queue.to_mq();
+            c.fetch_subscribe_message_queues(queue.topic())
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("route of {}", queue.topic()), e))?;
+            let first = c
+                .min_offset(&mq)
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("first offset of {queue}"), e))?;
+            let end = c
+                .max_offset(&mq)
+                .await
+                .map_err(|e| Error::client(Operation::Source, &format!("end offset of {queue}"), e))?;
+            Ok((Offset(first), Offset(end)))
+        })
+    }
+
     /// Stops the consumer.
     pub async fn shutdown(self) {
         let c = self.consumer.clone();

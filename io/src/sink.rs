@@ -52,6 +52,10 @@ pub struct SendAck {
     pub count: usize,
     /// The offset the broker gave the first record of the last chunk sent.
     pub last_chunk_offset: Offset,
+    /// The offset of the last record sent: the last chunk's first offset
+    /// plus its length less one (a chunk's records take consecutive
+    /// offsets).
+    pub last_offset: Offset,
 }
 
 /// A RocketMQ sink: sends batches of records to explicit queues.
@@ -129,6 +133,7 @@ impl Sink {
             let count = records.len();
             let mq = queue.to_mq();
             let mut last_chunk_offset = Offset(-1);
+            let mut last_offset = Offset(-1);
             let mut chunk: Vec<Message> = Vec::new();
             let mut chunk_bytes = 0usize;
             let mut records = records.into_iter().peekable();
@@ -140,11 +145,13 @@ impl Sink {
                         .peek()
                         .is_some_and(|n| chunk_bytes + n.body.len() + 64 > MAX_BATCH_BYTES);
                 if full || records.peek().is_none() {
+                    let chunk_len = chunk.len() as i64;
                     let result = producer
                         .send_batch_to_queue_with_timeout(std::mem::take(&mut chunk), mq.clone(), timeout)
                         .await
                         .map_err(|e| Error::client(Operation::Send, &format!("send to {queue}"), e))?;
                     last_chunk_offset = Offset(i64::try_from(result.queue_offset).unwrap_or(i64::MAX));
+                    last_offset = Offset(last_chunk_offset.0.saturating_add(chunk_len - 1));
                     chunk_bytes = 0;
                 }
             }
@@ -152,6 +159,7 @@ impl Sink {
                 queue,
                 count,
                 last_chunk_offset,
+                last_offset,
             })
         })
     }

@@ -175,6 +175,7 @@ impl Source {
             ConsumeFrom::Last => ConsumeFromWhere::ConsumeFromLastOffset,
         };
         let consumer = DefaultLitePullConsumer::builder(io.client_runtime())
+            .client_options(client.client_options())
             .consumer_group(config.group.clone())
             .name_server_addr(client.namesrv_addr.clone())
             .consume_from_where(consume_from)
@@ -315,6 +316,27 @@ impl Source {
             })
             .await??;
         self.positions = committed;
+        Ok(())
+    }
+
+    /// Moves `queue`'s consumption to `offset`: the next batches of the
+    /// queue start there. Batches already polled are not recalled.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Source`] error if the queue is not assigned
+    /// (any more) or the offset is outside the queue.
+    pub async fn seek(&mut self, queue: &QueueId, offset: Offset) -> Result<()> {
+        let c = self.consumer.clone();
+        let mq = queue.to_mq();
+        let name = queue.to_string();
+        self.io
+            .spawn(async move {
+                c.seek(&mq, offset.0)
+                    .await
+                    .map_err(|e| Error::client(Operation::Source, &format!("seek {name} to {offset}"), e))
+            })
+            .await??;
         Ok(())
     }
 

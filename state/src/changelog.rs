@@ -1,24 +1,48 @@
-//! The messages of the state topic: changes and commit markers.
+//! The messages of the state topic: claims, changes and commit markers.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::StateError;
 
-const VERSION: u8 = 1;
+/// The format version this release writes and reads.
+const VERSION: u8 = 2;
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
 const MARKER: u8 = 2;
-const ABORT: u8 = 3;
+const CLAIM: u8 = 4;
+const SNAPSHOT: u8 = 5;
+const SNAPSHOT_END: u8 = 6;
+
+/// An owner's epoch: the state-topic offset of the [`Change::Claim`] that
+/// made it the owner. Offsets grow in log order, so a later claim always
+/// has a higher epoch, and no two claims share one.
+pub type Epoch = i64;
 
 /// One message of a state-topic queue.
 ///
-/// Layout (little-endian): `version:u8 kind:u8` then for `Put`
-/// `key_len:u32 key value`, for `Delete` `key`, for `Marker`
-/// `source_next:i64`.
+/// Layout (little-endian): `version:u8 kind:u8`, then for
+/// - `Claim`: `token:u64`;
+/// - `Put`: `epoch:i64 key_len:u32 key value`;
+/// - `Delete`: `epoch:i64 key`;
+/// - `Marker`: `epoch:i64 token:u64 source_next:i64`;
+/// - `Snapshot`: as `Put`;
+/// - `SnapshotEnd`: `epoch:i64 token:u64 source_next:i64 count:u64`.
+///
+/// Version 1 (before epochs) is refused with a clear error: its messages
+/// carry no owner, so they cannot be fenced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// A new owner takes the queue over. Its epoch is this message's
+    /// offset; `token` (random per claim) lets a local database prove it
+    /// was built from this very claim (see the crate docs, "Identity").
+    Claim {
+        /// Random, chosen by the claiming owner.
+        token: u64,
+    },
     /// `key` now holds `value`.
     Put {
+        /// The writer's epoch.
+        epoch: Epoch,
         /// The store key.
         key: Bytes,
         /// The new value.
@@ -26,20 +50,46 @@ pub enum Change {
     },
     /// `key` was deleted (a tombstone).
     Delete {
+        /// The writer's epoch.
+        epoch: Epoch,
         /// The store key.
         key: Bytes,
     },
-    /// Every change before this marker, and no change after it, results
-    /// from the source records before `source_next` (the next offset of the
-    /// queue that owns the state).
+    /// Every change of `epoch` since its previous marker, and no later one,
+    /// results from the source records before `source_next` (the next
+    /// offset of the queue that owns the state).
     Marker {
+        /// The writer's epoch.
+        epoch: Epoch,
+        /// The writer's claim token.
+        token: u64,
         /// The source offset the state is complete up to (exclusive).
         source_next: i64,
     },
-    /// The changes since the last marker are void: a new owner restored
-    /// the state without them (their writer crashed before its marker) and
-    /// writes this before its own changes, so no later marker applies them.
-    Abort,
+    /// One entry of a snapshot: the whole state, written right after a
+    /// marker, so that a restore need not replay the queue from its start.
+    Snapshot {
+        /// The writer's epoch.
+        epoch: Epoch,
+        /// The store key.
+        key: Bytes,
+        /// Its value.
+        value: Bytes,
+    },
+    /// The end of a snapshot: the `count` messages before this one are its
+    /// entries, and they are the whole state up to `source_next`. Valid
+    /// only when those messages are exactly `count` [`Change::Snapshot`]s
+    /// of `epoch` (nobody wrote in between).
+    SnapshotEnd {
+        /// The writer's epoch.
+        epoch: Epoch,
+        /// The writer's claim token.
+        token: u64,
+        /// The source offset the state is complete up to (exclusive).
+        source_next: i64,
+        /// Entries of the snapshot.
+        count: u64,
+    },
 }
 
 impl Change {
@@ -47,30 +97,57 @@ impl Change {
     pub fn encode(&self) -> Bytes {
         let mut out;
         match self {
-            Change::Put { key, value } => {
-                out = BytesMut::with_capacity(6 + key.len() + value.len());
+            Change::Claim { token } => {
+                out = BytesMut::with_capacity(10);
                 out.put_u8(VERSION);
-                out.put_u8(PUT);
+                out.put_u8(CLAIM);
+                out.put_u64_le(*token);
+            }
+            Change::Put { epoch, key, value } | Change::Snapshot { epoch, key, value } => {
+                out = BytesMut::with_capacity(14 + key.len() + value.len());
+                out.put_u8(VERSION);
+                out.put_u8(if matches!(self, Change::Put { .. }) {
+                    PUT
+                } else {
+                    SNAPSHOT
+                });
+                out.put_i64_le(*epoch);
                 out.put_u32_le(key.len() as u32);
                 out.put_slice(key);
                 out.put_slice(value);
             }
-            Change::Delete { key } => {
-                out = BytesMut::with_capacity(2 + key.len());
+            Change::Delete { epoch, key } => {
+                out = BytesMut::with_capacity(10 + key.len());
                 out.put_u8(VERSION);
                 out.put_u8(DELETE);
+                out.put_i64_le(*epoch);
                 out.put_slice(key);
             }
-            Change::Abort => {
-                out = BytesMut::with_capacity(2);
-                out.put_u8(VERSION);
-                out.put_u8(ABORT);
-            }
-            Change::Marker { source_next } => {
-                out = BytesMut::with_capacity(10);
+            Change::Marker {
+                epoch,
+                token,
+                source_next,
+            } => {
+                out = BytesMut::with_capacity(26);
                 out.put_u8(VERSION);
                 out.put_u8(MARKER);
+                out.put_i64_le(*epoch);
+                out.put_u64_le(*token);
                 out.put_i64_le(*source_next);
+            }
+            Change::SnapshotEnd {
+                epoch,
+                token,
+                source_next,
+                count,
+            } => {
+                out = BytesMut::with_capacity(34);
+                out.put_u8(VERSION);
+                out.put_u8(SNAPSHOT_END);
+                out.put_i64_le(*epoch);
+                out.put_u64_le(*token);
+                out.put_i64_le(*source_next);
+                out.put_u64_le(*count);
             }
         }
         out.freeze()
@@ -84,28 +161,50 @@ impl Change {
     pub fn decode(body: &Bytes) -> Result<Change, StateError> {
         let malformed = |why: &str| StateError::Malformed(format!("state-topic message ({} bytes): {why}", body.len()));
         let b = body.as_ref();
+        let i64_at = |at: usize| -> i64 {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[at..at + 8]);
+            i64::from_le_bytes(a)
+        };
         match b {
-            [VERSION, PUT, rest @ ..] if rest.len() >= 4 => {
-                let key_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                if rest.len() - 4 < key_len {
+            [VERSION, CLAIM, rest @ ..] if rest.len() == 8 => Ok(Change::Claim {
+                token: i64_at(2) as u64,
+            }),
+            [VERSION, kind @ (PUT | SNAPSHOT), rest @ ..] if rest.len() >= 12 => {
+                let key_len = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+                if rest.len() - 12 < key_len {
                     return Err(malformed("key longer than the message"));
                 }
-                Ok(Change::Put {
-                    key: body.slice(6..6 + key_len),
-                    value: body.slice(6 + key_len..),
+                let (epoch, key, value) = (i64_at(2), body.slice(14..14 + key_len), body.slice(14 + key_len..));
+                Ok(if *kind == PUT {
+                    Change::Put { epoch, key, value }
+                } else {
+                    Change::Snapshot { epoch, key, value }
                 })
             }
-            [VERSION, DELETE, ..] => Ok(Change::Delete { key: body.slice(2..) }),
-            [VERSION, MARKER, rest @ ..] if rest.len() == 8 => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(rest);
-                Ok(Change::Marker {
-                    source_next: i64::from_le_bytes(a),
-                })
-            }
-            [VERSION, ABORT] => Ok(Change::Abort),
+            [VERSION, SNAPSHOT_END, rest @ ..] if rest.len() == 32 => Ok(Change::SnapshotEnd {
+                epoch: i64_at(2),
+                token: i64_at(10) as u64,
+                source_next: i64_at(18),
+                count: i64_at(26) as u64,
+            }),
+            [VERSION, DELETE, rest @ ..] if rest.len() >= 8 => Ok(Change::Delete {
+                epoch: i64_at(2),
+                key: body.slice(10..),
+            }),
+            [VERSION, MARKER, rest @ ..] if rest.len() == 24 => Ok(Change::Marker {
+                epoch: i64_at(2),
+                token: i64_at(10) as u64,
+                source_next: i64_at(18),
+            }),
             [VERSION, ..] => Err(malformed("unknown kind or bad length")),
-            [v, ..] => Err(malformed(&format!("version {v} not supported"))),
+            [1, ..] => Err(malformed(
+                "version 1 (written by a release without owner epochs) is not supported; \
+                 give the job a new state topic or restore it with the release that wrote it",
+            )),
+            [v, ..] => Err(malformed(&format!(
+                "version {v} not supported (this release reads {VERSION})"
+            ))),
             [] => Err(malformed("empty")),
         }
     }
@@ -119,18 +218,36 @@ mod tests {
     fn changes_round_trip() {
         for c in [
             Change::Put {
+                epoch: 7,
                 key: Bytes::from_static(b"k"),
                 value: Bytes::from_static(b"value"),
             },
             Change::Put {
+                epoch: 0,
                 key: Bytes::new(),
                 value: Bytes::new(),
             },
             Change::Delete {
+                epoch: i64::MAX,
                 key: Bytes::from_static(b"gone"),
             },
-            Change::Marker { source_next: 42 },
-            Change::Abort,
+            Change::Marker {
+                epoch: 3,
+                token: u64::MAX,
+                source_next: 42,
+            },
+            Change::Claim { token: 99 },
+            Change::Snapshot {
+                epoch: 2,
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+            },
+            Change::SnapshotEnd {
+                epoch: 2,
+                token: 3,
+                source_next: 4,
+                count: 5,
+            },
         ] {
             assert_eq!(Change::decode(&c.encode()).expect("decodes"), c);
         }
@@ -141,9 +258,14 @@ mod tests {
         for body in [
             &b""[..],
             b"\x09\x00",
-            b"\x01\x07",
-            b"\x01\x00\xff\xff\xff\xff",
-            b"\x01\x02\x01",
+            b"\x02\x07",
+            b"\x02\x00\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff",
+            b"\x02\x02\x01",
+            b"\x02\x01\x01",
+            b"\x02\x04\x01",
+            b"\x02\x06\x01",
+            // Version 1: refused, never misread as version 2.
+            b"\x01\x02\x01\x00\x00\x00\x00\x00\x00\x00",
         ] {
             let err = Change::decode(&Bytes::copy_from_slice(body)).expect_err("malformed");
             assert!(!err.is_retriable());

@@ -14,14 +14,76 @@ pub enum StateError {
     /// A state-topic message that is not a change this version can read.
     #[error("malformed {0}")]
     Malformed(String),
+    /// Sending to or reading from the state topic failed.
+    #[error("state topic {queue}: {message}")]
+    Log {
+        /// The state-topic queue.
+        queue: String,
+        /// What failed.
+        message: String,
+        /// Whether the same call may succeed later.
+        retriable: bool,
+    },
+    /// The broker acknowledged a state-topic message, but the queue's
+    /// readable end stayed below it for the whole wait: the broker has not
+    /// yet made it readable (its consume queue trails its commit log).
+    /// Restoring from the shorter queue would lose acknowledged state, so
+    /// the restore stops instead. Retriable.
+    #[error(
+        "state topic {queue}: offset {acknowledged} was acknowledged but the queue reads only up to {visible} \
+         after waiting {waited:?}; the broker is not making its messages readable (is it overloaded?)"
+    )]
+    NotVisible {
+        /// The state-topic queue.
+        queue: String,
+        /// The acknowledged offset waited for.
+        acknowledged: i64,
+        /// The queue's readable end when the wait ended.
+        visible: i64,
+        /// How long the restore waited.
+        waited: std::time::Duration,
+    },
+    /// The state-topic queue no longer holds what a restore needs: its
+    /// beginning was deleted (the broker's retention) after the offset the
+    /// restore must start from. Permanent.
+    #[error(
+        "state topic {queue}: the restore needs offset {needed}, but the queue now begins at {first} \
+         (deleted by the broker's retention: raise fileReservedTime for the state topic, or restore from a \
+         local state directory that is still current)"
+    )]
+    Truncated {
+        /// The state-topic queue.
+        queue: String,
+        /// The first offset the restore needs.
+        needed: i64,
+        /// The queue's first offset.
+        first: i64,
+    },
+    /// A newer owner claimed the queue: this owner's writes no longer count
+    /// and it must drop the queue (not an error of the job).
+    #[error("state topic {queue}: owner of epoch {epoch} was fenced by a newer claim at {newer}")]
+    Fenced {
+        /// The state-topic queue.
+        queue: String,
+        /// This owner's epoch.
+        epoch: i64,
+        /// The newer claim's epoch.
+        newer: i64,
+    },
 }
 
 impl StateError {
     /// Whether the same operation may succeed later: a RocksDB failure may
-    /// be transient (I/O, a lock held by a process still exiting); a
-    /// malformed message never decodes.
+    /// be transient (I/O, a lock held by a process still exiting), and so
+    /// may a state topic that is not readable yet; a malformed message
+    /// never decodes, a truncated queue never grows back, a fenced owner
+    /// stays fenced.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StateError::RocksDb { .. })
+        match self {
+            StateError::RocksDb { .. } | StateError::NotVisible { .. } => true,
+            StateError::Log { retriable, .. } => *retriable,
+            StateError::Malformed(_) | StateError::Truncated { .. } | StateError::Fenced { .. } => false,
+        }
     }
 }
 

@@ -15,35 +15,56 @@ use crate::error::{Result, StateError};
 /// start with a 2-byte node id below `0xFFFF`) and never in the changelog.
 const CHECKPOINT_KEY: &[u8] = b"\xff\xff checkpoint";
 
-/// What a local RocksDB reflects: the state-topic queue up to (excluding)
-/// `state_next`, which is one past the last commit marker applied.
+/// What a local RocksDB reflects, and which state-topic queue it came from.
+///
+/// The database holds the state-topic queue's state up to (excluding)
+/// `state_next`. The message at `state_next - 1` is the owner's claim
+/// (`epoch`, `token`) or one of its markers (`epoch`, `token`,
+/// `source_next`): a restore reads that message back to prove the
+/// database belongs to this very queue before it trusts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The state-topic offset to resume the restore from.
     pub state_next: i64,
-    /// The source offset the marker covered (`Change::Marker::source_next`).
-    pub source_next: i64,
+    /// The source offset the last marker covered
+    /// (`Change::Marker::source_next`); `None` before any marker.
+    pub source_next: Option<i64>,
+    /// The epoch of the owner that wrote the message at `state_next - 1`.
+    pub epoch: i64,
+    /// That owner's claim token.
+    pub token: u64,
 }
 
 impl Checkpoint {
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
+    const LEN: usize = 32;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.state_next.to_le_bytes());
-        out[8..].copy_from_slice(&self.source_next.to_le_bytes());
+        out[8..16].copy_from_slice(&self.source_next.unwrap_or(-1).to_le_bytes());
+        out[16..24].copy_from_slice(&self.epoch.to_le_bytes());
+        out[24..].copy_from_slice(&self.token.to_le_bytes());
         out
     }
 
+    /// `None` for anything but a checkpoint of this layout (an older
+    /// release's 16-byte checkpoint included: it cannot be verified).
     fn decode(b: &[u8]) -> Option<Checkpoint> {
-        let state_next = i64::from_le_bytes(b.get(..8)?.try_into().ok()?);
-        let source_next = i64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let word = |at: usize| -> Option<[u8; 8]> { b.get(at..at + 8)?.try_into().ok() };
+        let source_next = i64::from_le_bytes(word(8)?);
         Some(Checkpoint {
-            state_next,
-            source_next,
+            state_next: i64::from_le_bytes(word(0)?),
+            source_next: (source_next >= 0).then_some(source_next),
+            epoch: i64::from_le_bytes(word(16)?),
+            token: u64::from_le_bytes(word(24)?),
         })
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Slot {
     /// `None`: deleted.
     value: Option<Bytes>,
@@ -92,6 +113,9 @@ pub struct QueueStore {
     dirty: usize,
     capacity: usize,
     metrics: StoreMetrics,
+    /// Each key written since [`begin_record`](QueueStore::begin_record)
+    /// with its slot before (`None`: not cached), for a rollback.
+    journal: Vec<(Bytes, Option<Slot>)>,
 }
 
 impl std::fmt::Debug for QueueStore {
@@ -200,6 +224,7 @@ impl QueueStore {
             dirty: 0,
             capacity,
             metrics: StoreMetrics::default(),
+            journal: Vec::new(),
         })
     }
 
@@ -258,6 +283,47 @@ impl QueueStore {
         Ok(value)
     }
 
+    /// Starts a record: its writes can be undone by
+    /// [`rollback_record`](Self::rollback_record) until the next call.
+    pub fn begin_record(&mut self) {
+        self.journal.clear();
+    }
+
+    /// Undoes the writes since [`begin_record`](Self::begin_record): a
+    /// record that failed half-way (an error or a panic downstream of one
+    /// of its aggregations) leaves the state as it was.
+    pub fn rollback_record(&mut self) {
+        while let Some((key, before)) = self.journal.pop() {
+            let now_dirty = self.cache.get(&key).is_some_and(|s| s.dirty);
+            let was_dirty = before.as_ref().is_some_and(|s| s.dirty);
+            match before {
+                Some(slot) => {
+                    self.cache.insert(key, slot);
+                }
+                None => {
+                    self.cache.remove(&key);
+                }
+            }
+            match (was_dirty, now_dirty) {
+                (false, true) => self.dirty -= 1,
+                (true, false) => self.dirty += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Remembers `key`'s slot before its first write of this record.
+    fn journal(&mut self, key: &[u8]) {
+        if self.journal.iter().any(|(k, _)| k.as_ref() == key) {
+            return;
+        }
+        let entry = match self.cache.get_key_value(key) {
+            Some((k, slot)) => (k.clone(), Some(slot.clone())),
+            None => (Bytes::copy_from_slice(key), None),
+        };
+        self.journal.push(entry);
+    }
+
     /// Sets `key` to `value` (in the cache until the next commit).
     pub fn put(&mut self, key: Bytes, value: Bytes) {
         self.write(key, Some(value));
@@ -266,6 +332,7 @@ impl QueueStore {
     /// Like [`put`](Self::put), copying `key` only if the cache does not
     /// hold it yet (the common case of an update needs no allocation).
     pub fn put_slice(&mut self, key: &[u8], value: Bytes) {
+        self.journal(key);
         match self.cache.get_mut(key) {
             Some(slot) => {
                 self.metrics.writes += 1;
@@ -281,6 +348,7 @@ impl QueueStore {
     }
 
     fn write(&mut self, key: Bytes, value: Option<Bytes>) {
+        self.journal(&key);
         self.metrics.writes += 1;
         let slot = self.cache.entry(key).or_insert(Slot {
             value: None,
@@ -299,17 +367,19 @@ impl QueueStore {
         self.dirty >= self.capacity
     }
 
-    /// The writes since the last commit, as changelog messages.
-    pub fn changes(&self) -> Vec<Change> {
+    /// The writes since the last commit, as changelog messages of the
+    /// owner of `epoch`.
+    pub fn changes(&self, epoch: i64) -> Vec<Change> {
         self.cache
             .iter()
             .filter(|(_, s)| s.dirty)
             .map(|(k, s)| match &s.value {
                 Some(v) => Change::Put {
+                    epoch,
                     key: k.clone(),
                     value: v.clone(),
                 },
-                None => Change::Delete { key: k.clone() },
+                None => Change::Delete { epoch, key: k.clone() },
             })
             .collect()
     }
@@ -353,16 +423,30 @@ impl QueueStore {
         let mut batch = WriteBatch::default();
         for c in changes {
             match c {
-                Change::Put { key, value } => batch.put(key, value),
-                Change::Delete { key } => batch.delete(key),
-                Change::Marker { .. } | Change::Abort => {}
+                Change::Put { key, value, .. } => batch.put(key, value),
+                Change::Delete { key, .. } => batch.delete(key),
+                Change::Snapshot { key, value, .. } => batch.put(key, value),
+                Change::Marker { .. } | Change::Claim { .. } | Change::SnapshotEnd { .. } => {}
             }
-            if let Change::Put { key, .. } | Change::Delete { key } = c {
+            if let Change::Put { key, .. } | Change::Delete { key, .. } | Change::Snapshot { key, .. } = c {
                 self.cache.remove(key);
             }
         }
         batch.put(CHECKPOINT_KEY, checkpoint.encode());
         self.db.write(batch).map_err(|e| rocks_error(&self.path, e))
+    }
+
+    /// Every key and value committed to RocksDB, except the checkpoint, in
+    /// key order, read lazily (a snapshot of the queue's state, once the
+    /// cache is committed).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Bytes, Bytes)>> + '_ {
+        self.db
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|item| {
+                item.map(|(k, v)| (Bytes::from(k.into_vec()), Bytes::from(v.into_vec())))
+                    .map_err(|e| rocks_error(&self.path, e))
+            })
+            .filter(|item| !matches!(item, Ok((k, _)) if k.as_ref() == CHECKPOINT_KEY))
     }
 
     /// Every key and value in RocksDB, except the checkpoint (for tests and
@@ -372,14 +456,7 @@ impl QueueStore {
     ///
     /// [`StateError::RocksDb`] on a read failure.
     pub fn scan(&self) -> Result<Vec<(Bytes, Bytes)>> {
-        let mut out = Vec::new();
-        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| rocks_error(&self.path, e))?;
-            if &*k != CHECKPOINT_KEY {
-                out.push((Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
-            }
-        }
-        Ok(out)
+        self.entries().collect()
     }
 
     /// The store's counters.
@@ -408,13 +485,14 @@ mod tests {
             assert_eq!(store.get(b"a").expect("get"), Some(b("1")));
             assert_eq!(store.get(b"b").expect("get"), None);
             assert_eq!(store.dirty_len(), 2);
-            let mut changes = store.changes();
+            let mut changes = store.changes(4);
             changes.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
             assert_eq!(
                 changes,
                 [
-                    Change::Delete { key: b("b") },
+                    Change::Delete { epoch: 4, key: b("b") },
                     Change::Put {
+                        epoch: 4,
                         key: b("a"),
                         value: b("1")
                     }
@@ -442,13 +520,54 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_back_record_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 10).expect("open");
+        store.put(b("a"), b("1"));
+        store
+            .commit(Checkpoint {
+                state_next: 1,
+                source_next: Some(1),
+                epoch: 0,
+                token: 1,
+            })
+            .expect("commit");
+        store.begin_record();
+        store.put(b("b"), b("1"));
+        store.begin_record();
+        store.put_slice(b"a", b("2"));
+        store.put_slice(b"a", b("3"));
+        store.put(b("c"), b("1"));
+        store.delete(b("b"));
+        store.rollback_record();
+        assert_eq!(store.get(b"a").expect("get"), Some(b("1")));
+        assert_eq!(
+            store.get(b"b").expect("get"),
+            Some(b("1")),
+            "the earlier record's write stays"
+        );
+        assert_eq!(store.get(b"c").expect("get"), None);
+        assert_eq!(store.dirty_len(), 1);
+        assert_eq!(
+            store.changes(0),
+            [Change::Put {
+                epoch: 0,
+                key: b("b"),
+                value: b("1")
+            }]
+        );
+    }
+
+    #[test]
     fn a_store_reopens_under_other_rocksdb_options() {
         // Changing the knobs between runs must not cost the local state.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("q");
         let cp = Checkpoint {
             state_next: 3,
-            source_next: 7,
+            source_next: Some(7),
+            epoch: 1,
+            token: 5,
         };
         let zstd = RocksDbOptions {
             compression: Compression::Zstd,
@@ -476,7 +595,9 @@ mod tests {
         let path = dir.path().join("q1");
         let cp = Checkpoint {
             state_next: 10,
-            source_next: 99,
+            source_next: Some(99),
+            epoch: 1,
+            token: 5,
         };
         {
             let mut store = QueueStore::open(&path, 1).expect("open");
@@ -485,7 +606,7 @@ mod tests {
             assert!(store.is_full());
             store.commit(cp).expect("commit");
             assert_eq!(store.dirty_len(), 0);
-            assert!(store.changes().is_empty());
+            assert!(store.changes(1).is_empty());
             // Over capacity: the cache was emptied; reads fall through to RocksDB.
             assert_eq!(store.get(b"c").expect("get"), Some(b("3")));
         }
@@ -503,24 +624,29 @@ mod tests {
         let mut store = QueueStore::open(dir.path().join("q2"), 100).expect("open");
         let cp = Checkpoint {
             state_next: 3,
-            source_next: 7,
+            source_next: Some(7),
+            epoch: 1,
+            token: 5,
         };
         store
             .apply_restored(
                 &[
                     Change::Put {
+                        epoch: 1,
                         key: b("x"),
                         value: b("1"),
                     },
                     Change::Put {
+                        epoch: 1,
                         key: b("x"),
                         value: b("2"),
                     },
                     Change::Put {
+                        epoch: 1,
                         key: b("y"),
                         value: b("1"),
                     },
-                    Change::Delete { key: b("y") },
+                    Change::Delete { epoch: 1, key: b("y") },
                 ],
                 cp,
             )

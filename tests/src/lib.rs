@@ -21,6 +21,16 @@ pub mod wordcount;
 /// `RMQ_STREAMS_TESTS_PARALLEL=1` to run them all at once as a stress test.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Waits for this test's turn (see [`ONE_AT_A_TIME`]) and sets up logging.
+/// `RMQ_STREAMS_TESTS_PARALLEL=1` lifts the lock, to stress the runtime.
+fn take_turn() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let turn = std::env::var_os("RMQ_STREAMS_TESTS_PARALLEL")
+        .is_none()
+        .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()));
+    rocketmq_streams_io::init_logging();
+    turn
+}
+
 /// A broker to test against, and an I/O runtime to talk to it.
 pub struct TestCluster {
     /// Connection settings for the cluster.
@@ -41,12 +51,29 @@ impl TestCluster {
     ///
     /// Panics if the broker or the I/O runtime cannot start: the test cannot run.
     pub fn start() -> Self {
-        // `RMQ_STREAMS_TESTS_PARALLEL=1` lifts the lock, to stress the runtime.
-        let turn = std::env::var_os("RMQ_STREAMS_TESTS_PARALLEL")
-            .is_none()
-            .then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()));
-        rocketmq_streams_io::init_logging();
+        let turn = take_turn();
         let (embedded, client) = EmbeddedRocketMQ::unless_env().expect("embedded RocketMQ should start");
+        Self::with(embedded, client, turn)
+    }
+
+    /// An embedded broker started with `config` (never an external one:
+    /// the test depends on the settings).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the broker or the I/O runtime cannot start.
+    pub fn start_with(config: rocketmq_streams_io::EmbeddedConfig) -> Self {
+        let turn = take_turn();
+        let mq = EmbeddedRocketMQ::start_with(config).expect("embedded RocketMQ should start");
+        let client = ClientConfig::new(mq.namesrv_addr());
+        Self::with(Some(mq), client, turn)
+    }
+
+    fn with(
+        embedded: Option<EmbeddedRocketMQ>,
+        client: ClientConfig,
+        turn: Option<std::sync::MutexGuard<'static, ()>>,
+    ) -> Self {
         let io = IoRuntime::new(1).expect("I/O runtime should start");
         TestCluster {
             client,
@@ -55,6 +82,18 @@ impl TestCluster {
             _turn: turn,
             admin: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A cluster at `namesrv` started by the test itself (for example a
+    /// broker process it kills and restarts); waits its turn like
+    /// [`start`](Self::start).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the I/O runtime cannot start.
+    pub fn external(namesrv: &str) -> Self {
+        let turn = take_turn();
+        Self::with(None, ClientConfig::new(namesrv), turn)
     }
 
     /// Runs `future` on the I/O runtime and waits for it.
@@ -118,6 +157,29 @@ impl TestCluster {
             sink.shutdown().await;
             route
         })
+    }
+
+    /// Sends `body` to the first queue of the existing `topic`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the topic has no route or the send fails.
+    pub fn send_to(&self, topic: &str, body: bytes::Bytes) {
+        let (io, client, topic) = (self.io.clone(), self.client.clone(), topic.to_string());
+        self.block_on(async move {
+            let admin = rocketmq_streams_io::Admin::start(io.clone(), &client)
+                .await
+                .expect("admin");
+            let route = admin.route(&topic).await.expect("route");
+            let sink = rocketmq_streams_io::Sink::start(io, &client, &unique("test-producer"))
+                .await
+                .expect("producer");
+            sink.send(route[0].clone(), vec![rocketmq_streams_io::OutRecord::new(body)])
+                .await
+                .expect("bridge")
+                .expect("send");
+            sink.shutdown().await;
+        });
     }
 
     /// How many messages `topic` holds: its queues' end offsets summed (0 if

@@ -65,3 +65,70 @@ fn two_embedded_brokers_run_side_by_side_and_stop_independently() {
         vec![Bytes::from("still-b")]
     );
 }
+
+/// The inodes of the sockets this process has open (`/proc/self/fd`).
+fn own_socket_inodes() -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let t = target.to_string_lossy();
+            if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                if let Ok(n) = n.parse() {
+                    inodes.insert(n);
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// Listening TCP sockets of this process: (local address in hex as
+/// `/proc/net/tcp*` gives it, port).
+fn own_listeners() -> Vec<(String, u16)> {
+    let inodes = own_socket_inodes();
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(table) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let Ok(inode) = f[9].parse::<u64>() else { continue };
+            if !inodes.contains(&inode) {
+                continue;
+            }
+            let (addr, port) = f[1].split_once(':').expect("addr:port");
+            out.push((addr.to_string(), u16::from_str_radix(port, 16).expect("hex port")));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_listener_of_the_embedded_broker_is_on_loopback() {
+    rocketmq_streams_io::init_logging();
+    let mq = EmbeddedRocketMQ::start().expect("broker");
+    let io = IoRuntime::new(1).expect("I/O runtime");
+    // A round trip, so every service that listens has started.
+    assert_eq!(round_trip(&io, mq.namesrv_addr(), "up"), vec![Bytes::from("up")]);
+    let listeners = own_listeners();
+    let namesrv_port: u16 = mq
+        .namesrv_addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("namesrv port");
+    assert!(
+        listeners.iter().any(|(_, p)| *p == namesrv_port),
+        "the name server's socket was found: {listeners:?}"
+    );
+    // 127.0.0.1 is 0100007F in /proc/net/tcp; ::1 is 00000000000000000000000001000000.
+    let loopback = |a: &str| a == "0100007F" || a == "00000000000000000000000001000000";
+    let open: Vec<_> = listeners.iter().filter(|(a, _)| !loopback(a)).collect();
+    eprintln!("listening sockets of the process: {listeners:?}");
+    assert!(open.is_empty(), "listeners beyond loopback: {open:?}");
+    mq.stop();
+}

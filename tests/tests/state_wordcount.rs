@@ -5,88 +5,14 @@
 //! restart, across a SIGKILL of the job's process, and when a second
 //! instance takes queues (and their state) over midway.
 
-use std::collections::HashMap;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocketmq_streams::prelude::*;
-use rocketmq_streams_tests::wordcount::{corpus, word_count, wrong_counts, WORDS};
+use rocketmq_streams_tests::wordcount::{
+    assert_counts, assert_output_counts, config, corpus, run_to_end, spawn_job, start, Latest, WORDS,
+};
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
-
-/// The input and shuffle topics have 8 queues each: 16 queues to commit.
-const QUEUES: usize = 16;
-
-/// The highest count seen per word: counts only grow, so a replay counted
-/// twice would show here as a count above the reference.
-type Latest = Arc<Mutex<HashMap<String, u64>>>;
-
-fn record(latest: &Latest, word: &str, count: u64) {
-    let mut map = latest.lock().unwrap_or_else(|p| p.into_inner());
-    let slot = map.entry(word.to_owned()).or_insert(0);
-    *slot = (*slot).max(count);
-}
-
-fn config(cluster: &TestCluster, state_dir: &std::path::Path, shards: usize) -> RuntimeConfig {
-    let mut config = RuntimeConfig::new(cluster.client.clone());
-    config.shards = shards;
-    config.state_dir = Some(state_dir.to_path_buf());
-    config
-}
-
-/// The word count with its updates folded into `latest`, and sent to
-/// `output` when given.
-fn start(job: &str, input: &str, output: Option<&str>, config: RuntimeConfig, latest: &Latest) -> StreamRuntime {
-    let builder = StreamBuilder::new(job);
-    let counts = word_count(&builder, input);
-    let sink = latest.clone();
-    counts.foreach(move |(w, c): &(String, u64)| record(&sink, w, *c));
-    if let Some(output) = output {
-        counts.sink(output, Json::<(String, u64)>::new());
-    }
-    StreamRuntime::start(builder.build().expect("topology"), config).expect("start")
-}
-
-/// Waits until `jobs` together have committed every one of the 16 queues
-/// to its end.
-fn run_to_end(jobs: &[&StreamRuntime]) {
-    let mut last_report = std::time::Instant::now();
-    let done = wait_for(Duration::from_secs(600), || {
-        let metrics: Vec<_> = jobs.iter().map(|j| j.metrics()).collect();
-        if last_report.elapsed() > Duration::from_secs(10) {
-            last_report = std::time::Instant::now();
-            for (i, m) in metrics.iter().enumerate() {
-                eprintln!(
-                    "instance {i}: in {} shuffled {} checkpoints {} restored {} duplicates {}, lag {} over {} queues",
-                    m.total(|s| s.records_in),
-                    m.total(|s| s.shuffled),
-                    m.total(|s| s.checkpoints),
-                    m.total(|s| s.restored),
-                    m.total(|s| s.duplicates),
-                    m.total_lag(),
-                    m.lag.len()
-                );
-            }
-        }
-        let queues: usize = metrics.iter().map(|m| m.lag.len()).sum();
-        let lag: u64 = metrics.iter().map(|m| m.total_lag()).sum();
-        (queues >= QUEUES && lag == 0).then_some(())
-    });
-    assert!(
-        done.is_some(),
-        "the job did not reach the end of its input within 600 s"
-    );
-}
-
-fn assert_counts(latest: &Latest, reference: &HashMap<String, u64>) {
-    let latest = latest.lock().unwrap_or_else(|p| p.into_inner());
-    assert_eq!(latest.len(), reference.len(), "every distinct word counted");
-    let wrong = wrong_counts(&latest, reference);
-    assert!(
-        wrong.is_empty(),
-        "counts differ from the reference (word, expected, got): {wrong:?}"
-    );
-}
 
 fn shuffled(job: &StreamRuntime) -> u64 {
     job.metrics().total(|s| s.shuffled)
@@ -131,12 +57,15 @@ fn word_count_equals_the_reference_after_the_job_process_is_killed() {
 
     // The job in a process of its own, killed with SIGKILL once a third of
     // the words are counted: no stop, no final checkpoint, no commit.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wordcount-job"))
-        .args([&cluster.client.namesrv_addr, &job, &input, &output])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn the job process");
+    let mut child = spawn_job(
+        env!("CARGO_BIN_EXE_wordcount-job"),
+        &cluster.client.namesrv_addr,
+        &job,
+        &input,
+        &output,
+        dir.path(),
+        None,
+    );
     let midway = wait_for(Duration::from_secs(300), || {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the job process exited early: {status}");
@@ -164,18 +93,7 @@ fn word_count_equals_the_reference_after_the_job_process_is_killed() {
 
     // The final count of a word is its last update in the output topic
     // (a word's updates all go to one queue, in order).
-    let updates = cluster.read_topic(&output, cluster.topic_size(&output) as usize, Duration::from_secs(300));
-    let mut last = HashMap::new();
-    for u in &updates {
-        let (word, count): (String, u64) = serde_json::from_slice(&u.body).expect("a count update");
-        last.insert(word, count);
-    }
-    let wrong = wrong_counts(&last, &reference);
-    assert!(
-        wrong.is_empty(),
-        "final counts differ from the reference (word, expected, got): {wrong:?}"
-    );
-    assert_eq!(last.len(), reference.len(), "every distinct word counted");
+    assert_output_counts(&cluster, &output, &reference);
 }
 
 #[test]

@@ -154,6 +154,15 @@ impl<T: Clone + 'static> RStream<T> {
     }
 
     /// Replaces every value with the values `f` returns (zero or more).
+    ///
+    /// **Before a `key_by`, `f` must be deterministic:** the same value
+    /// must yield the same outputs in the same order every time. Exact
+    /// state recognises a record replayed after a crash by its origin
+    /// (source queue, offset, and the output's index among those of its
+    /// record); an `f` whose outputs change order or number between runs
+    /// (iterating a `HashMap`, reading the clock, random sampling) can have
+    /// a replayed output counted twice or missed. Sort what comes from an
+    /// unordered collection.
     pub fn flat_map<U, I, F>(&self, f: F) -> RStream<U>
     where
         U: Clone + 'static,

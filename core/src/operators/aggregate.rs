@@ -26,8 +26,11 @@ impl<K, V, A: Accumulator<V>> Processor<Keyed<K, V>> for Aggregate<K, V, A> {
         self.key_buf.extend_from_slice(&raw_key);
         let store = ctx.store()?;
         let mut state = match store.get(&self.key_buf)? {
+            // A value that no longer decodes (written by another version of
+            // the accumulator) fails this record, through the error policy;
+            // the stored value stays as it was.
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                rocketmq_streams_state::StateError::Malformed(format!("stored state of key {raw_key:?}: {e}"))
+                SerdeError::new("state", format!("stored state of key {raw_key:?} does not decode: {e}"))
             })?,
             None => self.acc.init(),
         };

@@ -21,14 +21,42 @@ use rocketmq_streams_io::{OutRecord, QueueId, Sink};
 use super::inbox::{Inbox, Outbox};
 use crate::error::StreamsError;
 
-/// The answer to one hand-off: how many records the broker stored.
-pub(crate) type Answer = Result<usize, StreamsError>;
+/// The answer to one hand-off: the sender's batch it belongs to, and how
+/// many records the broker stored.
+pub(crate) type Answer = (u64, Result<usize, StreamsError>);
 
 /// Records one shard hands the writer of `target`.
 pub(crate) struct HandOff {
     pub(crate) target: QueueId,
     pub(crate) records: Vec<OutRecord>,
+    /// The sender's batch number, returned with the answer: a batch that
+    /// failed before it had every answer leaves the rest in the channel,
+    /// and the next batch must not take them for its own.
+    pub(crate) batch: u64,
     pub(crate) answer: Outbox<Answer>,
+}
+
+/// Awaits the answers to `expected` hand-offs of batch `batch`, skipping
+/// answers left over from earlier batches; returns the records stored.
+///
+/// # Errors
+///
+/// The first failed hand-off's error, or a closed channel.
+pub(crate) async fn await_answers(answers: &Inbox<Answer>, batch: u64, expected: usize) -> Result<usize, StreamsError> {
+    let mut stored = 0;
+    let mut received = 0;
+    while received < expected {
+        match answers.recv().await {
+            Some((b, _)) if b != batch => {}
+            Some((_, Ok(n))) => {
+                stored += n;
+                received += 1;
+            }
+            Some((_, Err(e))) => return Err(e),
+            None => return Err(StreamsError::Topology("hand-off answers closed".into())),
+        }
+    }
+    Ok(stored)
 }
 
 /// A shard's ends of the hand-off channels.
@@ -72,7 +100,7 @@ impl HandOffLinks {
 
 /// The hand-off task of one shard: until every other shard has let go of
 /// its channel, takes what is handed, sends it gathered per queue, answers.
-pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink) {
+pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink, outage: std::time::Duration) {
     while let Some(first) = from.recv().await {
         let mut handed = vec![first];
         while let Some(more) = from.try_recv() {
@@ -85,23 +113,58 @@ pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink) {
         let sends: Vec<_> = by_target
             .into_iter()
             .map(|(target, group)| {
-                let counts: Vec<usize> = group.iter().map(|h| h.records.len()).collect();
+                let counts: Vec<(u64, usize)> = group.iter().map(|h| (h.batch, h.records.len())).collect();
                 let (records, answers): (Vec<Vec<OutRecord>>, Vec<Outbox<Answer>>) =
                     group.into_iter().map(|h| (h.records, h.answer)).unzip();
                 let records: Vec<OutRecord> = records.into_iter().flatten().collect();
-                (counts, answers, super::shard::send_retrying(&sink, target, records))
+                (
+                    counts,
+                    answers,
+                    super::shard::send_retrying(&sink, target, records, outage),
+                )
             })
             .collect();
         for (counts, answers, task) in sends {
             let result = task.await;
-            for (count, answer) in counts.into_iter().zip(answers) {
+            for ((batch, count), answer) in counts.into_iter().zip(answers) {
                 let reply = match &result {
-                    Ok(_) => Ok(count),
-                    Err(e) => Err(StreamsError::Topology(format!("handed-off shuffle send failed: {e}"))),
+                    Ok(_) => (batch, Ok(count)),
+                    Err(e) => (
+                        batch,
+                        Err(StreamsError::Topology(format!("handed-off shuffle send failed: {e}"))),
+                    ),
                 };
                 // The sender may be gone (its job failed): nothing to tell.
                 let _ = answer.send(reply);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_left_by_a_failed_batch_are_not_taken_by_the_next() {
+        let (to, answers) = super::super::inbox::channel::<Answer>();
+        // Batch 1 handed off three times; its first answer was an error, on
+        // which it stopped waiting: two answers of batch 1 are still queued.
+        to.send((1, Err(StreamsError::Topology("send failed".into())))).ok();
+        to.send((1, Ok(5))).ok();
+        to.send((1, Ok(7))).ok();
+        // Batch 2's send failed: its answer must be the error, not batch 1's counts.
+        to.send((2, Err(StreamsError::Topology("send failed again".into()))))
+            .ok();
+        to.send((3, Ok(2))).ok();
+        let ex = glommio::LocalExecutorBuilder::default().make().expect("executor");
+        ex.run(async {
+            assert!(await_answers(&answers, 1, 1).await.is_err());
+            assert!(
+                await_answers(&answers, 2, 1).await.is_err(),
+                "batch 2 took batch 1's answers"
+            );
+            assert_eq!(await_answers(&answers, 3, 1).await.expect("batch 3"), 2);
+        });
     }
 }

@@ -95,6 +95,16 @@ pub struct RuntimeConfig {
     /// How shuffled records reach the shuffle topic. Default:
     /// [`ShuffleHandOff::Direct`] (see `tuning.md` for the measurement).
     pub shuffle_hand_off: ShuffleHandOff,
+    /// How long a send (of outputs, shuffled records or state) is retried
+    /// while the broker is unreachable or refuses it with a transient error,
+    /// before the job stops. A broker restart within it is ridden out.
+    /// Default: 60 s.
+    pub outage_deadline: Duration,
+    /// Messages a state queue takes between two snapshots of its state (at
+    /// least twice its keys): a new owner without local state reads one
+    /// snapshot and at most about this many messages after it. Default:
+    /// 100,000.
+    pub snapshot_after: u64,
 }
 
 /// How a shard's `key_by` output reaches the shuffle topic.
@@ -127,6 +137,8 @@ impl RuntimeConfig {
             cache_capacity: 100_000,
             rocksdb: RocksDbOptions::default(),
             shuffle_hand_off: ShuffleHandOff::Direct,
+            outage_deadline: Duration::from_secs(60),
+            snapshot_after: rocketmq_streams_state::ProtocolOptions::default().snapshot_after,
         }
     }
 }
@@ -189,6 +201,18 @@ impl StreamRuntime {
                         let mut state_route = route_or_create(&admin, &state, shuffle_queues).await?;
                         shuffle_route.sort();
                         state_route.sort();
+                        if shuffle_route.len() != state_route.len() {
+                            // Queue i keeps its state in state queue i: with
+                            // fewer state queues two shuffle queues would
+                            // share one, with more some would go unused.
+                            return Ok(Err(StreamsError::Topology(format!(
+                                "the shuffle topic {shuffle} has {} queues but the state topic {state} has {}: \
+                                 they must have as many (each shuffle queue keeps its state in one state queue); \
+                                 give the job new topics or expand the smaller one to match before starting",
+                                shuffle_route.len(),
+                                state_route.len()
+                            ))));
+                        }
                         let reader = rocketmq_streams_io::QueueReader::start(
                             io2.clone(),
                             &client,
@@ -202,8 +226,8 @@ impl StreamRuntime {
                 let sink = Sink::start(io2, &client, &producer_group)
                     .await?
                     .with_batch_messages(send_batch);
-                Ok::<_, rocketmq_streams_io::Error>((admin, sink, routes, dlq_route, keyed_routes))
-            })??
+                Ok::<_, rocketmq_streams_io::Error>(Ok((admin, sink, routes, dlq_route, keyed_routes)))
+            })???
         };
         let mut source_config = SourceConfig::new(topology.job_id(), topology.source_topics());
         source_config.consume_from = config.consume_from;
@@ -250,6 +274,7 @@ impl StreamRuntime {
                 sink_routes: sink_routes.clone(),
                 dlq_route: dlq_route.clone(),
                 policy: config.error_policy,
+                outage: config.outage_deadline,
                 counters: counters.clone(),
                 state: keyed.as_ref().map(|(shuffle, state, reader)| shard::StateSetup {
                     shuffle_route: shuffle.clone(),
@@ -259,6 +284,11 @@ impl StreamRuntime {
                     cache: config.cache_capacity,
                     rocksdb: config.rocksdb.clone(),
                     commit_interval: config.commit_interval,
+                    protocol: rocketmq_streams_state::ProtocolOptions {
+                        snapshot_after: config.snapshot_after,
+                        snapshot_batch: config.send_batch,
+                        ..rocketmq_streams_state::ProtocolOptions::default()
+                    },
                 }),
                 hand_off: hand_off.get_mut(i).and_then(Option::take),
             };
@@ -282,6 +312,8 @@ impl StreamRuntime {
             shards: outboxes,
             events: events_rx,
             owner: HashMap::new(),
+            homes: HashMap::new(),
+            seeks: Vec::new(),
             in_flight: vec![0; config.shards],
             acked: HashMap::new(),
             poisoned: HashSet::new(),
@@ -400,6 +432,12 @@ struct Coordinator {
     shards: Vec<Outbox<ShardMsg>>,
     events: crossbeam::channel::Receiver<ShardEvent>,
     owner: HashMap<QueueId, usize>,
+    /// The shard each queue was ever given to: a queue that comes back goes
+    /// to the same shard, so its revoke and its new batches are seen in
+    /// order, and its local database is opened by one shard at a time.
+    homes: HashMap<QueueId, usize>,
+    /// Seeks the shards asked for, to run before the next poll.
+    seeks: Vec<(QueueId, Offset)>,
     in_flight: Vec<usize>,
     acked: HashMap<QueueId, Offset>,
     poisoned: HashSet<QueueId>,
@@ -431,6 +469,13 @@ impl Coordinator {
         while !self.stop.load(Ordering::Acquire) {
             self.handle_events()?;
             let Some(source) = self.source.as_mut() else { break };
+            for (queue, offset) in std::mem::take(&mut self.seeks) {
+                // A failed seek (the queue moved on meanwhile) is asked for
+                // again by the shard while it still matters.
+                if let Err(error) = source.seek(&queue, offset).await {
+                    tracing::warn!(%queue, %offset, %error, "cannot seek the queue back to its state");
+                }
+            }
             let changes = source.assignment_changes();
             for change in changes {
                 match change {
@@ -476,12 +521,17 @@ impl Coordinator {
         if let Some(&s) = self.owner.get(queue) {
             return s;
         }
+        if let Some(&s) = self.homes.get(queue) {
+            self.owner.insert(queue.clone(), s);
+            return s;
+        }
         let mut load = vec![0usize; self.shards.len()];
         for &s in self.owner.values() {
             load[s] += 1;
         }
         let shard = (0..load.len()).min_by_key(|&s| (load[s], s)).unwrap_or(0);
         self.owner.insert(queue.clone(), shard);
+        self.homes.insert(queue.clone(), shard);
         shard
     }
 
@@ -515,6 +565,12 @@ impl Coordinator {
             ShardEvent::Checkpointed { queue, next } => {
                 if self.owner.contains_key(&queue) && !self.poisoned.contains(&queue) {
                     self.acked.insert(queue, next);
+                }
+                Ok(())
+            }
+            ShardEvent::Seek { queue, offset } => {
+                if self.owner.contains_key(&queue) {
+                    self.seeks.push((queue, offset));
                 }
                 Ok(())
             }

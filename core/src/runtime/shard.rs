@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_shuffle::origin_id;
-use rocketmq_streams_state::{Change, Checkpoint, QueueStore, Restore, RocksDbOptions};
+use rocketmq_streams_state::{
+    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RocksDbOptions, StateError, StateLog,
+};
 use tracing::Instrument;
 
-use super::handoff::{write_handed, HandOff, HandOffLinks};
+use super::handoff::{await_answers, write_handed, HandOff, HandOffLinks};
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId};
 use crate::error::{SerdeError, StreamsError};
@@ -22,8 +24,8 @@ use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
 use crate::topology::{process_record, SourcePipeline, Topology};
 
-/// How often a failed send is tried before the job stops.
-const SEND_ATTEMPTS: u32 = 5;
+/// The longest pause between two tries of a failed send.
+const MAX_SEND_PAUSE: Duration = Duration::from_secs(2);
 
 /// What the coordinator tells a shard.
 pub(crate) enum ShardMsg {
@@ -58,6 +60,10 @@ pub(crate) enum ShardEvent {
     /// A checkpoint outside a batch (a tick, or the stop) made the state of
     /// `queue` durable up to `next`: that offset may be committed.
     Checkpointed { queue: QueueId, next: Offset },
+    /// The restored state of `queue` ends at source offset `offset`, but
+    /// its batches start later (an old owner committed past it): consume
+    /// the queue from `offset` again.
+    Seek { queue: QueueId, offset: Offset },
     /// The shard has drained its inbox and stopped.
     Stopped(ShardId),
 }
@@ -74,6 +80,8 @@ pub(crate) struct ShardSetup {
     pub(crate) sink_routes: Arc<Vec<Vec<QueueId>>>,
     pub(crate) dlq_route: Arc<Vec<QueueId>>,
     pub(crate) policy: ErrorPolicy,
+    /// How long sends are retried through a broker outage.
+    pub(crate) outage: Duration,
     pub(crate) counters: Arc<ShardCounters>,
     /// Keyed state, when the topology has a `key_by`.
     pub(crate) state: Option<StateSetup>,
@@ -84,7 +92,7 @@ pub(crate) struct ShardSetup {
 /// How a shard keeps the state of the shuffle queues it owns.
 pub(crate) struct StateSetup {
     /// The shuffle topic's queues, sorted; queue `i` keeps its state in
-    /// `state_route[i]`.
+    /// `state_route[i]` (the runtime checked that both have as many).
     pub(crate) shuffle_route: Arc<Vec<QueueId>>,
     pub(crate) state_route: Arc<Vec<QueueId>>,
     pub(crate) reader: QueueReader,
@@ -93,19 +101,96 @@ pub(crate) struct StateSetup {
     pub(crate) cache: usize,
     pub(crate) rocksdb: RocksDbOptions,
     pub(crate) commit_interval: Duration,
+    /// Restore waits, snapshot interval.
+    pub(crate) protocol: ProtocolOptions,
 }
 
 /// The state of one owned shuffle queue.
 struct QueueState {
-    /// In `ctx.store` while a batch of the queue runs.
-    store: Option<QueueStore>,
+    /// The protocol's side: store, epoch, restored source offset.
+    owned: OwnedQueue,
     state_queue: QueueId,
     /// The offset after the last processed batch, and after the last checkpoint.
     next: Option<Offset>,
     checkpointed: Option<Offset>,
     last_checkpoint: Instant,
-    /// Changes after the last marker were found on restore: write an abort first.
-    abort_pending: bool,
+    /// The latest offset the queue's next batch may start at: the restored
+    /// marker's `source_next`, then each processed batch's next offset.
+    expected: Option<Offset>,
+    /// When a seek back to `expected` was last asked for.
+    seek_asked: Option<Instant>,
+}
+
+/// How often a shard asks again for a seek that has not taken effect.
+const SEEK_AGAIN: Duration = Duration::from_secs(1);
+/// How long a fenced queue's batches are dropped before this instance
+/// claims the queue again: longer than the consumer's rebalance interval
+/// (20 s), so the rebalance that gave the queue away normally revokes it
+/// here first.
+const FENCED_FOR: Duration = Duration::from_secs(30);
+
+/// One state-topic queue as the `state` crate's protocol sees it: sends
+/// through the job's sink (retried), reads through the state reader.
+struct StateQueueLog<'a> {
+    sink: &'a Sink,
+    outage: Duration,
+    reader: &'a QueueReader,
+    queue: &'a QueueId,
+}
+
+impl StateQueueLog<'_> {
+    fn error(&self, e: impl std::fmt::Display, retriable: bool) -> StateError {
+        StateError::Log {
+            queue: self.queue.to_string(),
+            message: e.to_string(),
+            retriable,
+        }
+    }
+}
+
+impl StateLog for StateQueueLog<'_> {
+    fn name(&self) -> String {
+        self.queue.to_string()
+    }
+
+    async fn append(&self, bodies: Vec<bytes::Bytes>) -> rocketmq_streams_state::Result<i64> {
+        let records = bodies.into_iter().map(OutRecord::new).collect();
+        match send_retrying(self.sink, self.queue.clone(), records, self.outage).await {
+            Ok(ack) => Ok(ack.last_offset.0),
+            Err(e) => {
+                let retriable = e.is_retriable();
+                Err(self.error(e, retriable))
+            }
+        }
+    }
+
+    async fn bounds(&self) -> rocketmq_streams_state::Result<(i64, i64)> {
+        match self.reader.bounds(self.queue.clone()).await {
+            Ok(Ok((first, end))) => Ok((first.0, end.0)),
+            Ok(Err(e)) | Err(e) => Err(self.error(&e, e.is_retriable())),
+        }
+    }
+
+    async fn read(&self, from: i64, max: u32) -> rocketmq_streams_state::Result<LogChunk> {
+        match self.reader.read(self.queue.clone(), Offset(from), max).await {
+            Ok(Ok(chunk)) => Ok(LogChunk {
+                records: chunk
+                    .records
+                    .into_iter()
+                    .map(|r| LogRecord {
+                        offset: r.offset.0,
+                        body: r.body,
+                    })
+                    .collect(),
+                next: chunk.next.0,
+            }),
+            Ok(Err(e)) | Err(e) => Err(self.error(&e, e.is_retriable())),
+        }
+    }
+
+    async fn pause(&self, pause: Duration) {
+        glommio::timer::sleep(pause).await;
+    }
 }
 
 /// The thread body of a shard.
@@ -152,6 +237,11 @@ struct Shard {
     states: HashMap<QueueId, QueueState>,
     /// Queues whose batch failed: their later batches are dropped unacked.
     failed: HashSet<QueueId>,
+    /// Queues a newer owner claimed, and when: their batches are dropped
+    /// unacked until the queue is revoked or [`FENCED_FOR`] passed.
+    fenced: HashMap<QueueId, Instant>,
+    /// Batches sent so far: numbers this shard's hand-offs.
+    batches: u64,
     ctx: Context,
 }
 
@@ -163,17 +253,17 @@ impl Shard {
             pipelines: HashMap::new(),
             states: HashMap::new(),
             failed: HashSet::new(),
+            fenced: HashMap::new(),
+            batches: 0,
             ctx,
         }
     }
 
     async fn run(mut self) {
-        let writer = self
-            .setup
-            .hand_off
-            .as_mut()
-            .and_then(|h| h.from.take())
-            .map(|from| glommio::spawn_local(write_handed(from, self.setup.sink.clone())).detach());
+        let writer =
+            self.setup.hand_off.as_mut().and_then(|h| h.from.take()).map(|from| {
+                glommio::spawn_local(write_handed(from, self.setup.sink.clone(), self.setup.outage)).detach()
+            });
         self.serve().await;
         // Let go of the other shards' hand-off tasks, then keep writing what
         // they hand this one until they have let go too.
@@ -190,6 +280,7 @@ impl Shard {
             match msg {
                 ShardMsg::Revoke(queue) => {
                     self.pipelines.remove(&queue);
+                    self.fenced.remove(&queue);
                     self.drop_state(&queue);
                 }
                 ShardMsg::Tick => {
@@ -198,7 +289,10 @@ impl Shard {
                     }
                 }
                 ShardMsg::Batch(batch) => {
-                    if self.failed.contains(&batch.queue) {
+                    if self.fenced.get(&batch.queue).is_some_and(|t| t.elapsed() >= FENCED_FOR) {
+                        self.fenced.remove(&batch.queue);
+                    }
+                    if self.failed.contains(&batch.queue) || self.fenced.contains_key(&batch.queue) {
                         // Dropped unprocessed, so never acknowledged; the
                         // coordinator still counts it out of flight.
                         let event = ShardEvent::Acked {
@@ -265,22 +359,16 @@ impl Shard {
         true
     }
 
-    /// Forgets a queue that moved away: its store is closed and its local
-    /// database deleted (the new owner restores from the state topic).
+    /// Forgets a queue that moved away. Its local database is kept: if the
+    /// queue comes back, the restore replays only what was written since.
     fn drop_state(&mut self, queue: &QueueId) {
         if let Some(state) = self.states.remove(queue) {
-            if let Some(store) = state.store {
-                let path = store.path().to_path_buf();
-                drop(store);
-                if let Err(e) = QueueStore::destroy(&path) {
-                    tracing::warn!(%queue, error = %e, "cannot delete the local state of a revoked queue");
-                }
-            }
+            state.owned.close();
         }
     }
 
-    /// Opens the local store of shuffle queue `queue` and brings it up to
-    /// the last commit marker of its state-topic queue.
+    /// Claims shuffle queue `queue`'s state queue and brings its local store
+    /// up to date (the `state` crate's [`OwnedQueue::claim`]).
     async fn restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
         let s = &self.setup;
         let Some(state) = &s.state else {
@@ -293,98 +381,110 @@ impl Shard {
                 "{queue} is not a queue of the shuffle topic"
             )));
         };
-        let state_queue = state.state_route[index % state.state_route.len()].clone();
+        let Some(state_queue) = state.state_route.get(index).cloned() else {
+            return Err(StreamsError::Topology(format!(
+                "{queue} has no state queue (the state topic has {} queues)",
+                state.state_route.len()
+            )));
+        };
         let dir = state
             .dir
             .join(format!("{}-{}-{}", queue.topic(), queue.broker(), queue.queue()));
-        let mut store = QueueStore::open_with(&dir, state.cache, &state.rocksdb)?;
-        let mut from = store.checkpoint()?.map_or(0, |c| c.state_next);
-        let mut restore = Restore::default();
-        let mut first = true;
-        loop {
-            let chunk = state.reader.read(state_queue.clone(), Offset(from), 1024).await??;
-            if first && from > chunk.end.0 {
-                // The local database is ahead of the topic: not its prefix.
-                tracing::warn!(%queue, from, end = chunk.end.0, "local state is not from this state topic; rebuilding");
-                drop(store);
-                QueueStore::destroy(&dir)?;
-                store = QueueStore::open_with(&dir, state.cache, &state.rocksdb)?;
-                from = 0;
-                first = false;
-                continue;
-            }
-            first = false;
-            if chunk.records.is_empty() {
-                break;
-            }
-            for record in &chunk.records {
-                match restore.feed(&mut store, record.offset.0, &record.body) {
-                    Ok(()) => {}
-                    Err(rocketmq_streams_state::StateError::Malformed(why)) => {
-                        let at = format!("{state_queue}:{}", record.offset);
-                        route_malformed_state(s, index, &record.body, why, at).await?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            from = chunk.next.0;
-            if from >= chunk.end.0 {
-                break;
-            }
+        let log = StateQueueLog {
+            sink: &s.sink,
+            outage: s.outage,
+            reader: &state.reader,
+            queue: &state_queue,
+        };
+        let (owned, summary) =
+            OwnedQueue::claim(&log, &dir, state.cache, &state.rocksdb, state.protocol.clone()).await?;
+        for (offset, body, why) in &summary.malformed {
+            route_malformed_state(s, index, body, why.clone(), format!("{state_queue}:{offset}")).await?;
         }
-        let summary = restore.finish();
         ShardCounters::add(&s.counters.restored, summary.applied);
-        tracing::info!(%queue, markers = summary.markers, applied = summary.applied,
-            discarded = summary.discarded, "state restored");
+        tracing::info!(%queue, epoch = owned.epoch(), source_next = ?owned.source_next(),
+            from_local = summary.from_local, markers = summary.markers, applied = summary.applied,
+            discarded = summary.discarded, ignored = summary.ignored, "state restored");
         self.states.insert(
             queue.clone(),
             QueueState {
-                store: Some(store),
+                expected: owned.source_next().map(Offset),
+                owned,
                 state_queue,
                 next: None,
                 checkpointed: None,
                 last_checkpoint: Instant::now(),
-                abort_pending: summary.discarded > 0,
+                seek_asked: None,
             },
         );
         Ok(())
     }
 
-    /// The commit protocol of the `state` crate for one queue: changes, then
-    /// the marker, each acknowledged, then RocksDB. Returns the source
-    /// offset now safe to commit, if it moved.
+    /// The commit protocol of the `state` crate for one queue
+    /// ([`OwnedQueue::checkpoint`]). Returns the source offset now safe to
+    /// commit, if it moved. A fenced owner drops the queue.
     async fn checkpoint(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
         let s = &self.setup;
         let Some(state) = self.states.get_mut(queue) else {
             return Ok(None);
         };
-        let (Some(next), Some(store)) = (state.next, state.store.as_mut()) else {
+        let Some(next) = state.next else {
             return Ok(None);
         };
-        if state.checkpointed == Some(next) && store.dirty_len() == 0 {
+        if state.checkpointed == Some(next) && state.owned.store().is_none_or(|st| st.dirty_len() == 0) {
             return Ok(None);
         }
-        let mut changes: Vec<OutRecord> = Vec::with_capacity(store.dirty_len() + 1);
-        if state.abort_pending {
-            changes.push(OutRecord::new(Change::Abort.encode()));
+        let Some(reader) = s.state.as_ref().map(|st| &st.reader) else {
+            return Ok(None);
+        };
+        let log = StateQueueLog {
+            sink: &s.sink,
+            outage: s.outage,
+            reader,
+            queue: &state.state_queue,
+        };
+        match state.owned.checkpoint(&log, next.0).await {
+            Ok(_) => {}
+            Err(e @ StateError::Fenced { .. }) => {
+                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; dropping it");
+                self.pipelines.remove(queue);
+                self.fenced.insert(queue.clone(), Instant::now());
+                self.drop_state(queue);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
         }
-        changes.extend(store.changes().iter().map(|c| OutRecord::new(c.encode())));
-        let target = state.state_queue.clone();
-        if !changes.is_empty() {
-            send_retrying(&s.sink, target.clone(), changes).await?;
-        }
-        let marker = vec![OutRecord::new(Change::Marker { source_next: next.0 }.encode())];
-        // Sent alone, so the ack's offset is the marker's.
-        let marker_offset = send_retrying(&s.sink, target, marker).await?.last_chunk_offset.0;
-        store.commit(Checkpoint {
-            state_next: marker_offset + 1,
-            source_next: next.0,
-        })?;
-        state.abort_pending = false;
         state.checkpointed = Some(next);
         state.last_checkpoint = Instant::now();
         ShardCounters::add(&s.counters.checkpoints, 1);
         Ok(Some(next))
+    }
+
+    /// Whether `batch` may run: a keyed queue's batch must not start past
+    /// the offset its state is complete up to. One that does (its consumer
+    /// offset was committed by an old owner past the state this owner
+    /// restored) is dropped, and the coordinator asked to seek back.
+    fn continuous(&mut self, batch: &QueueBatch) -> bool {
+        let Some(st) = self.states.get_mut(&batch.queue) else {
+            return true;
+        };
+        let (Some(expected), Some(first)) = (st.expected, batch.records.first().map(|r| r.offset)) else {
+            return true;
+        };
+        if first <= expected {
+            st.seek_asked = None;
+            return true;
+        }
+        if st.seek_asked.is_none_or(|t| t.elapsed() >= SEEK_AGAIN) {
+            tracing::info!(queue = %batch.queue, %first, %expected,
+                "batch starts past the restored state; consuming the queue from the state's offset");
+            st.seek_asked = Some(Instant::now());
+            let _ = self.setup.events.send(ShardEvent::Seek {
+                queue: batch.queue.clone(),
+                offset: expected,
+            });
+        }
+        false
     }
 
     async fn process(&mut self, batch: &QueueBatch) -> Result<Option<Offset>, StreamsError> {
@@ -393,12 +493,15 @@ impl Shard {
             self.restore(&batch.queue).await?;
         }
         if keyed {
-            self.ctx.store = self.states.get_mut(&batch.queue).and_then(|st| st.store.take());
+            if !self.continuous(batch) {
+                return Ok(None);
+            }
+            self.ctx.store = self.states.get_mut(&batch.queue).and_then(|st| st.owned.take_store());
         }
         let outcome = self.run_records(batch);
         if let Some(store) = self.ctx.store.take() {
             if let Some(st) = self.states.get_mut(&batch.queue) {
-                st.store = Some(store);
+                st.owned.put_store(store);
             }
         }
         let dead = outcome?;
@@ -412,8 +515,9 @@ impl Shard {
         let due = match self.states.get_mut(&batch.queue) {
             Some(st) => {
                 st.next = batch.next_offset().or(st.next);
+                st.expected = st.next.or(st.expected);
                 let interval = self.setup.state.as_ref().map_or(Duration::ZERO, |c| c.commit_interval);
-                st.last_checkpoint.elapsed() >= interval || st.store.as_ref().is_some_and(QueueStore::is_full)
+                st.last_checkpoint.elapsed() >= interval || st.owned.store().is_some_and(|s| QueueStore::is_full(s))
             }
             None => false,
         };
@@ -466,6 +570,7 @@ impl Shard {
     /// Sends the batch's outputs (sinks, shuffle, dead letters) at once and
     /// waits for every acknowledgement.
     async fn send_outputs(&mut self, batch: &QueueBatch, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
+        self.batches += 1;
         let s = &self.setup;
         let index = batch.queue.queue() as usize;
         let mut sends = Vec::new();
@@ -503,6 +608,7 @@ impl Shard {
                         let handed = HandOff {
                             target: route[i].clone(),
                             records,
+                            batch: self.batches,
                             answer: h.answer_to.clone(),
                         };
                         if to.send(handed).is_err() {
@@ -522,7 +628,7 @@ impl Shard {
         // done when every one is acknowledged.
         let tasks: Vec<_> = sends
             .into_iter()
-            .map(|(kind, target, records)| (kind, send_retrying(&s.sink, target, records)))
+            .map(|(kind, target, records)| (kind, send_retrying(&s.sink, target, records, s.outage)))
             .collect();
         for (kind, task) in tasks {
             let stored = task.await?.count;
@@ -534,13 +640,8 @@ impl Shard {
             ShardCounters::add(counter, stored as u64);
         }
         if let Some(h) = &s.hand_off {
-            for _ in 0..handed_off {
-                match h.answers.recv().await {
-                    Some(Ok(stored)) => ShardCounters::add(&s.counters.shuffled, stored as u64),
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(StreamsError::Topology("hand-off answers closed".into())),
-                }
-            }
+            let stored = await_answers(&h.answers, self.batches, handed_off).await?;
+            ShardCounters::add(&s.counters.shuffled, stored as u64);
         }
         Ok(())
     }
@@ -561,7 +662,7 @@ async fn route_malformed_state(
         Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
         Verdict::DeadLetter(letter) => {
             let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
-            send_retrying(&s.sink, target, vec![letter.to_out_record()]).await?;
+            send_retrying(&s.sink, target, vec![letter.to_out_record()], s.outage).await?;
             ShardCounters::add(&s.counters.dead_lettered, 1);
         }
         Verdict::Fail(error) => return Err(error),
@@ -578,27 +679,32 @@ enum Output {
 
 /// Starts sending `records` to `target` now (on the I/O runtime, so several
 /// sends run at once) and returns the future of its acknowledgement, which
-/// retries as [`send_with_retry`] does.
+/// retries as [`send_with_retry`] does for up to `outage`.
 pub(crate) fn send_retrying(
     sink: &Sink,
     target: QueueId,
     records: Vec<OutRecord>,
+    outage: Duration,
 ) -> impl std::future::Future<Output = Result<SendAck, StreamsError>> {
     let first = sink.send(target.clone(), records.clone());
-    send_with_retry(first, sink.clone(), target, records)
+    send_with_retry(first, sink.clone(), target, records, outage)
 }
 
 /// Awaits the `first` send of `records` to `target` (already under way),
-/// retrying transient failures with a growing pause. At-least-once: a
+/// retrying transient failures with a growing pause (up to
+/// [`MAX_SEND_PAUSE`]) until `outage` has passed since the first failure:
+/// a broker that restarts within it is ridden out. At-least-once: a
 /// retried chunk may be stored twice, never lost.
 async fn send_with_retry(
     first: rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<rocketmq_streams_io::SendAck>>,
     sink: Sink,
     target: QueueId,
     records: Vec<OutRecord>,
+    outage: Duration,
 ) -> Result<SendAck, StreamsError> {
-    let mut attempt = 0;
+    let mut attempt = 0u32;
     let mut pending = Some(first);
+    let mut failing_since: Option<Instant> = None;
     loop {
         attempt += 1;
         let task = match pending.take() {
@@ -610,10 +716,12 @@ async fn send_with_retry(
             Ok(Ok(ack)) => return Ok(ack),
             Ok(Err(e)) | Err(e) => e,
         };
-        if !error.is_retriable() || attempt >= SEND_ATTEMPTS {
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if !error.is_retriable() || since.elapsed() >= outage {
             return Err(StreamsError::Io(error));
         }
         tracing::warn!(%target, attempt, %error, "send failed; retrying");
-        glommio::timer::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
+        glommio::timer::sleep(pause).await;
     }
 }

@@ -23,9 +23,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let builder = StreamBuilder::new(job);
     word_count(&builder, input).sink(output, Json::<(String, u64)>::new());
-    let mut config = RuntimeConfig::new(ClientConfig::new(namesrv));
+    let mut client = ClientConfig::new(namesrv);
+    // Tests that freeze the process shorten the heartbeat (see state_owners.rs).
+    if let Some(ms) = std::env::var("WORDCOUNT_HEARTBEAT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        client.heartbeat_interval = Duration::from_millis(ms);
+    }
+    let mut config = RuntimeConfig::new(client);
     config.shards = 2;
     config.state_dir = Some(state_dir.into());
+    config.snapshot_after = rocketmq_streams_tests::wordcount::TEST_SNAPSHOT_AFTER;
     let interrupt = Interrupt::install()?;
     let runtime = StreamRuntime::start(builder.build()?, config)?;
     eprintln!("wordcount-job: started");

@@ -1,0 +1,845 @@
+//! One owner's hold on one queue's state: claim and restore, checkpoint,
+//! snapshots, fencing. The protocol of the crate docs, in one place.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::changelog::{Change, Epoch};
+use crate::error::{Result, StateError};
+use crate::failpoint::failpoint;
+use crate::log::{LogRecord, StateLog};
+use crate::restore::{Restore, RestoreSummary};
+use crate::store::{Checkpoint, QueueStore, RocksDbOptions};
+
+/// How an owner reads and writes its state queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolOptions {
+    /// Longest wait for an acknowledged offset to become readable before
+    /// the restore fails with [`StateError::NotVisible`]. Default: 60 s.
+    pub visibility_wait: Duration,
+    /// Pause between two looks at a readable end that trails. Default: 20 ms.
+    pub poll_interval: Duration,
+    /// Messages per read. Default: 1024.
+    pub read_batch: u32,
+    /// How long a claim may stay unreadable before the owner claims again.
+    /// A broker whose dispatch stalled until its next write (see the crate
+    /// docs) then makes the new claim, and all before it, readable.
+    /// Default: 1 s.
+    pub reclaim_after: Duration,
+    /// Messages written to the queue since its last snapshot after which a
+    /// checkpoint writes a new one (and at least twice the last snapshot's
+    /// entries, so snapshots take at most a third of the queue):
+    /// a restore without local state then reads at most about this many
+    /// messages plus one snapshot. Default: 100,000.
+    pub snapshot_after: u64,
+    /// Messages per append of a snapshot. Default: 512.
+    pub snapshot_batch: usize,
+}
+
+impl Default for ProtocolOptions {
+    fn default() -> Self {
+        ProtocolOptions {
+            visibility_wait: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(20),
+            read_batch: 1024,
+            reclaim_after: Duration::from_secs(1),
+            snapshot_after: 100_000,
+            snapshot_batch: 512,
+        }
+    }
+}
+
+/// A token for a new claim: random enough that two claims never share one.
+pub fn new_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// The state of one queue held by its current owner: the store, the
+/// owner's epoch, and where the state stands in the source.
+///
+/// Made by [`claim`](Self::claim); advanced by
+/// [`checkpoint`](Self::checkpoint). While a batch runs, the caller may
+/// [`take_store`](Self::take_store) and give it back with
+/// [`put_store`](Self::put_store).
+#[derive(Debug)]
+pub struct OwnedQueue {
+    store: Option<QueueStore>,
+    epoch: Epoch,
+    token: u64,
+    source_next: Option<i64>,
+    /// Where this owner's next append lands if nobody else writes.
+    write_next: i64,
+    /// Messages in the queue since its last snapshot (or since the start
+    /// of what the restore read, when it found none).
+    since_snapshot: u64,
+    /// Entries of the last snapshot written or restored (0: none known).
+    snapshot_len: u64,
+    options: ProtocolOptions,
+}
+
+/// Where a restore starts.
+struct Start {
+    /// The local database's checkpoint, or a snapshot's.
+    checkpoint: Option<Checkpoint>,
+    /// The first offset to replay.
+    from: i64,
+    /// Entries of the snapshot it starts from (0: none).
+    snapshot_len: u64,
+}
+
+impl OwnedQueue {
+    /// Claims the queue of `log` for a new owner and restores its state
+    /// into the RocksDB at `path`:
+    ///
+    /// 1. appends a [`Change::Claim`]; its acknowledged offset *c* is the
+    ///    new epoch;
+    /// 2. waits (bounded) until *c* is readable: then so is everything
+    ///    acknowledged before it, whoever wrote it;
+    /// 3. keeps the local database if the message its checkpoint names is
+    ///    there and matches (its identity); otherwise starts from the
+    ///    latest valid snapshot, or the start of the queue;
+    /// 4. replays the queue up to and including *c* ([`Restore`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::NotVisible`] if the claim does not become readable in
+    /// time; [`StateError::Truncated`] if retention deleted what the
+    /// restore needs; [`StateError::Log`] and [`StateError::RocksDb`] as
+    /// they come. Malformed messages are no error: they are listed in the
+    /// summary for the caller's error policy.
+    pub async fn claim<L: StateLog>(
+        log: &L,
+        path: &Path,
+        cache: usize,
+        rocksdb: &RocksDbOptions,
+        options: ProtocolOptions,
+    ) -> Result<(OwnedQueue, RestoreSummary)> {
+        let mut store = QueueStore::open_with(path, cache, rocksdb)?;
+        let local = store.checkpoint()?;
+        let token = new_token();
+        let (claim_at, first) = claim_readable(log, token, &options).await?;
+
+        let mut discarded_local = None;
+        let mut start = None;
+        if let Some(cp) = local {
+            match verify(log, &cp, claim_at, first, &options).await? {
+                Ok(()) => {
+                    start = Some(Start {
+                        checkpoint: Some(cp),
+                        from: cp.state_next,
+                        snapshot_len: 0,
+                    })
+                }
+                Err(why) => discarded_local = Some(why),
+            }
+        }
+        let from_local = start.is_some();
+        let start = match start {
+            Some(start) => start,
+            None => {
+                let snapshot = find_snapshot(log, first, claim_at, &options).await?;
+                if snapshot.is_none() && first > 0 {
+                    // Neither a snapshot nor the queue's start is left: the
+                    // local database (if any) is kept for the operator.
+                    return Err(StateError::Truncated {
+                        queue: log.name(),
+                        needed: 0,
+                        first,
+                    });
+                }
+                if let Some(why) = &discarded_local {
+                    tracing::warn!(queue = %log.name(), "local state is not from this state queue ({why}); rebuilding it from the queue");
+                }
+                // Whatever the database holds is not a checkpoint of this
+                // queue (or an interrupted restore): start empty.
+                drop(store);
+                QueueStore::destroy(path)?;
+                store = QueueStore::open_with(path, cache, rocksdb)?;
+                match snapshot {
+                    Some((checkpoint, entries)) => {
+                        store.apply_restored(&entries, checkpoint)?;
+                        Start {
+                            checkpoint: Some(checkpoint),
+                            from: checkpoint.state_next,
+                            snapshot_len: entries.len() as u64,
+                        }
+                    }
+                    None => Start {
+                        checkpoint: None,
+                        from: 0,
+                        snapshot_len: 0,
+                    },
+                }
+            }
+        };
+        if start.from < first {
+            return Err(StateError::Truncated {
+                queue: log.name(),
+                needed: start.from,
+                first,
+            });
+        }
+        let mut restore = Restore::new(start.checkpoint);
+        let mut malformed = Vec::new();
+        scan(log, start.from, claim_at, &options, |record| {
+            match restore.feed(&mut store, record.offset, &record.body) {
+                Ok(()) => failpoint("restore.replay"),
+                Err(StateError::Malformed(why)) => malformed.push((record.offset, record.body.clone(), why)),
+                Err(e) => return Err(e),
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        // The last message fed was the claim: the epoch is ours.
+        debug_assert_eq!(restore.epoch(), Some(claim_at));
+        let source_next = restore.source_next();
+        let mut summary = restore.finish(&mut store, claim_at + 1)?;
+        summary.from_local = from_local;
+        summary.discarded_local = discarded_local;
+        summary.malformed = malformed;
+        Ok((
+            OwnedQueue {
+                store: Some(store),
+                epoch: claim_at,
+                token,
+                source_next,
+                write_next: claim_at + 1,
+                since_snapshot: u64::try_from(claim_at + 1 - start.from).unwrap_or(0),
+                snapshot_len: start.snapshot_len,
+                options,
+            },
+            summary,
+        ))
+    }
+
+    /// This owner's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The source offset the state is complete up to: the next source
+    /// record to process. `None` before the first marker of the queue.
+    pub fn source_next(&self) -> Option<i64> {
+        self.source_next
+    }
+
+    /// The store, unless it was taken.
+    pub fn store(&mut self) -> Option<&mut QueueStore> {
+        self.store.as_mut()
+    }
+
+    /// Takes the store out (to lend it to a batch's processing).
+    pub fn take_store(&mut self) -> Option<QueueStore> {
+        self.store.take()
+    }
+
+    /// Gives back the store [`take_store`](Self::take_store) took.
+    pub fn put_store(&mut self, store: QueueStore) {
+        self.store = Some(store);
+    }
+
+    fn store_ref(&self) -> &QueueStore {
+        self.store.as_ref().expect("the store is back before a checkpoint")
+    }
+
+    /// Makes the state up to source offset `source_next` durable: sends
+    /// the store's dirty entries and then a marker (each acknowledged),
+    /// then commits them to RocksDB with the new checkpoint, and writes a
+    /// snapshot when one is due. Returns the checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Fenced`] if a newer owner claimed the queue (the
+    /// caller drops it); [`StateError::Log`] and [`StateError::RocksDb`] as
+    /// they come, the entries staying dirty.
+    ///
+    /// # Panics
+    ///
+    /// If the store is taken.
+    pub async fn checkpoint<L: StateLog>(&mut self, log: &L, source_next: i64) -> Result<Checkpoint> {
+        let changes: Vec<Bytes> = self
+            .store_ref()
+            .changes(self.epoch)
+            .iter()
+            .map(Change::encode)
+            .collect();
+        failpoint("checkpoint.before-changelog");
+        if !changes.is_empty() {
+            // Before the marker: a newer owner's claim among the changes
+            // means this owner must stop here.
+            self.append(log, changes).await?;
+        }
+        failpoint("checkpoint.before-marker");
+        let marker = Change::Marker {
+            epoch: self.epoch,
+            token: self.token,
+            source_next,
+        };
+        let at = self.append(log, vec![marker.encode()]).await?;
+        failpoint("checkpoint.before-rocksdb");
+        let checkpoint = Checkpoint {
+            state_next: at + 1,
+            source_next: Some(source_next),
+            epoch: self.epoch,
+            token: self.token,
+        };
+        self.store
+            .as_mut()
+            .expect("the store is back before a checkpoint")
+            .commit(checkpoint)?;
+        self.source_next = Some(source_next);
+        failpoint("checkpoint.before-offset-commit");
+        let due = self.options.snapshot_after.max(2 * self.snapshot_len);
+        if self.since_snapshot >= due {
+            self.snapshot(log, source_next).await?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Writes the whole state (RocksDB, just committed at a marker) as a
+    /// snapshot. A snapshot interrupted (a crash, a newer claim, a failed
+    /// send) is simply not valid; the next one is tried at the next due
+    /// checkpoint.
+    async fn snapshot<L: StateLog>(&mut self, log: &L, source_next: i64) -> Result<()> {
+        let mut count = 0u64;
+        let mut chunk = Vec::with_capacity(self.options.snapshot_batch);
+        let mut entries = Vec::new();
+        // Collected first: the database's iterator borrows the store, and
+        // appends need `self`. Entries are `Bytes` of the values RocksDB
+        // holds, so this is the state's size once, for the snapshot's span.
+        for entry in self.store_ref().entries() {
+            entries.push(entry?);
+        }
+        for (key, value) in entries {
+            chunk.push(
+                Change::Snapshot {
+                    epoch: self.epoch,
+                    key,
+                    value,
+                }
+                .encode(),
+            );
+            count += 1;
+            if chunk.len() >= self.options.snapshot_batch {
+                self.append(log, std::mem::take(&mut chunk)).await?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.append(log, chunk).await?;
+        }
+        let end = Change::SnapshotEnd {
+            epoch: self.epoch,
+            token: self.token,
+            source_next,
+            count,
+        };
+        self.append(log, vec![end.encode()]).await?;
+        self.since_snapshot = 0;
+        self.snapshot_len = count;
+        Ok(())
+    }
+
+    /// Appends `bodies` and returns the offset of the last. If somebody
+    /// else wrote since this owner's previous append, looks for a newer
+    /// claim among what they wrote: [`StateError::Fenced`] if there is one.
+    async fn append<L: StateLog>(&mut self, log: &L, bodies: Vec<Bytes>) -> Result<i64> {
+        let n = bodies.len() as i64;
+        let last = log.append(bodies).await?;
+        let expected = self.write_next;
+        self.write_next = last + 1;
+        self.since_snapshot += u64::try_from(last + 1 - expected).unwrap_or(0);
+        if last + 1 - n == expected {
+            return Ok(last);
+        }
+        wait_readable(log, last, &self.options).await?;
+        let epoch = self.epoch;
+        let mut newer = None;
+        scan(log, expected, last, &self.options, |r| {
+            if r.offset > epoch && matches!(Change::decode(&r.body), Ok(Change::Claim { .. })) {
+                newer = Some(r.offset);
+                return Ok(ControlFlow::Break(()));
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        match newer {
+            Some(newer) => Err(StateError::Fenced {
+                queue: log.name(),
+                epoch,
+                newer,
+            }),
+            None => Ok(last),
+        }
+    }
+
+    /// Closes the store, keeping the database: an owner that gets the
+    /// queue back replays only what was written since.
+    pub fn close(self) {
+        drop(self.store);
+    }
+}
+
+/// Feeds `f` every message of `log` from `from` through `last` (both
+/// readable), in order, until it breaks. A read that returns nothing
+/// before `last` is retried, bounded by [`ProtocolOptions::visibility_wait`].
+async fn scan<L: StateLog>(
+    log: &L,
+    mut from: i64,
+    last: i64,
+    options: &ProtocolOptions,
+    mut f: impl FnMut(&LogRecord) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let mut stalled_since: Option<Instant> = None;
+    while from <= last {
+        let chunk = log.read(from, options.read_batch).await?;
+        if chunk.records.is_empty() {
+            let since = *stalled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > options.visibility_wait {
+                return Err(not_visible(log, last, from, since.elapsed()));
+            }
+            log.pause(options.poll_interval).await;
+            continue;
+        }
+        stalled_since = None;
+        for record in chunk.records.iter().take_while(|r| r.offset <= last) {
+            if f(record)?.is_break() {
+                return Ok(());
+            }
+        }
+        from = chunk.next.max(from + 1);
+    }
+    Ok(())
+}
+
+/// Finds the latest valid snapshot before `claim_at`, searching back from
+/// the claim: the checkpoint it stands for and its entries.
+async fn find_snapshot<L: StateLog>(
+    log: &L,
+    first: i64,
+    claim_at: i64,
+    options: &ProtocolOptions,
+) -> Result<Option<(Checkpoint, Vec<Change>)>> {
+    let mut hi = claim_at;
+    while hi > first {
+        let lo = (hi - i64::from(options.read_batch)).max(first);
+        let mut ends = Vec::new();
+        scan(log, lo, hi - 1, options, |r| {
+            if let Ok(Change::SnapshotEnd {
+                epoch,
+                token,
+                source_next,
+                count,
+            }) = Change::decode(&r.body)
+            {
+                ends.push((r.offset, epoch, token, source_next, count));
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        for &(at, epoch, token, source_next, count) in ends.iter().rev() {
+            let begin = at - i64::try_from(count).unwrap_or(i64::MAX);
+            if begin < first {
+                continue;
+            }
+            let mut entries = Vec::new();
+            let mut valid = true;
+            scan(log, begin, at - 1, options, |r| {
+                match Change::decode(&r.body) {
+                    Ok(c @ Change::Snapshot { epoch: e, .. }) if e == epoch => entries.push(c),
+                    _ => {
+                        valid = false;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                Ok(ControlFlow::Continue(()))
+            })
+            .await?;
+            if valid && entries.len() as u64 == count {
+                let checkpoint = Checkpoint {
+                    state_next: at + 1,
+                    source_next: Some(source_next),
+                    epoch,
+                    token,
+                };
+                return Ok(Some((checkpoint, entries)));
+            }
+        }
+        hi = lo;
+    }
+    Ok(None)
+}
+
+/// Appends a claim and waits until it is readable, claiming again each
+/// [`ProtocolOptions::reclaim_after`]; returns the offset of the last claim
+/// (the epoch) and the queue's first offset.
+async fn claim_readable<L: StateLog>(log: &L, token: u64, options: &ProtocolOptions) -> Result<(i64, i64)> {
+    let started = Instant::now();
+    loop {
+        let claim_at = log.append(vec![Change::Claim { token }.encode()]).await?;
+        let claimed = Instant::now();
+        loop {
+            let (first, end) = log.bounds().await?;
+            if end > claim_at {
+                return Ok((claim_at, first));
+            }
+            if started.elapsed() > options.visibility_wait {
+                return Err(not_visible(log, claim_at, end, started.elapsed()));
+            }
+            if claimed.elapsed() > options.reclaim_after {
+                tracing::debug!(queue = %log.name(), claim_at, end, "claim not readable yet; claiming again");
+                break;
+            }
+            log.pause(options.poll_interval).await;
+        }
+    }
+}
+
+/// Waits until `offset` is readable; returns the queue's bounds then.
+async fn wait_readable<L: StateLog>(log: &L, offset: i64, options: &ProtocolOptions) -> Result<(i64, i64)> {
+    let started = Instant::now();
+    loop {
+        let (first, end) = log.bounds().await?;
+        if end > offset {
+            return Ok((first, end));
+        }
+        if started.elapsed() > options.visibility_wait {
+            return Err(not_visible(log, offset, end, started.elapsed()));
+        }
+        log.pause(options.poll_interval).await;
+    }
+}
+
+fn not_visible<L: StateLog>(log: &L, acknowledged: i64, visible: i64, waited: Duration) -> StateError {
+    StateError::NotVisible {
+        queue: log.name(),
+        acknowledged,
+        visible,
+        waited,
+    }
+}
+
+/// Whether the local checkpoint `cp` was built from this queue: the
+/// message at `cp.state_next - 1` must be the claim or marker it names.
+/// `Ok(Err(why))`: it was not (a different queue, e.g. a topic deleted and
+/// created again); the caller rebuilds.
+async fn verify<L: StateLog>(
+    log: &L,
+    cp: &Checkpoint,
+    claim_at: i64,
+    first: i64,
+    options: &ProtocolOptions,
+) -> Result<std::result::Result<(), String>> {
+    let at = cp.state_next - 1;
+    if at >= claim_at {
+        // Everything acknowledged before our claim is readable, and the
+        // local database claims more than that.
+        return Ok(Err(format!(
+            "the local checkpoint names offset {at}, past this queue's claim at {claim_at}"
+        )));
+    }
+    if at < first {
+        // Retention deleted it: nothing proves the database is this
+        // queue's, and the tail after it may be gone too. A snapshot may
+        // still serve; the caller rebuilds from it or fails `Truncated`.
+        return Ok(Err(format!(
+            "offset {at}, which the local checkpoint names, was deleted (the queue begins at {first})"
+        )));
+    }
+    let mut found = None;
+    scan(log, at, at, options, |r| {
+        found = Some(r.body.clone());
+        Ok(ControlFlow::Break(()))
+    })
+    .await?;
+    let matches = match found.as_ref().map(Change::decode) {
+        Some(Ok(Change::Claim { token })) => at == cp.epoch && token == cp.token,
+        Some(Ok(Change::Marker {
+            epoch,
+            token,
+            source_next,
+        })) => epoch == cp.epoch && token == cp.token && Some(source_next) == cp.source_next,
+        Some(Ok(Change::SnapshotEnd {
+            epoch,
+            token,
+            source_next,
+            ..
+        })) => epoch == cp.epoch && token == cp.token && Some(source_next) == cp.source_next,
+        _ => false,
+    };
+    Ok(if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "offset {at} is not the claim or marker the local checkpoint names (epoch {}, token {:#x})",
+            cp.epoch, cp.token
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::log::MemoryLog;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn claim(log: &MemoryLog, dir: &Path) -> Result<(OwnedQueue, RestoreSummary)> {
+        claim_with(log, dir, ProtocolOptions::default())
+    }
+
+    fn claim_with(log: &MemoryLog, dir: &Path, options: ProtocolOptions) -> Result<(OwnedQueue, RestoreSummary)> {
+        let options = ProtocolOptions {
+            visibility_wait: Duration::from_millis(200),
+            ..options
+        };
+        block_on(OwnedQueue::claim(log, dir, 100, &RocksDbOptions::default(), options))
+    }
+
+    /// Counts `words` into the owner's store, as the runtime's count does.
+    fn count(owner: &mut OwnedQueue, words: &[&str]) {
+        let store = owner.store().expect("store");
+        for w in words {
+            let n = store
+                .get(w.as_bytes())
+                .expect("get")
+                .map_or(0, |v| String::from_utf8_lossy(&v).parse::<u64>().expect("a count"));
+            store.put(b(w), b(&(n + 1).to_string()));
+        }
+    }
+
+    fn value(owner: &mut OwnedQueue, key: &str) -> Option<String> {
+        let v = owner.store().expect("store").get(key.as_bytes()).expect("get")?;
+        Some(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// The failure of issue 10, without a broker: the broker acknowledged a
+    /// checkpoint's changes and marker, but its readable end trails them
+    /// when the next owner restores. The old restore took the local
+    /// database for foreign (its checkpoint was past the readable end) and
+    /// rebuilt it from the shorter queue, while the committed source offset
+    /// skipped the records in between: counts were lost.
+    #[test]
+    fn a_restore_behind_a_trailing_end_loses_nothing() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let (mut owner, summary) = claim(&log, &path).expect("claim");
+        assert_eq!((summary.markers, summary.from_local), (0, false));
+        assert_eq!(owner.source_next(), None);
+        count(&mut owner, &["a", "b", "a"]);
+        block_on(owner.checkpoint(&log, 3)).expect("checkpoint");
+        // From here on the broker makes each append readable only after a
+        // few polls: the next checkpoint is acknowledged, not yet readable.
+        log.hide_appends_for(5);
+        count(&mut owner, &["a", "c"]);
+        let cp = block_on(owner.checkpoint(&log, 5)).expect("checkpoint");
+        assert!(
+            block_on(log.bounds()).expect("bounds").1 < cp.state_next,
+            "the end trails"
+        );
+        owner.close();
+
+        // The same instance restarts on its local database.
+        let (mut again, summary) = claim(&log, &path).expect("restore");
+        assert!(summary.from_local, "the local database was kept: {summary:?}");
+        assert_eq!(summary.discarded_local, None);
+        assert_eq!(again.source_next(), Some(5));
+        assert_eq!(value(&mut again, "a").as_deref(), Some("3"));
+        assert_eq!(value(&mut again, "c").as_deref(), Some("1"));
+        count(&mut again, &["c"]);
+        block_on(again.checkpoint(&log, 6)).expect("checkpoint");
+        again.close();
+
+        // Another instance, with no local database, while the end trails.
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, summary) = claim(&log, &other.path().join("q")).expect("restore");
+        assert!(!summary.from_local);
+        assert_eq!(moved.source_next(), Some(6));
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("3"));
+        assert_eq!(value(&mut moved, "b").as_deref(), Some("1"));
+        assert_eq!(value(&mut moved, "c").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn a_restore_reads_one_snapshot_and_the_tail_and_survives_retention() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = ProtocolOptions {
+            snapshot_after: 8,
+            snapshot_batch: 2,
+            read_batch: 3,
+            ..ProtocolOptions::default()
+        };
+        let (mut owner, _) = claim_with(&log, &dir.path().join("q"), small.clone()).expect("claim");
+        let mut snapshot_ends = Vec::new();
+        for i in 0..12i64 {
+            count(&mut owner, &["a", if i % 2 == 0 { "b" } else { "c" }]);
+            let before = log.acknowledged_end();
+            block_on(owner.checkpoint(&log, i + 1)).expect("checkpoint");
+            for at in before..log.acknowledged_end() {
+                if matches!(
+                    Change::decode(&log.get(at).expect("message")),
+                    Ok(Change::SnapshotEnd { .. })
+                ) {
+                    snapshot_ends.push(at);
+                }
+            }
+        }
+        owner.close();
+        assert!(snapshot_ends.len() >= 2, "snapshots were written: {snapshot_ends:?}");
+        let last_end = *snapshot_ends.last().expect("a snapshot");
+        // Retention deleted everything before the last snapshot's entries.
+        log.truncate_before(last_end - 3);
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, summary) = claim_with(&log, &other.path().join("q"), small.clone()).expect("restore");
+        assert!(!summary.from_local);
+        assert_eq!(moved.source_next(), Some(12));
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("12"));
+        assert_eq!(value(&mut moved, "b").as_deref(), Some("6"));
+        assert_eq!(value(&mut moved, "c").as_deref(), Some("6"));
+        // It read the snapshot and what followed it, not the whole queue.
+        assert!(summary.markers < 12, "{summary:?}");
+        moved.close();
+
+        // Past the last snapshot: nothing to restore from, a clear error.
+        log.truncate_before(last_end + 1);
+        let third = tempfile::tempdir().expect("tempdir");
+        let err = claim_with(&log, &third.path().join("q"), small).expect_err("truncated");
+        assert!(matches!(err, StateError::Truncated { needed: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_claim_that_never_becomes_readable_fails_with_a_clear_error() {
+        let log = MemoryLog::new();
+        log.hide_appends_for(u64::MAX / 2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = claim(&log, &dir.path().join("q")).expect_err("must not restore from a short queue");
+        assert!(
+            matches!(
+                err,
+                StateError::NotVisible {
+                    acknowledged: 0,
+                    visible: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_retriable());
+    }
+
+    #[test]
+    fn a_claim_stuck_behind_a_stalled_dispatch_is_made_again() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut owner, _) = claim(&log, &dir.path().join("q")).expect("claim");
+        count(&mut owner, &["a"]);
+        block_on(owner.checkpoint(&log, 1)).expect("checkpoint");
+        owner.close();
+        // The broker makes a write readable only when the next one comes.
+        log.stall_appends(1);
+        let options = ProtocolOptions {
+            visibility_wait: Duration::from_secs(10),
+            reclaim_after: Duration::from_millis(1),
+            ..ProtocolOptions::default()
+        };
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, _) = block_on(OwnedQueue::claim(
+            &log,
+            &other.path().join("q"),
+            100,
+            &RocksDbOptions::default(),
+            options,
+        ))
+        .expect("a second claim makes the first readable");
+        assert_eq!(moved.epoch(), 4, "claimed again after the stalled claim at 3");
+        assert_eq!(moved.source_next(), Some(1));
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_fenced_owner_is_told_and_its_late_writes_never_count() {
+        let log = MemoryLog::new();
+        let (da, db, dc) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (mut a, _) = claim(&log, &da.path().join("q")).expect("claim a");
+        count(&mut a, &["x", "y"]);
+        block_on(a.checkpoint(&log, 2)).expect("checkpoint a");
+        // A rebalance gives the queue to b while a still runs (a paused owner).
+        let (mut b, _) = claim(&log, &db.path().join("q")).expect("claim b");
+        assert_eq!(b.source_next(), Some(2));
+        // a processes records b will process too, and tries to checkpoint.
+        count(&mut a, &["x", "x"]);
+        let err = block_on(a.checkpoint(&log, 4)).expect_err("a is fenced");
+        assert!(
+            matches!(err, StateError::Fenced { newer, .. } if newer == b.epoch()),
+            "{err}"
+        );
+        count(&mut b, &["x"]);
+        block_on(b.checkpoint(&log, 3)).expect("checkpoint b");
+        // A third owner sees b's state, never a's late writes.
+        let (mut c, summary) = claim(&log, &dc.path().join("q")).expect("claim c");
+        assert_eq!(c.source_next(), Some(3));
+        assert_eq!(value(&mut c, "x").as_deref(), Some("2"));
+        assert_eq!(value(&mut c, "y").as_deref(), Some("1"));
+        assert!(summary.ignored > 0 || summary.discarded > 0, "{summary:?}");
+    }
+
+    #[test]
+    fn a_local_database_of_another_queue_is_rebuilt_and_a_truncated_queue_refused() {
+        let (first, second) = (MemoryLog::new(), MemoryLog::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let (mut owner, _) = claim(&first, &path).expect("claim");
+        for i in 0..5 {
+            count(&mut owner, &["k"]);
+            block_on(owner.checkpoint(&first, i + 1)).expect("checkpoint");
+        }
+        owner.close();
+        // The state topic was deleted and created again: a shorter queue.
+        second.append_now(Change::Claim { token: 7 }.encode());
+        let (mut rebuilt, summary) = claim(&second, &path).expect("restore");
+        assert!(summary.discarded_local.is_some(), "{summary:?}");
+        assert_eq!(value(&mut rebuilt, "k"), None);
+        assert_eq!(rebuilt.source_next(), None);
+        rebuilt.close();
+
+        // Retention deleted the beginning of the queue: nothing to restore from.
+        first.truncate_before(3);
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = claim(&first, &empty.path().join("q")).expect_err("truncated");
+        assert!(
+            matches!(
+                err,
+                StateError::Truncated {
+                    needed: 0,
+                    first: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.is_retriable());
+    }
+}
