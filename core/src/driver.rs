@@ -401,6 +401,21 @@ mod tests {
     }
 
     #[test]
+    fn an_output_over_the_message_limit_fails_its_record_not_the_job() {
+        let builder = StreamBuilder::new("big");
+        builder
+            .source("in", Utf8)
+            .map(|s: String| if s == "big" { "x".repeat(5 << 20) } else { s })
+            .sink("out", Utf8);
+        let mut d = TopologyTestDriver::new(builder.build().expect("topology"));
+        for input in ["a", "big", "b"] {
+            d.pipe_input("in", input, 0).expect("skipped, not an error");
+        }
+        assert_eq!(d.read_values("out", &Utf8), ["a", "b"]);
+        assert_eq!(d.metrics().skipped, 1);
+    }
+
+    #[test]
     fn dead_letter_keeps_the_original_bytes_and_the_reason() {
         let mut d = TopologyTestDriver::with_error_policy(poison_topology(), ErrorPolicy::DeadLetter);
         assert!(pipe_poison(&mut d).iter().all(|r| r.is_ok()));

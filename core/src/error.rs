@@ -11,6 +11,16 @@ pub enum StreamsError {
     /// A record could not be deserialized or serialized. Permanent for that record.
     #[error("serde error: {0}")]
     Serde(#[from] SerdeError),
+    /// A record's output (to a sink or the shuffle topic) is larger than
+    /// the broker accepts. Permanent for that record (it goes through the
+    /// error policy).
+    #[error("an output of {bytes} bytes is over the {limit}-byte message limit")]
+    OutputTooLarge {
+        /// The output's size.
+        bytes: usize,
+        /// The limit (`rocketmq_streams_io::MAX_MESSAGE_BYTES`).
+        limit: usize,
+    },
     /// A user closure panicked on a record. Permanent for that record.
     #[error("user code panicked: {0}")]
     UserPanic(String),

@@ -98,6 +98,19 @@ impl Context {
         mark
     }
 
+    /// The largest body emitted since `mark` (0 if none).
+    pub(crate) fn largest_since(&self, mark: &[usize]) -> usize {
+        let outputs = self
+            .outputs
+            .iter()
+            .zip(mark)
+            .flat_map(|(buffer, &len)| buffer[len..].iter().map(|o| o.body.len()));
+        let shuffled = self.shuffle[mark.get(self.outputs.len()).copied().unwrap_or(0)..]
+            .iter()
+            .map(|o| o.body.len());
+        outputs.chain(shuffled).max().unwrap_or(0)
+    }
+
     /// Drops what was emitted since `mark`: a record that failed half-way
     /// leaves no partial output behind.
     pub(crate) fn rollback(&mut self, mark: &[usize]) {

@@ -125,10 +125,17 @@ pub(crate) fn process_record(
     ctx: &mut Context,
 ) -> Result<(), StreamsError> {
     let mark = ctx.mark();
-    let result = match catch_unwind(AssertUnwindSafe(|| pipeline.process(body, timestamp, ctx))) {
+    let mut result = match catch_unwind(AssertUnwindSafe(|| pipeline.process(body, timestamp, ctx))) {
         Ok(result) => result,
         Err(panic) => Err(StreamsError::UserPanic(panic_message(panic.as_ref()))),
     };
+    if result.is_ok() {
+        let bytes = ctx.largest_since(&mark);
+        let limit = rocketmq_streams_io::MAX_MESSAGE_BYTES;
+        if bytes > limit {
+            result = Err(StreamsError::OutputTooLarge { bytes, limit });
+        }
+    }
     if result.is_err() {
         ctx.rollback(&mark);
     }

@@ -16,6 +16,12 @@ use crate::runtime::{IoRuntime, IoTask};
 /// the per-message headers the batch encoding adds.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
+/// The largest message body the engine sends: RocketMQ's default
+/// `maxMessageSize` (4 MiB) less a margin for the message's properties. A
+/// record whose output is larger fails through the error policy instead of
+/// failing every send (and the job) over and over.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
 /// The most messages one send carries, by default
 /// ([`Sink::with_batch_messages`] changes it).
 pub const MAX_BATCH_MESSAGES: usize = 512;
