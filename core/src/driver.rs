@@ -519,6 +519,48 @@ mod tests {
         assert_eq!(last, expected);
     }
 
+    #[test]
+    fn a_record_that_fails_after_its_aggregations_leaves_their_state_as_it_was() {
+        let b = StreamBuilder::new("rollback");
+        let words = b.source("words", Utf8).key_by(|w: &String| w.clone());
+        // First branch: the total length per word (state written first).
+        words
+            .sum(|w: &String| w.len() as i64)
+            .sink("lengths", Json::<(String, i64)>::new());
+        // Second branch: the count, then a step that panics the first time
+        // it sees "boom" — after both aggregations updated their state.
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        words
+            .count()
+            .to_rstream()
+            .map(move |(w, c): (String, u64)| {
+                if w == "boom" && s.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("boom");
+                }
+                (w, c)
+            })
+            .sink("counts", Json::<(String, u64)>::new());
+        let mut d = TopologyTestDriver::new(b.build().expect("valid"));
+        for w in ["a", "boom", "boom", "a"] {
+            d.pipe_input("words", w, 0).expect("skipped, not an error");
+        }
+        let counts: Vec<(String, u64)> = d.read_values("counts", &Json::new());
+        let lengths: Vec<(String, i64)> = d.read_values("lengths", &Json::new());
+        let pairs = |v: &[(&str, i64)]| v.iter().map(|(w, n)| (w.to_string(), *n)).collect::<Vec<_>>();
+        assert_eq!(
+            counts,
+            [("a".to_string(), 1), ("boom".into(), 1), ("a".into(), 2)],
+            "the failed record was not counted"
+        );
+        assert_eq!(
+            lengths,
+            pairs(&[("a", 1), ("boom", 4), ("a", 2)]),
+            "nor summed: its sum update and output were rolled back"
+        );
+        assert_eq!(d.metrics().skipped, 1);
+    }
+
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Reading {
         sensor: String,

@@ -89,7 +89,10 @@
 //! consumer there when a batch starts beyond it.
 //!
 //! A queue's local database is kept when the queue is revoked, so an owner
-//! that gets it back replays only the tail. A queue whose beginning the
+//! that gets it back replays only the tail. The runtime runs each restore
+//! as a task of its own: a shard's other queues go on while one queue
+//! restores, and the restoring queue's batches are dropped and consumed
+//! again from the restored `source_next`. A queue whose beginning the
 //! broker's retention deleted, when the restore needs it, is a hard
 //! [`StateError::Truncated`] that names the fix, never a silent skip.
 //!

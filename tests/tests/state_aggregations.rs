@@ -152,3 +152,36 @@ fn keyed_aggregations_match_their_references_and_malformed_state_is_counted() {
         "the malformed shuffle and state messages: {m:?}"
     );
 }
+
+/// Shuffle queue *i* keeps its state in state queue *i*: a state topic with
+/// fewer queues (created before, or by someone else) would silently put two
+/// shuffle queues' state in one. The job refuses to start, saying why.
+#[test]
+fn a_state_topic_with_another_queue_count_is_refused_at_start() {
+    let cluster = TestCluster::start();
+    let (input, job) = (unique("mismatch-in"), unique("mismatch-job"));
+    cluster.produce(&input, 2, vec![Bytes::from_static(b"a")]);
+    cluster.produce(&format!("{job}-state"), 4, Vec::new());
+    let builder = StreamBuilder::new(&job);
+    builder
+        .source(&input, Utf8)
+        .key_by(|w: &String| w.clone())
+        .count()
+        .to_rstream()
+        .foreach(|_: &(String, u64)| {});
+    let mut config = RuntimeConfig::new(cluster.client.clone());
+    config.shuffle_queues = 8;
+    let dir = tempfile::tempdir().expect("state dir");
+    config.state_dir = Some(dir.path().to_path_buf());
+    let err = match StreamRuntime::start(builder.build().expect("topology"), config) {
+        Ok(job) => {
+            let _ = job.stop();
+            panic!("a job whose state topic has 4 queues for 8 shuffle queues started");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("has 8 queues") && err.contains("has 4"),
+        "the error names both counts: {err}"
+    );
+}

@@ -51,3 +51,52 @@ impl<K, V, A: Accumulator<V>> Processor<Keyed<K, V>> for Aggregate<K, V, A> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rocketmq_streams_state::QueueStore;
+
+    use super::*;
+    use crate::accumulator::Count;
+
+    /// Passes results on to nowhere.
+    struct Nowhere;
+
+    impl Processor<Keyed<String, u64>> for Nowhere {
+        fn process(&mut self, _: Record<Keyed<String, u64>>, _: &mut Context) -> Result<(), StreamsError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stored_value_that_no_longer_decodes_fails_the_record_not_the_job() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 10).expect("open");
+        store.put(Bytes::from_static(b"\x00\x01\"k\""), Bytes::from_static(b"{not a count"));
+        let mut ctx = Context::new(0);
+        ctx.store = Some(store);
+        let mut count: Aggregate<String, (), Count> = Aggregate {
+            prefix: [0, 1],
+            acc: Arc::new(Count),
+            next: Box::new(Nowhere),
+            key_buf: Vec::new(),
+        };
+        let record = Record {
+            value: Keyed {
+                key: "k".to_string(),
+                raw_key: Bytes::from_static(b"\"k\""),
+                value: (),
+            },
+            timestamp: 0,
+        };
+        let err = count.process(record, &mut ctx).expect_err("the record fails");
+        // A per-record error: the error policy skips or dead-letters it.
+        assert!(matches!(err, StreamsError::Serde(_)), "{err}");
+        let store = ctx.store().expect("store");
+        assert_eq!(
+            store.get(b"\x00\x01\"k\"").expect("get"),
+            Some(Bytes::from_static(b"{not a count")),
+            "the stored value is left as it was"
+        );
+    }
+}

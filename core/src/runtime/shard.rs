@@ -12,7 +12,8 @@ use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_shuffle::origin_id;
 use rocketmq_streams_state::{
-    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RocksDbOptions, StateError, StateLog,
+    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions, StateError,
+    StateLog,
 };
 use tracing::Instrument;
 
@@ -109,7 +110,8 @@ pub(crate) struct StateSetup {
 struct QueueState {
     /// The protocol's side: store, epoch, restored source offset.
     owned: OwnedQueue,
-    state_queue: QueueId,
+    /// Its state-topic queue.
+    log: StateQueueLog,
     /// The offset after the last processed batch, and after the last checkpoint.
     next: Option<Offset>,
     checkpointed: Option<Offset>,
@@ -119,6 +121,24 @@ struct QueueState {
     expected: Option<Offset>,
     /// When a seek back to `expected` was last asked for.
     seek_asked: Option<Instant>,
+}
+
+/// A keyed queue whose state a task of its own is restoring.
+struct Restoring {
+    /// Tells this restore's result from that of an earlier one of the
+    /// same queue (revoked, then assigned again).
+    generation: u64,
+    /// The first offset of the batches dropped meanwhile.
+    from: Offset,
+    /// Dropping it (a revoke, the stop) cancels the restore.
+    _task: glommio::Task<()>,
+}
+
+/// What a restore task sends back to its shard.
+struct Restored {
+    queue: QueueId,
+    generation: u64,
+    result: Result<(OwnedQueue, RestoreSummary, StateQueueLog, usize), StateError>,
 }
 
 /// How often a shard asks again for a seek that has not taken effect.
@@ -131,14 +151,15 @@ const FENCED_FOR: Duration = Duration::from_secs(30);
 
 /// One state-topic queue as the `state` crate's protocol sees it: sends
 /// through the job's sink (retried), reads through the state reader.
-struct StateQueueLog<'a> {
-    sink: &'a Sink,
+#[derive(Clone)]
+struct StateQueueLog {
+    sink: Sink,
     outage: Duration,
-    reader: &'a QueueReader,
-    queue: &'a QueueId,
+    reader: QueueReader,
+    queue: QueueId,
 }
 
-impl StateQueueLog<'_> {
+impl StateQueueLog {
     fn error(&self, e: impl std::fmt::Display, retriable: bool) -> StateError {
         StateError::Log {
             queue: self.queue.to_string(),
@@ -148,14 +169,14 @@ impl StateQueueLog<'_> {
     }
 }
 
-impl StateLog for StateQueueLog<'_> {
+impl StateLog for StateQueueLog {
     fn name(&self) -> String {
         self.queue.to_string()
     }
 
     async fn append(&self, bodies: Vec<bytes::Bytes>) -> rocketmq_streams_state::Result<i64> {
         let records = bodies.into_iter().map(OutRecord::new).collect();
-        match send_retrying(self.sink, self.queue.clone(), records, self.outage).await {
+        match send_retrying(&self.sink, self.queue.clone(), records, self.outage).await {
             Ok(ack) => Ok(ack.last_offset.0),
             Err(e) => {
                 let retriable = e.is_retriable();
@@ -242,12 +263,19 @@ struct Shard {
     fenced: HashMap<QueueId, Instant>,
     /// Batches sent so far: numbers this shard's hand-offs.
     batches: u64,
+    /// Keyed queues whose state is being restored.
+    restoring: HashMap<QueueId, Restoring>,
+    /// Restores started so far: numbers them.
+    generation: u64,
+    restored_tx: futures::channel::mpsc::UnboundedSender<Restored>,
+    restored_rx: futures::channel::mpsc::UnboundedReceiver<Restored>,
     ctx: Context,
 }
 
 impl Shard {
     fn new(setup: ShardSetup) -> Self {
         let ctx = Context::new(setup.topology.sink_topics().len());
+        let (restored_tx, restored_rx) = futures::channel::mpsc::unbounded();
         Self {
             setup,
             pipelines: HashMap::new(),
@@ -255,6 +283,10 @@ impl Shard {
             failed: HashSet::new(),
             fenced: HashMap::new(),
             batches: 0,
+            restoring: HashMap::new(),
+            generation: 0,
+            restored_tx,
+            restored_rx,
             ctx,
         }
     }
@@ -276,59 +308,83 @@ impl Shard {
     }
 
     async fn serve(&mut self) {
-        while let Some(msg) = self.setup.inbox.recv().await {
-            match msg {
-                ShardMsg::Revoke(queue) => {
-                    self.pipelines.remove(&queue);
-                    self.fenced.remove(&queue);
-                    self.drop_state(&queue);
+        loop {
+            // Finished restores first: a revoke handled after this select
+            // then finds its queue's restore either installed or still
+            // running (and cancels it), never finished with its database
+            // open and its result unread.
+            let next = {
+                let restored = futures::StreamExt::next(&mut self.restored_rx);
+                let msg = self.setup.inbox.recv();
+                futures::pin_mut!(restored, msg);
+                match futures::future::select(restored, msg).await {
+                    futures::future::Either::Left((Some(restored), _)) => Err(restored),
+                    // The shard holds a sender: never closed.
+                    futures::future::Either::Left((None, _)) => break,
+                    futures::future::Either::Right((Some(msg), _)) => Ok(msg),
+                    futures::future::Either::Right((None, _)) => break,
                 }
-                ShardMsg::Tick => {
-                    if !self.checkpoint_all().await {
-                        return;
-                    }
-                }
-                ShardMsg::Batch(batch) => {
-                    if self.fenced.get(&batch.queue).is_some_and(|t| t.elapsed() >= FENCED_FOR) {
-                        self.fenced.remove(&batch.queue);
-                    }
-                    if self.failed.contains(&batch.queue) || self.fenced.contains_key(&batch.queue) {
-                        // Dropped unprocessed, so never acknowledged; the
-                        // coordinator still counts it out of flight.
-                        let event = ShardEvent::Acked {
-                            shard: self.setup.id,
-                            queue: batch.queue.clone(),
-                            next: None,
-                        };
-                        if self.setup.events.send(event).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
-                    let event = match self.process(&batch).instrument(span).await {
-                        Ok(next) => ShardEvent::Acked {
-                            shard: self.setup.id,
-                            queue: batch.queue.clone(),
-                            next,
-                        },
-                        Err(error) => {
-                            self.failed.insert(batch.queue.clone());
-                            ShardEvent::Failed {
-                                shard: self.setup.id,
-                                queue: Some(batch.queue.clone()),
-                                error,
-                            }
-                        }
-                    };
-                    if self.setup.events.send(event).is_err() {
-                        return;
-                    }
-                }
+            };
+            let alive = match next {
+                Ok(msg) => self.handle(msg).await,
+                Err(restored) => self.install(restored).await,
+            };
+            if !alive {
+                return;
             }
         }
+        // Restores still running are cancelled: their queues' offsets were
+        // never acknowledged.
+        self.restoring.clear();
         // Stopping: make every owned queue's state durable and report it.
         self.checkpoint_all().await;
+    }
+
+    /// Handles one message of the coordinator. Returns `false` when the
+    /// coordinator is gone.
+    async fn handle(&mut self, msg: ShardMsg) -> bool {
+        match msg {
+            ShardMsg::Revoke(queue) => {
+                self.pipelines.remove(&queue);
+                self.fenced.remove(&queue);
+                self.restoring.remove(&queue);
+                self.drop_state(&queue);
+                true
+            }
+            ShardMsg::Tick => self.checkpoint_all().await,
+            ShardMsg::Batch(batch) => {
+                if self.fenced.get(&batch.queue).is_some_and(|t| t.elapsed() >= FENCED_FOR) {
+                    self.fenced.remove(&batch.queue);
+                }
+                if self.failed.contains(&batch.queue) || self.fenced.contains_key(&batch.queue) {
+                    // Dropped unprocessed, so never acknowledged; the
+                    // coordinator still counts it out of flight.
+                    let event = ShardEvent::Acked {
+                        shard: self.setup.id,
+                        queue: batch.queue.clone(),
+                        next: None,
+                    };
+                    return self.setup.events.send(event).is_ok();
+                }
+                let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
+                let event = match self.process(&batch).instrument(span).await {
+                    Ok(next) => ShardEvent::Acked {
+                        shard: self.setup.id,
+                        queue: batch.queue.clone(),
+                        next,
+                    },
+                    Err(error) => {
+                        self.failed.insert(batch.queue.clone());
+                        ShardEvent::Failed {
+                            shard: self.setup.id,
+                            queue: Some(batch.queue.clone()),
+                            error,
+                        }
+                    }
+                };
+                self.setup.events.send(event).is_ok()
+            }
+        }
     }
 
     /// Checkpoints every owned keyed queue that moved since its last
@@ -367,9 +423,13 @@ impl Shard {
         }
     }
 
-    /// Claims shuffle queue `queue`'s state queue and brings its local store
-    /// up to date (the `state` crate's [`OwnedQueue::claim`]).
-    async fn restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
+    /// Starts claiming shuffle queue `queue`'s state queue and bringing its
+    /// local store up to date (the `state` crate's [`OwnedQueue::claim`])
+    /// as a task of its own: the shard's other queues go on meanwhile.
+    /// Batches of `queue` that arrive before it is done are dropped
+    /// unprocessed; once it is, the queue is consumed again from where its
+    /// state ends (see [`Shard::install`]).
+    fn start_restore(&mut self, queue: &QueueId, from: Offset) -> Result<(), StreamsError> {
         let s = &self.setup;
         let Some(state) = &s.state else {
             return Err(StreamsError::Topology(format!(
@@ -391,33 +451,103 @@ impl Shard {
             .dir
             .join(format!("{}-{}-{}", queue.topic(), queue.broker(), queue.queue()));
         let log = StateQueueLog {
-            sink: &s.sink,
+            sink: s.sink.clone(),
             outage: s.outage,
-            reader: &state.reader,
-            queue: &state_queue,
+            reader: state.reader.clone(),
+            queue: state_queue,
         };
-        let (owned, summary) =
-            OwnedQueue::claim(&log, &dir, state.cache, &state.rocksdb, state.protocol.clone()).await?;
-        for (offset, body, why) in &summary.malformed {
-            route_malformed_state(s, index, body, why.clone(), format!("{state_queue}:{offset}")).await?;
-        }
-        ShardCounters::add(&s.counters.restored, summary.applied);
-        tracing::info!(%queue, epoch = owned.epoch(), source_next = ?owned.source_next(),
-            from_local = summary.from_local, markers = summary.markers, applied = summary.applied,
-            discarded = summary.discarded, ignored = summary.ignored, "state restored");
-        self.states.insert(
+        let (cache, rocksdb, protocol) = (state.cache, state.rocksdb.clone(), state.protocol.clone());
+        self.generation += 1;
+        let generation = self.generation;
+        let done = self.restored_tx.clone();
+        let task_queue = queue.clone();
+        let task = glommio::spawn_local(async move {
+            let result = OwnedQueue::claim(&log, &dir, cache, &rocksdb, protocol)
+                .await
+                .map(|(owned, summary)| (owned, summary, log, index));
+            let _ = done.unbounded_send(Restored {
+                queue: task_queue,
+                generation,
+                result,
+            });
+        });
+        self.restoring.insert(
             queue.clone(),
-            QueueState {
-                expected: owned.source_next().map(Offset),
-                owned,
-                state_queue,
-                next: None,
-                checkpointed: None,
-                last_checkpoint: Instant::now(),
-                seek_asked: None,
+            Restoring {
+                generation,
+                from,
+                _task: task,
             },
         );
         Ok(())
+    }
+
+    /// Takes a finished restore: installs the queue's state and asks for
+    /// the queue to be consumed again from where the state ends (or from
+    /// the first batch dropped meanwhile, before any marker). Returns
+    /// `false` when the coordinator is gone.
+    async fn install(&mut self, restored: Restored) -> bool {
+        let Restored {
+            queue,
+            generation,
+            result,
+        } = restored;
+        // A restore of a queue revoked since (and maybe assigned again).
+        let Some(restoring) = self.restoring.remove(&queue).filter(|r| r.generation == generation) else {
+            if let Ok((owned, ..)) = result {
+                owned.close();
+            }
+            return true;
+        };
+        let outcome = match result {
+            Ok((owned, summary, log, index)) => {
+                let mut routed = Ok(());
+                for (offset, body, why) in &summary.malformed {
+                    let at = format!("{}:{offset}", log.queue);
+                    routed = route_malformed_state(&self.setup, index, body, why.clone(), at).await;
+                    if routed.is_err() {
+                        break;
+                    }
+                }
+                routed.map(|()| (owned, summary, log))
+            }
+            Err(e) => Err(e.into()),
+        };
+        let (owned, summary, log) = match outcome {
+            Ok(restored) => restored,
+            Err(error) => {
+                self.failed.insert(queue.clone());
+                let event = ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(queue),
+                    error,
+                };
+                // A failed restore has no batch in flight: count none out.
+                return self.setup.events.send(event).is_ok();
+            }
+        };
+        ShardCounters::add(&self.setup.counters.restored, summary.applied);
+        tracing::info!(%queue, epoch = owned.epoch(), source_next = ?owned.source_next(),
+            from_local = summary.from_local, markers = summary.markers, applied = summary.applied,
+            discarded = summary.discarded, ignored = summary.ignored, "state restored");
+        let resume = owned.source_next().map_or(restoring.from, Offset);
+        self.states.insert(
+            queue.clone(),
+            QueueState {
+                expected: Some(resume),
+                owned,
+                log,
+                next: None,
+                checkpointed: None,
+                last_checkpoint: Instant::now(),
+                seek_asked: Some(Instant::now()),
+            },
+        );
+        // The batches dropped while the restore ran moved the consumer on.
+        self.setup
+            .events
+            .send(ShardEvent::Seek { queue, offset: resume })
+            .is_ok()
     }
 
     /// The commit protocol of the `state` crate for one queue
@@ -434,16 +564,7 @@ impl Shard {
         if state.checkpointed == Some(next) && state.owned.store().is_none_or(|st| st.dirty_len() == 0) {
             return Ok(None);
         }
-        let Some(reader) = s.state.as_ref().map(|st| &st.reader) else {
-            return Ok(None);
-        };
-        let log = StateQueueLog {
-            sink: &s.sink,
-            outage: s.outage,
-            reader,
-            queue: &state.state_queue,
-        };
-        match state.owned.checkpoint(&log, next.0).await {
+        match state.owned.checkpoint(&state.log, next.0).await {
             Ok(_) => {}
             Err(e @ StateError::Fenced { .. }) => {
                 tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; dropping it");
@@ -490,7 +611,14 @@ impl Shard {
     async fn process(&mut self, batch: &QueueBatch) -> Result<Option<Offset>, StreamsError> {
         let keyed = self.setup.topology.shuffle_topic() == Some(batch.queue.topic());
         if keyed && !self.states.contains_key(&batch.queue) {
-            self.restore(&batch.queue).await?;
+            // Dropped unprocessed while the queue's state is restored; the
+            // queue is consumed again from where its state ends.
+            let first = batch.records.first().map_or(Offset(0), |r| r.offset);
+            match self.restoring.get_mut(&batch.queue) {
+                Some(restoring) => restoring.from = restoring.from.min(first),
+                None => self.start_restore(&batch.queue, first)?,
+            }
+            return Ok(None);
         }
         if keyed {
             if !self.continuous(batch) {
