@@ -546,6 +546,55 @@ fn wait_for_port(port: u16, timeout: Duration) -> std::io::Result<()> {
     }
 }
 
+/// The `rocketmq-streams-broker` command: parses `args` (without the
+/// program name), runs the broker until Ctrl-C or SIGTERM, and returns the
+/// process's exit code. See the binary's docs for the arguments.
+pub fn standalone_main(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    crate::init_logging();
+    let mut config = EmbeddedConfig::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let parsed = match arg.as_str() {
+            "--namesrv-port" => value("--namesrv-port")
+                .and_then(|v| v.parse().map_err(|e| format!("--namesrv-port: {e}")))
+                .map(|p| config.namesrv_port = Some(p)),
+            "--broker-port" => value("--broker-port")
+                .and_then(|v| v.parse().map_err(|e| format!("--broker-port: {e}")))
+                .map(|p| config.broker_port = Some(p)),
+            "--store" => value("--store").map(|v| config.store_dir = Some(v.into())),
+            "-h" | "--help" => {
+                println!("usage: rocketmq-streams-broker [--namesrv-port P] [--broker-port P] [--store DIR]");
+                return ExitCode::SUCCESS;
+            }
+            other => Err(format!("unknown argument {other:?}")),
+        };
+        if let Err(e) = parsed {
+            eprintln!("rocketmq-streams-broker: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let mq = match EmbeddedRocketMQ::start_with(config) {
+        Ok(mq) => mq,
+        Err(e) => {
+            eprintln!("rocketmq-streams-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("ROCKETMQ_NAMESRV_ADDR={}", mq.namesrv_addr());
+    match crate::Interrupt::install() {
+        Ok(interrupt) => interrupt.wait(),
+        Err(e) => {
+            eprintln!("rocketmq-streams-broker: cannot listen for Ctrl-C: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!("rocketmq-streams-broker: stopping");
+    mq.stop();
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

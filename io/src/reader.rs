@@ -64,14 +64,7 @@ impl QueueReader {
         let c = self.consumer.clone();
         self.io.spawn(async move {
             let mq = queue.to_mq();
-            // Loads the topic's route, so the client knows the queue's broker.
-            c.fetch_subscribe_message_queues(queue.topic())
-                .await
-                .map_err(|e| Error::client(Operation::Source, &format!("route of {}", queue.topic()), e))?;
-            let end = c
-                .max_offset(&mq)
-                .await
-                .map_err(|e| Error::client(Operation::Source, &format!("end offset of {queue}"), e))?;
+            let end = end_offset(&c, &queue).await?;
             if from.0 >= end {
                 return Ok(Chunk {
                     records: Vec::new(),
@@ -113,18 +106,11 @@ impl QueueReader {
     pub fn bounds(&self, queue: QueueId) -> IoTask<Result<(Offset, Offset)>> {
         let c = self.consumer.clone();
         self.io.spawn(async move {
-            let mq = queue.to_mq();
-            c.fetch_subscribe_message_queues(queue.topic())
-                .await
-                .map_err(|e| Error::client(Operation::Source, &format!("route of {}", queue.topic()), e))?;
+            let end = end_offset(&c, &queue).await?;
             let first = c
-                .min_offset(&mq)
+                .min_offset(&queue.to_mq())
                 .await
                 .map_err(|e| Error::client(Operation::Source, &format!("first offset of {queue}"), e))?;
-            let end = c
-                .max_offset(&mq)
-                .await
-                .map_err(|e| Error::client(Operation::Source, &format!("end offset of {queue}"), e))?;
             Ok((Offset(first), Offset(end)))
         })
     }
@@ -134,4 +120,15 @@ impl QueueReader {
         let c = self.consumer.clone();
         let _ = self.io.spawn(async move { c.shutdown().await }).await;
     }
+}
+
+/// Loads the route of `queue`'s topic (so the client knows the queue's
+/// broker) and returns the queue's end offset.
+async fn end_offset(c: &DefaultMQPullConsumer, queue: &QueueId) -> Result<i64> {
+    c.fetch_subscribe_message_queues(queue.topic())
+        .await
+        .map_err(|e| Error::client(Operation::Source, &format!("route of {}", queue.topic()), e))?;
+    c.max_offset(&queue.to_mq())
+        .await
+        .map_err(|e| Error::client(Operation::Source, &format!("end offset of {queue}"), e))
 }

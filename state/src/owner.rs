@@ -208,6 +208,7 @@ impl OwnedQueue {
         debug_assert_eq!(restore.epoch(), Some(claim_at));
         let source_next = restore.source_next();
         let mut summary = restore.finish(&mut store, claim_at + 1)?;
+        summary.applied += start.snapshot_len;
         summary.from_local = from_local;
         summary.discarded_local = discarded_local;
         summary.malformed = malformed;
@@ -365,7 +366,7 @@ impl OwnedQueue {
         if last + 1 - n == expected {
             return Ok(last);
         }
-        wait_readable(log, last, &self.options).await?;
+        wait_readable(log, last, &self.options, Instant::now(), None).await?;
         let epoch = self.epoch;
         let mut newer = None;
         scan(log, expected, last, &self.options, |r| {
@@ -490,34 +491,35 @@ async fn claim_readable<L: StateLog>(log: &L, token: u64, options: &ProtocolOpti
     let started = Instant::now();
     loop {
         let claim_at = log.append(vec![Change::Claim { token }.encode()]).await?;
-        let claimed = Instant::now();
-        loop {
-            let (first, end) = log.bounds().await?;
-            if end > claim_at {
-                return Ok((claim_at, first));
-            }
-            if started.elapsed() > options.visibility_wait {
-                return Err(not_visible(log, claim_at, end, started.elapsed()));
-            }
-            if claimed.elapsed() > options.reclaim_after {
-                tracing::debug!(queue = %log.name(), claim_at, end, "claim not readable yet; claiming again");
-                break;
-            }
-            log.pause(options.poll_interval).await;
+        match wait_readable(log, claim_at, options, started, Some(options.reclaim_after)).await? {
+            Some((first, _)) => return Ok((claim_at, first)),
+            None => tracing::debug!(queue = %log.name(), claim_at, "claim not readable yet; claiming again"),
         }
     }
 }
 
-/// Waits until `offset` is readable; returns the queue's bounds then.
-async fn wait_readable<L: StateLog>(log: &L, offset: i64, options: &ProtocolOptions) -> Result<(i64, i64)> {
-    let started = Instant::now();
+/// Waits until `offset` is readable and returns the queue's bounds then;
+/// `None` once `patience` (if any) has passed. Fails with
+/// [`StateError::NotVisible`] once [`ProtocolOptions::visibility_wait`] has
+/// passed since `since`.
+async fn wait_readable<L: StateLog>(
+    log: &L,
+    offset: i64,
+    options: &ProtocolOptions,
+    since: Instant,
+    patience: Option<Duration>,
+) -> Result<Option<(i64, i64)>> {
+    let waiting = Instant::now();
     loop {
         let (first, end) = log.bounds().await?;
         if end > offset {
-            return Ok((first, end));
+            return Ok(Some((first, end)));
         }
-        if started.elapsed() > options.visibility_wait {
-            return Err(not_visible(log, offset, end, started.elapsed()));
+        if since.elapsed() > options.visibility_wait {
+            return Err(not_visible(log, offset, end, since.elapsed()));
+        }
+        if patience.is_some_and(|p| waiting.elapsed() > p) {
+            return Ok(None);
         }
         log.pause(options.poll_interval).await;
     }

@@ -36,7 +36,7 @@ pub struct Restore {
 pub struct RestoreSummary {
     /// Markers applied.
     pub markers: u64,
-    /// Changes applied.
+    /// Changes applied (a snapshot's entries included).
     pub applied: u64,
     /// Changes of an owner that stopped before their marker, discarded.
     pub discarded: u64,

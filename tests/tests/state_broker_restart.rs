@@ -1,4 +1,5 @@
-//! The broker runs in a process of its own (`rocketmq-streams-broker`) and
+//! The broker runs in a process of its own (`src/bin/test-broker.rs`, the
+//! `rocketmq-streams-broker` command) and
 //! is killed with SIGKILL and started again on the same store and ports
 //! while the word count runs. The job rides the outage out (its sends retry
 //! up to `RuntimeConfig::outage_deadline`), resumes, and its counts equal
@@ -15,20 +16,6 @@ use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
 const WORDS: usize = 300_000;
 const DISTINCT: usize = 20_000;
-
-/// The broker binary, built beside this test's binary by `cargo test --workspace`.
-fn broker_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let bin = dir.join("rocketmq-streams-broker");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p rocketmq-streams-io --bin rocketmq-streams-broker` \
-         (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
 
 /// A free loopback port `p` with `p - 2` free too (the broker's fast port).
 fn free_ports() -> (u16, u16) {
@@ -55,7 +42,7 @@ fn free_ports() -> (u16, u16) {
 
 /// Starts the broker process and waits for its address line.
 fn start_broker(store: &std::path::Path, namesrv: u16, broker: u16) -> (Child, String) {
-    let mut child = Command::new(broker_binary())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_test-broker"))
         .args([
             "--namesrv-port",
             &namesrv.to_string(),

@@ -72,7 +72,10 @@ mod tests {
     fn a_stored_value_that_no_longer_decodes_fails_the_record_not_the_job() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = QueueStore::open(dir.path().join("q"), 10).expect("open");
-        store.put(Bytes::from_static(b"\x00\x01\"k\""), Bytes::from_static(b"{not a count"));
+        store.put(
+            Bytes::from_static(b"\x00\x01\"k\""),
+            Bytes::from_static(b"{not a count"),
+        );
         let mut ctx = Context::new(0);
         ctx.store = Some(store);
         let mut count: Aggregate<String, (), Count> = Aggregate {

@@ -12,8 +12,7 @@ use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_shuffle::origin_id;
 use rocketmq_streams_state::{
-    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions, StateError,
-    StateLog,
+    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions, StateError, StateLog,
 };
 use tracing::Instrument;
 
