@@ -240,6 +240,15 @@ impl Source {
         Ok(set.iter().map(QueueId::from_mq).collect())
     }
 
+    /// Whether `queue` is assigned to this consumer now.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Source`] error if the consumer is not running.
+    pub async fn is_assigned(&self, queue: &QueueId) -> Result<bool> {
+        Ok(self.assignment().await?.contains(queue))
+    }
+
     /// Polls one batch: waits up to the poll timeout for messages of any
     /// assigned queue, then takes what else is already pulled (up to
     /// `max_poll_records`), and returns them grouped by queue. Empty when

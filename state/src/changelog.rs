@@ -28,8 +28,8 @@ pub type Epoch = i64;
 /// - `Snapshot`: as `Put`;
 /// - `SnapshotEnd`: `epoch:i64 token:u64 source_next:i64 count:u64`.
 ///
-/// Version 1 (before epochs) is refused with a clear error: its messages
-/// carry no owner, so they cannot be fenced.
+/// Version 1 (before epochs) is refused with a clear error that stops the
+/// restore: its messages carry no owner, so they cannot be fenced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A new owner takes the queue over. Its epoch is this message's
@@ -85,7 +85,8 @@ pub enum Change {
         epoch: Epoch,
         /// The writer's claim token.
         token: u64,
-        /// The source offset the state is complete up to (exclusive).
+        /// The source offset the state is complete up to (exclusive); -1
+        /// before the queue's first marker.
         source_next: i64,
         /// Entries of the snapshot.
         count: u64,
@@ -151,6 +152,15 @@ impl Change {
             }
         }
         out.freeze()
+    }
+
+    /// Whether `body` cannot have been written by any release of this
+    /// engine (its first byte is no format version it ever wrote): foreign
+    /// bytes in the state topic, which a restore may skip by the error
+    /// policy without losing state. A body of a known version that does
+    /// not decode is corrupt state, and a restore stops on it.
+    pub fn is_foreign(body: &[u8]) -> bool {
+        !matches!(body.first(), Some(1..=VERSION))
     }
 
     /// Decodes a message body; keys and values are slices of `body`.

@@ -136,10 +136,12 @@
 //! | 4 and 5 (offset not committed) | the queue resumes at the marker's `source_next`; records before it that come again are at or below the restored high-water mark: dropped |
 //! | the first stage re-sends shuffled records (its offsets were not committed) | the duplicates' origins are at or below the high-water mark: dropped |
 //! | an old owner keeps writing after a newer claim | its changes and markers are ignored; its next checkpoint fails with `Fenced` |
-//! | the broker's readable end trails its acknowledgements | the restore waits for its own claim (bounded, then `NotVisible`) |
+//! | the broker's readable end trails its acknowledgements | the restore waits for its own claim (re-claiming each second, bounded, then `NotVisible`) |
 //! | a local database of another queue (topic recreated) | identity check fails; rebuilt from the queue, reason logged |
 //! | retention deleted the queue's start | the restore starts from the latest snapshot |
 //! | retention deleted what the restore needs, and every snapshot | `Truncated`, a hard error naming the fix |
+//! | a restore fails transiently (broker unreachable, claim not readable) | the runtime tries it again with a growing pause; the queue's batches wait |
+//! | a restore cancelled by a revoke whose claim is still under way | the claim may land after the new owner's and fence it: the new owner drops the queue for 30 s and claims again (slower, still exact) |
 //!
 //! So restored state never counts a replayed record twice nor skips one.
 //! Sink outputs remain at-least-once (a replayed record's update may be
@@ -160,10 +162,21 @@
 //! may delete everything before the latest snapshot. A queue whose
 //! beginning is gone with no snapshot left is [`StateError::Truncated`].
 //!
-//! **Not covered yet:** a queue that stays idle for longer than the
-//! broker's retention (72 h by default) writes no new snapshot, so its
-//! last one can expire; restoring it then fails with `Truncated` (raise
-//! the state topic's retention for such jobs).
+//! A queue that stays idle writes no checkpoints; its owner still writes a
+//! snapshot once the last one is older than
+//! [`ProtocolOptions::snapshot_max_age`] (24 h), so its state outlives the
+//! broker's retention (72 h by default).
+//!
+//! # Messages a restore cannot read
+//!
+//! Bytes that no release of this engine wrote (their first byte is no
+//! format version, [`Change::is_foreign`]) are listed in the restore's
+//! summary for the job's error policy (skipped or dead-lettered, counted):
+//! they hold no state. A message of this engine's format that does not
+//! decode — corrupt, or written by an older release (version 1) — stops
+//! the restore with [`StateError::Malformed`]: skipping it could lose
+//! state or apply a fenced owner's changes. So does a local checkpoint of
+//! another layout, which is never taken for "no local state".
 #![warn(missing_docs)]
 
 mod changelog;

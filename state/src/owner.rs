@@ -37,6 +37,10 @@ pub struct ProtocolOptions {
     pub snapshot_after: u64,
     /// Messages per append of a snapshot. Default: 512.
     pub snapshot_batch: usize,
+    /// Longest time between two snapshots of a queue, busy or idle, so
+    /// that an idle queue's state outlives the broker's retention (72 h by
+    /// default): [`OwnedQueue::snapshot_if_old`]. Default: 24 h.
+    pub snapshot_max_age: Duration,
 }
 
 impl Default for ProtocolOptions {
@@ -48,6 +52,7 @@ impl Default for ProtocolOptions {
             reclaim_after: Duration::from_secs(1),
             snapshot_after: 100_000,
             snapshot_batch: 512,
+            snapshot_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -88,6 +93,11 @@ pub struct OwnedQueue {
     since_snapshot: u64,
     /// Entries of the last snapshot written or restored (0: none known).
     snapshot_len: u64,
+    /// A newer claim seen by an append whose own error was not returned
+    /// (a snapshot's): the next checkpoint fails `Fenced` with it.
+    fenced_by: Option<Epoch>,
+    /// When this owner last wrote a snapshot (or claimed the queue).
+    last_snapshot: Instant,
     options: ProtocolOptions,
 }
 
@@ -119,8 +129,10 @@ impl OwnedQueue {
     /// [`StateError::NotVisible`] if the claim does not become readable in
     /// time; [`StateError::Truncated`] if retention deleted what the
     /// restore needs; [`StateError::Log`] and [`StateError::RocksDb`] as
-    /// they come. Malformed messages are no error: they are listed in the
-    /// summary for the caller's error policy.
+    /// they come; [`StateError::Malformed`] for a message of this engine's
+    /// format that does not decode (corrupt state, or an older release's).
+    /// Foreign bytes ([`Change::is_foreign`]) are no error: they are listed
+    /// in the summary for the caller's error policy.
     pub async fn claim<L: StateLog>(
         log: &L,
         path: &Path,
@@ -198,7 +210,9 @@ impl OwnedQueue {
         scan(log, start.from, claim_at, &options, |record| {
             match restore.feed(&mut store, record.offset, &record.body) {
                 Ok(()) => failpoint("restore.replay"),
-                Err(StateError::Malformed(why)) => malformed.push((record.offset, record.body.clone(), why)),
+                Err(StateError::Malformed(why)) if Change::is_foreign(&record.body) => {
+                    malformed.push((record.offset, record.body.clone(), why))
+                }
                 Err(e) => return Err(e),
             }
             Ok(ControlFlow::Continue(()))
@@ -219,8 +233,14 @@ impl OwnedQueue {
                 token,
                 source_next,
                 write_next: claim_at + 1,
-                since_snapshot: u64::try_from(claim_at + 1 - start.from).unwrap_or(0),
+                // From a snapshot: what follows it. Otherwise the queue may
+                // hold no snapshot (or one before the local checkpoint):
+                // count from its first offset, at worst one snapshot early.
+                since_snapshot: u64::try_from(claim_at + 1 - if start.snapshot_len > 0 { start.from } else { first })
+                    .unwrap_or(0),
                 snapshot_len: start.snapshot_len,
+                fenced_by: None,
+                last_snapshot: Instant::now(),
                 options,
             },
             summary,
@@ -272,6 +292,13 @@ impl OwnedQueue {
     ///
     /// If the store is taken.
     pub async fn checkpoint<L: StateLog>(&mut self, log: &L, source_next: i64) -> Result<Checkpoint> {
+        if let Some(newer) = self.fenced_by {
+            return Err(StateError::Fenced {
+                queue: log.name(),
+                epoch: self.epoch,
+                newer,
+            });
+        }
         let changes: Vec<Bytes> = self
             .store_ref()
             .changes(self.epoch)
@@ -306,13 +333,31 @@ impl OwnedQueue {
         failpoint("checkpoint.before-offset-commit");
         let due = self.options.snapshot_after.max(2 * self.snapshot_len);
         if self.since_snapshot >= due {
-            self.snapshot(log, source_next).await?;
+            // The checkpoint stands whatever becomes of the snapshot: one
+            // that fails is not valid, and the next due checkpoint tries
+            // again (a newer claim it met fails that checkpoint).
+            if let Err(error) = self.snapshot(log, source_next).await {
+                tracing::warn!(queue = %log.name(), %error, "snapshot not written; the next checkpoint tries again");
+            }
         }
         Ok(checkpoint)
     }
 
+    /// Writes a snapshot if the last one is older than
+    /// [`ProtocolOptions::snapshot_max_age`] (an idle queue's state then
+    /// outlives the broker's retention). Call when the store is committed
+    /// (no checkpoint under way); a failure is logged, not returned.
+    pub async fn snapshot_if_old<L: StateLog>(&mut self, log: &L) {
+        if self.fenced_by.is_some() || self.last_snapshot.elapsed() < self.options.snapshot_max_age {
+            return;
+        }
+        if let Err(error) = self.snapshot(log, self.source_next.unwrap_or(-1)).await {
+            tracing::warn!(queue = %log.name(), %error, "snapshot not written; the next due one tries again");
+        }
+    }
+
     /// Writes the whole state (RocksDB, just committed at a marker) as a
-    /// snapshot. A snapshot interrupted (a crash, a newer claim, a failed
+    /// snapshot of the state up to `source_next` (-1: no marker yet). A snapshot interrupted (a crash, a newer claim, a failed
     /// send) is simply not valid; the next one is tried at the next due
     /// checkpoint.
     async fn snapshot<L: StateLog>(&mut self, log: &L, source_next: i64) -> Result<()> {
@@ -351,6 +396,7 @@ impl OwnedQueue {
         self.append(log, vec![end.encode()]).await?;
         self.since_snapshot = 0;
         self.snapshot_len = count;
+        self.last_snapshot = Instant::now();
         Ok(())
     }
 
@@ -378,11 +424,14 @@ impl OwnedQueue {
         })
         .await?;
         match newer {
-            Some(newer) => Err(StateError::Fenced {
-                queue: log.name(),
-                epoch,
-                newer,
-            }),
+            Some(newer) => {
+                self.fenced_by = Some(newer);
+                Err(StateError::Fenced {
+                    queue: log.name(),
+                    epoch,
+                    newer,
+                })
+            }
             None => Ok(last),
         }
     }
@@ -407,6 +456,15 @@ async fn scan<L: StateLog>(
     let mut stalled_since: Option<Instant> = None;
     while from <= last {
         let chunk = log.read(from, options.read_batch).await?;
+        let skipped_to = chunk.records.first().map_or(chunk.next, |r| r.offset);
+        if skipped_to > from {
+            // The broker moved us forward: retention deleted `from`.
+            return Err(StateError::Truncated {
+                queue: log.name(),
+                needed: from,
+                first: skipped_to,
+            });
+        }
         if chunk.records.is_empty() {
             let since = *stalled_since.get_or_insert_with(Instant::now);
             if since.elapsed() > options.visibility_wait {
@@ -472,7 +530,7 @@ async fn find_snapshot<L: StateLog>(
             if valid && entries.len() as u64 == count {
                 let checkpoint = Checkpoint {
                     state_next: at + 1,
-                    source_next: Some(source_next),
+                    source_next: (source_next >= 0).then_some(source_next),
                     epoch,
                     token,
                 };
@@ -569,17 +627,19 @@ async fn verify<L: StateLog>(
     .await?;
     let matches = match found.as_ref().map(Change::decode) {
         Some(Ok(Change::Claim { token })) => at == cp.epoch && token == cp.token,
-        Some(Ok(Change::Marker {
-            epoch,
-            token,
-            source_next,
-        })) => epoch == cp.epoch && token == cp.token && Some(source_next) == cp.source_next,
-        Some(Ok(Change::SnapshotEnd {
-            epoch,
-            token,
-            source_next,
-            ..
-        })) => epoch == cp.epoch && token == cp.token && Some(source_next) == cp.source_next,
+        Some(Ok(
+            Change::Marker {
+                epoch,
+                token,
+                source_next,
+            }
+            | Change::SnapshotEnd {
+                epoch,
+                token,
+                source_next,
+                ..
+            },
+        )) => epoch == cp.epoch && token == cp.token && source_next == cp.source_next.unwrap_or(-1),
         _ => false,
     };
     Ok(if matches {
@@ -726,6 +786,57 @@ mod tests {
         let third = tempfile::tempdir().expect("tempdir");
         let err = claim_with(&log, &third.path().join("q"), small).expect_err("truncated");
         assert!(matches!(err, StateError::Truncated { needed: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_idle_queue_is_snapshotted_by_age_and_outlives_retention() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let aged = ProtocolOptions {
+            snapshot_max_age: Duration::ZERO,
+            ..ProtocolOptions::default()
+        };
+        // A queue that never got a record: nothing but its claims.
+        let (mut idle, _) = claim_with(&log, &dir.path().join("q"), aged.clone()).expect("claim");
+        block_on(idle.snapshot_if_old(&log));
+        idle.close();
+        let end = log.acknowledged_end();
+        assert!(matches!(
+            Change::decode(&log.get(end - 1).expect("message")),
+            Ok(Change::SnapshotEnd {
+                source_next: -1,
+                count: 0,
+                ..
+            })
+        ));
+        // Retention deletes all but the snapshot: a new owner restores.
+        log.truncate_before(end - 1);
+        let other = tempfile::tempdir().expect("tempdir");
+        let (moved, _) = claim_with(&log, &other.path().join("q"), aged).expect("restored from the snapshot");
+        assert_eq!(moved.source_next(), None);
+    }
+
+    #[test]
+    fn foreign_bytes_go_to_the_policy_but_corrupt_or_old_state_stops_the_restore() {
+        let log = MemoryLog::new();
+        log.append_now(Bytes::from_static(b"\xffsomebody else's message"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (owner, summary) = claim(&log, &dir.path().join("q")).expect("foreign bytes are skipped");
+        assert_eq!(summary.malformed.len(), 1);
+        owner.close();
+        for (body, says) in [
+            (&b"\x02\x02\x01"[..], "bad length"),
+            (&b"\x01\x02\x00\x00\x00\x00\x00\x00\x00\x00"[..], "version 1"),
+        ] {
+            let log = MemoryLog::new();
+            log.append_now(Bytes::from_static(body));
+            let fresh = tempfile::tempdir().expect("tempdir");
+            let err = claim(&log, &fresh.path().join("q")).expect_err("state that does not decode stops the restore");
+            assert!(
+                matches!(err, StateError::Malformed(_)) && err.to_string().contains(says),
+                "{err}"
+            );
+        }
     }
 
     #[test]

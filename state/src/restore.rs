@@ -50,8 +50,9 @@ pub struct RestoreSummary {
     pub from_local: bool,
     /// Why the local database was discarded, if it was.
     pub discarded_local: Option<String>,
-    /// Messages that are not changes: `(offset, body, why)`, for the
-    /// caller's error policy. The restore went on without them.
+    /// Foreign messages (not of this engine's format, see
+    /// [`Change::is_foreign`]): `(offset, body, why)`, for the caller's
+    /// error policy. The restore went on without them.
     pub malformed: Vec<(i64, Bytes, String)>,
 }
 

@@ -19,9 +19,9 @@ const CHECKPOINT_KEY: &[u8] = b"\xff\xff checkpoint";
 ///
 /// The database holds the state-topic queue's state up to (excluding)
 /// `state_next`. The message at `state_next - 1` is the owner's claim
-/// (`epoch`, `token`) or one of its markers (`epoch`, `token`,
-/// `source_next`): a restore reads that message back to prove the
-/// database belongs to this very queue before it trusts it.
+/// (`epoch`, `token`), one of its markers or the end of a snapshot
+/// (`epoch`, `token`, `source_next`): a restore reads that message back to
+/// prove the database belongs to this very queue before it trusts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The state-topic offset to resume the restore from.
@@ -48,7 +48,8 @@ impl Checkpoint {
     }
 
     /// `None` for anything but a checkpoint of this layout (an older
-    /// release's 16-byte checkpoint included: it cannot be verified).
+    /// release's 16-byte checkpoint included: it cannot be verified, and
+    /// [`QueueStore::checkpoint`] refuses it).
     fn decode(b: &[u8]) -> Option<Checkpoint> {
         if b.len() != Self::LEN {
             return None;
@@ -251,10 +252,22 @@ impl QueueStore {
     ///
     /// # Errors
     ///
-    /// [`StateError::RocksDb`] on a read failure.
+    /// [`StateError::RocksDb`] on a read failure; [`StateError::Malformed`]
+    /// for a checkpoint of another layout (never taken for "none": the
+    /// database would then be rebuilt and its state lost).
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         let raw = self.db.get(CHECKPOINT_KEY).map_err(|e| rocks_error(&self.path, e))?;
-        Ok(raw.as_deref().and_then(Checkpoint::decode))
+        match raw {
+            None => Ok(None),
+            Some(raw) => Checkpoint::decode(&raw).map(Some).ok_or_else(|| {
+                StateError::Malformed(format!(
+                    "local checkpoint in {} ({} bytes) has a layout this release does not read (written by an \
+                     older release?); it is left as it is: move the directory away to restore from the state topic",
+                    self.path.display(),
+                    raw.len()
+                ))
+            }),
+        }
     }
 
     /// The value of `key`.

@@ -198,7 +198,9 @@ impl StreamRuntime {
                 let keyed_routes = match keyed_topics {
                     Some((shuffle, state)) => {
                         let mut shuffle_route = route_or_create(&admin, &shuffle, shuffle_queues).await?;
-                        let mut state_route = route_or_create(&admin, &state, shuffle_queues).await?;
+                        // As many state queues as the shuffle topic really has.
+                        let shuffle_count = u32::try_from(shuffle_route.len()).unwrap_or(shuffle_queues);
+                        let mut state_route = route_or_create(&admin, &state, shuffle_count).await?;
                         shuffle_route.sort();
                         state_route.sort();
                         if shuffle_route.len() != state_route.len() {
@@ -494,8 +496,17 @@ impl Coordinator {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else {
                 let Some(source) = self.source.as_ref() else { break };
-                for batch in source.poll().await? {
+                let batches = source.poll().await?;
+                for batch in batches {
                     if batch.records.is_empty() {
+                        continue;
+                    }
+                    let unknown = !self.owner.contains_key(&batch.queue);
+                    if unknown && !self.assigned(&batch.queue).await? {
+                        // Polled before its revoke: never processed, never
+                        // acknowledged; giving it to a shard would claim the
+                        // queue's state away from its new owner.
+                        tracing::debug!(queue = %batch.queue, "dropping a batch of a queue no longer assigned");
                         continue;
                     }
                     let shard = self.shard_of(&batch.queue);
@@ -514,6 +525,14 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Whether the consumer has `queue` assigned now.
+    async fn assigned(&self, queue: &QueueId) -> Result<bool> {
+        match self.source.as_ref() {
+            Some(source) => Ok(source.is_assigned(queue).await?),
+            None => Ok(false),
+        }
     }
 
     /// The shard owning `queue`, giving it to the least loaded shard if new.

@@ -127,8 +127,6 @@ struct Restoring {
     /// Tells this restore's result from that of an earlier one of the
     /// same queue (revoked, then assigned again).
     generation: u64,
-    /// The first offset of the batches dropped meanwhile.
-    from: Offset,
     /// Dropping it (a revoke, the stop) cancels the restore.
     _task: glommio::Task<()>,
 }
@@ -137,7 +135,9 @@ struct Restoring {
 struct Restored {
     queue: QueueId,
     generation: u64,
-    result: Result<(OwnedQueue, RestoreSummary, StateQueueLog, usize), StateError>,
+    /// The restored queue, its summary, its state log, its index among the
+    /// shuffle queues, and the offset to consume it from.
+    result: Result<(OwnedQueue, RestoreSummary, StateQueueLog, usize, Offset), StateError>,
 }
 
 /// How often a shard asks again for a seek that has not taken effect.
@@ -397,7 +397,12 @@ impl Shard {
             }
             let event = match self.checkpoint(&queue).await {
                 Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
-                Ok(None) => continue,
+                Ok(None) => {
+                    if let Some(st) = self.states.get_mut(&queue) {
+                        st.owned.snapshot_if_old(&st.log).await;
+                    }
+                    continue;
+                }
                 Err(error) => {
                     self.failed.insert(queue.clone());
                     ShardEvent::Failed {
@@ -428,7 +433,7 @@ impl Shard {
     /// Batches of `queue` that arrive before it is done are dropped
     /// unprocessed; once it is, the queue is consumed again from where its
     /// state ends (see [`Shard::install`]).
-    fn start_restore(&mut self, queue: &QueueId, from: Offset) -> Result<(), StreamsError> {
+    fn start_restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
         let s = &self.setup;
         let Some(state) = &s.state else {
             return Err(StreamsError::Topology(format!(
@@ -461,9 +466,9 @@ impl Shard {
         let done = self.restored_tx.clone();
         let task_queue = queue.clone();
         let task = glommio::spawn_local(async move {
-            let result = OwnedQueue::claim(&log, &dir, cache, &rocksdb, protocol)
+            let result = restore_queue(&task_queue, &log, &dir, cache, &rocksdb, protocol)
                 .await
-                .map(|(owned, summary)| (owned, summary, log, index));
+                .map(|(owned, summary, resume)| (owned, summary, log, index, resume));
             let _ = done.unbounded_send(Restored {
                 queue: task_queue,
                 generation,
@@ -474,7 +479,6 @@ impl Shard {
             queue.clone(),
             Restoring {
                 generation,
-                from,
                 _task: task,
             },
         );
@@ -492,14 +496,15 @@ impl Shard {
             result,
         } = restored;
         // A restore of a queue revoked since (and maybe assigned again).
-        let Some(restoring) = self.restoring.remove(&queue).filter(|r| r.generation == generation) else {
+        if self.restoring.get(&queue).is_none_or(|r| r.generation != generation) {
             if let Ok((owned, ..)) = result {
                 owned.close();
             }
             return true;
-        };
+        }
+        self.restoring.remove(&queue);
         let outcome = match result {
-            Ok((owned, summary, log, index)) => {
+            Ok((owned, summary, log, index, resume)) => {
                 let mut routed = Ok(());
                 for (offset, body, why) in &summary.malformed {
                     let at = format!("{}:{offset}", log.queue);
@@ -508,11 +513,11 @@ impl Shard {
                         break;
                     }
                 }
-                routed.map(|()| (owned, summary, log))
+                routed.map(|()| (owned, summary, log, resume))
             }
             Err(e) => Err(e.into()),
         };
-        let (owned, summary, log) = match outcome {
+        let (owned, summary, log, resume) = match outcome {
             Ok(restored) => restored,
             Err(error) => {
                 self.failed.insert(queue.clone());
@@ -521,7 +526,7 @@ impl Shard {
                     queue: Some(queue),
                     error,
                 };
-                // A failed restore has no batch in flight: count none out.
+                // The job stops on this event (its in-flight count no longer matters).
                 return self.setup.events.send(event).is_ok();
             }
         };
@@ -529,7 +534,6 @@ impl Shard {
         tracing::info!(%queue, epoch = owned.epoch(), source_next = ?owned.source_next(),
             from_local = summary.from_local, markers = summary.markers, applied = summary.applied,
             discarded = summary.discarded, ignored = summary.ignored, "state restored");
-        let resume = owned.source_next().map_or(restoring.from, Offset);
         self.states.insert(
             queue.clone(),
             QueueState {
@@ -612,10 +616,8 @@ impl Shard {
         if keyed && !self.states.contains_key(&batch.queue) {
             // Dropped unprocessed while the queue's state is restored; the
             // queue is consumed again from where its state ends.
-            let first = batch.records.first().map_or(Offset(0), |r| r.offset);
-            match self.restoring.get_mut(&batch.queue) {
-                Some(restoring) => restoring.from = restoring.from.min(first),
-                None => self.start_restore(&batch.queue, first)?,
+            if !self.restoring.contains_key(&batch.queue) {
+                self.start_restore(&batch.queue)?;
             }
             return Ok(None);
         }
@@ -641,8 +643,10 @@ impl Shard {
         // whenever the write-back cache is full.
         let due = match self.states.get_mut(&batch.queue) {
             Some(st) => {
-                st.next = batch.next_offset().or(st.next);
-                st.expected = st.next.or(st.expected);
+                // A batch entirely below what was processed (one polled
+                // before a seek back) moves neither.
+                st.next = batch.next_offset().max(st.next);
+                st.expected = st.next.max(st.expected);
                 let interval = self.setup.state.as_ref().map_or(Duration::ZERO, |c| c.commit_interval);
                 st.last_checkpoint.elapsed() >= interval || st.owned.store().is_some_and(|s| QueueStore::is_full(s))
             }
@@ -771,6 +775,51 @@ impl Shard {
             ShardCounters::add(&s.counters.shuffled, stored as u64);
         }
         Ok(())
+    }
+}
+
+/// The longest pause between two tries of a restore that failed transiently.
+const MAX_RESTORE_PAUSE: Duration = Duration::from_secs(30);
+
+/// Claims and restores shuffle queue `queue`'s state (its state queue is
+/// `log`), retrying transient failures (the broker unreachable, a claim not
+/// readable in time) with a growing pause until it succeeds or is
+/// cancelled; returns the queue and where to consume it from: the restored
+/// marker's `source_next`, or the shuffle queue's first offset when the
+/// state has no marker yet (nothing of the queue was ever made durable,
+/// so nothing of it was committed either).
+async fn restore_queue(
+    queue: &QueueId,
+    log: &StateQueueLog,
+    dir: &std::path::Path,
+    cache: usize,
+    rocksdb: &RocksDbOptions,
+    protocol: ProtocolOptions,
+) -> Result<(OwnedQueue, RestoreSummary, Offset), StateError> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            let (owned, summary) = OwnedQueue::claim(log, dir, cache, rocksdb, protocol.clone()).await?;
+            let resume = match owned.source_next() {
+                Some(next) => Offset(next),
+                None => {
+                    let shuffle = StateQueueLog {
+                        queue: queue.clone(),
+                        ..log.clone()
+                    };
+                    Offset(shuffle.bounds().await?.0)
+                }
+            };
+            Ok::<_, StateError>((owned, summary, resume))
+        };
+        match attempt.await {
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(%queue, error = %e, ?pause, "restore failed; trying again");
+                glommio::timer::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RESTORE_PAUSE);
+            }
+            result => return result,
+        }
     }
 }
 
