@@ -438,8 +438,9 @@ struct Coordinator {
     /// to the same shard, so its revoke and its new batches are seen in
     /// order, and its local database is opened by one shard at a time.
     homes: HashMap<QueueId, usize>,
-    /// Seeks the shards asked for, to run before the next poll.
-    seeks: Vec<(QueueId, Offset)>,
+    /// Seeks the shards asked for, to run before the next poll (a failed
+    /// one again a second later, while the queue is still owned).
+    seeks: Vec<(QueueId, Offset, Instant)>,
     in_flight: Vec<usize>,
     acked: HashMap<QueueId, Offset>,
     poisoned: HashSet<QueueId>,
@@ -471,11 +472,18 @@ impl Coordinator {
         while !self.stop.load(Ordering::Acquire) {
             self.handle_events()?;
             let Some(source) = self.source.as_mut() else { break };
-            for (queue, offset) in std::mem::take(&mut self.seeks) {
-                // A failed seek (the queue moved on meanwhile) is asked for
-                // again by the shard while it still matters.
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seeks)
+                .into_iter()
+                .partition(|(_, _, at)| Instant::now() >= *at);
+            self.seeks = later;
+            for (queue, offset, _) in due {
+                if !self.owner.contains_key(&queue) {
+                    continue;
+                }
                 if let Err(error) = source.seek(&queue, offset).await {
-                    tracing::warn!(%queue, %offset, %error, "cannot seek the queue back to its state");
+                    tracing::warn!(%queue, %offset, %error, "cannot seek the queue back to its state; trying again");
+                    self.seeks
+                        .push((queue, offset, Instant::now() + Duration::from_secs(1)));
                 }
             }
             let changes = source.assignment_changes();
@@ -589,7 +597,7 @@ impl Coordinator {
             }
             ShardEvent::Seek { queue, offset } => {
                 if self.owner.contains_key(&queue) {
-                    self.seeks.push((queue, offset));
+                    self.seeks.push((queue, offset, Instant::now()));
                 }
                 Ok(())
             }

@@ -142,10 +142,10 @@ struct Restored {
 
 /// How often a shard asks again for a seek that has not taken effect.
 const SEEK_AGAIN: Duration = Duration::from_secs(1);
-/// How long a fenced queue's batches are dropped before this instance
-/// claims the queue again: longer than the consumer's rebalance interval
-/// (20 s), so the rebalance that gave the queue away normally revokes it
-/// here first.
+/// How long after it was fenced this instance claims a queue again, unless
+/// the queue is revoked first: longer than the consumer's rebalance
+/// interval (20 s), so the rebalance that gave the queue away normally
+/// revokes it here first. The queue's batches are dropped meanwhile.
 const FENCED_FOR: Duration = Duration::from_secs(30);
 
 /// One state-topic queue as the `state` crate's protocol sees it: sends
@@ -257,9 +257,6 @@ struct Shard {
     states: HashMap<QueueId, QueueState>,
     /// Queues whose batch failed: their later batches are dropped unacked.
     failed: HashSet<QueueId>,
-    /// Queues a newer owner claimed, and when: their batches are dropped
-    /// unacked until the queue is revoked or [`FENCED_FOR`] passed.
-    fenced: HashMap<QueueId, Instant>,
     /// Batches sent so far: numbers this shard's hand-offs.
     batches: u64,
     /// Keyed queues whose state is being restored.
@@ -280,7 +277,6 @@ impl Shard {
             pipelines: HashMap::new(),
             states: HashMap::new(),
             failed: HashSet::new(),
-            fenced: HashMap::new(),
             batches: 0,
             restoring: HashMap::new(),
             generation: 0,
@@ -345,17 +341,13 @@ impl Shard {
         match msg {
             ShardMsg::Revoke(queue) => {
                 self.pipelines.remove(&queue);
-                self.fenced.remove(&queue);
                 self.restoring.remove(&queue);
                 self.drop_state(&queue);
                 true
             }
             ShardMsg::Tick => self.checkpoint_all().await,
             ShardMsg::Batch(batch) => {
-                if self.fenced.get(&batch.queue).is_some_and(|t| t.elapsed() >= FENCED_FOR) {
-                    self.fenced.remove(&batch.queue);
-                }
-                if self.failed.contains(&batch.queue) || self.fenced.contains_key(&batch.queue) {
+                if self.failed.contains(&batch.queue) {
                     // Dropped unprocessed, so never acknowledged; the
                     // coordinator still counts it out of flight.
                     let event = ShardEvent::Acked {
@@ -433,7 +425,7 @@ impl Shard {
     /// Batches of `queue` that arrive before it is done are dropped
     /// unprocessed; once it is, the queue is consumed again from where its
     /// state ends (see [`Shard::install`]).
-    fn start_restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
+    fn start_restore(&mut self, queue: &QueueId, delay: Duration) -> Result<(), StreamsError> {
         let s = &self.setup;
         let Some(state) = &s.state else {
             return Err(StreamsError::Topology(format!(
@@ -466,6 +458,9 @@ impl Shard {
         let done = self.restored_tx.clone();
         let task_queue = queue.clone();
         let task = glommio::spawn_local(async move {
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
             let result = restore_queue(&task_queue, &log, &dir, cache, &rocksdb, protocol)
                 .await
                 .map(|(owned, summary, resume)| (owned, summary, log, index, resume));
@@ -570,10 +565,13 @@ impl Shard {
         match state.owned.checkpoint(&state.log, next.0).await {
             Ok(_) => {}
             Err(e @ StateError::Fenced { .. }) => {
-                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; dropping it");
+                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; dropping it, claiming it again in {FENCED_FOR:?} unless revoked");
                 self.pipelines.remove(queue);
-                self.fenced.insert(queue.clone(), Instant::now());
                 self.drop_state(queue);
+                // Claimed again even if no batch comes (the dropped ones
+                // moved the consumer on): a transient double assignment
+                // must not leave the queue unprocessed here.
+                self.start_restore(queue, FENCED_FOR)?;
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
@@ -617,7 +615,7 @@ impl Shard {
             // Dropped unprocessed while the queue's state is restored; the
             // queue is consumed again from where its state ends.
             if !self.restoring.contains_key(&batch.queue) {
-                self.start_restore(&batch.queue)?;
+                self.start_restore(&batch.queue, Duration::ZERO)?;
             }
             return Ok(None);
         }
