@@ -412,6 +412,7 @@ impl OwnedQueue {
         if last + 1 - n == expected {
             return Ok(last);
         }
+        tracing::trace!(queue = %log.name(), expected, last, "another writer: checking for a newer claim");
         wait_readable(log, last, &self.options, Instant::now(), None).await?;
         let epoch = self.epoch;
         let mut newer = None;

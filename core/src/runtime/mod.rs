@@ -480,7 +480,9 @@ impl Coordinator {
                 if !self.owner.contains_key(&queue) {
                     continue;
                 }
-                if let Err(error) = source.seek(&queue, offset).await {
+                let sought = source.seek(&queue, offset).await;
+                tracing::debug!(%queue, %offset, ok = sought.is_ok(), "seek");
+                if let Err(error) = sought {
                     tracing::warn!(%queue, %offset, %error, "cannot seek the queue back to its state; trying again");
                     self.seeks
                         .push((queue, offset, Instant::now() + Duration::from_secs(1)));
@@ -501,6 +503,7 @@ impl Coordinator {
                 }
             }
             if self.in_flight.iter().any(|&n| n >= MAX_BATCHES_IN_FLIGHT) {
+                tracing::trace!(in_flight = ?self.in_flight, "shards busy; not polling");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else {
                 let Some(source) = self.source.as_ref() else { break };
@@ -571,9 +574,16 @@ impl Coordinator {
 
     fn apply(&mut self, event: ShardEvent) -> Result<()> {
         match event {
-            ShardEvent::Acked { shard, queue, next } => {
-                let s = shard.0 as usize;
-                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+            ShardEvent::Acked {
+                shard,
+                queue,
+                next,
+                held,
+            } => {
+                if !held {
+                    let s = shard.0 as usize;
+                    self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+                }
                 if let (Some(next), true) = (next, self.owner.contains_key(&queue) && !self.poisoned.contains(&queue)) {
                     self.acked.insert(queue, next);
                 }
@@ -599,6 +609,11 @@ impl Coordinator {
                 if self.owner.contains_key(&queue) {
                     self.seeks.push((queue, offset, Instant::now()));
                 }
+                Ok(())
+            }
+            ShardEvent::Held { shard } => {
+                let s = shard.0 as usize;
+                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
                 Ok(())
             }
             ShardEvent::Stopped(_) => Ok(()),

@@ -3,7 +3,7 @@
 //! offsets.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +48,14 @@ pub(crate) enum ShardEvent {
         shard: ShardId,
         queue: QueueId,
         next: Option<Offset>,
+        /// The batch was held while its queue restored, and reported
+        /// [`ShardEvent::Held`] then: it is out of flight already.
+        held: bool,
     },
+    /// A batch of a queue whose state is being restored is held until the
+    /// restore ends: count it out of flight now (so the coordinator keeps
+    /// feeding the shard's other queues); its `Acked` comes later.
+    Held { shard: ShardId },
     /// A batch of `queue` failed (policy `Fail`, or sends keep failing).
     /// The shard processes no further batch of that queue, so no later
     /// offset of it is ever acknowledged.
@@ -127,6 +134,12 @@ struct Restoring {
     /// Tells this restore's result from that of an earlier one of the
     /// same queue (revoked, then assigned again).
     generation: u64,
+    /// The queue's batches that arrived meanwhile, in order (at most
+    /// [`MAX_HELD`]); processed once the state is there.
+    held: VecDeque<QueueBatch>,
+    /// Batches beyond [`MAX_HELD`] were dropped: consume the queue again
+    /// from after the held ones.
+    overflowed: bool,
     /// Dropping it (a revoke, the stop) cancels the restore.
     _task: glommio::Task<()>,
 }
@@ -140,13 +153,12 @@ struct Restored {
     result: Result<(OwnedQueue, RestoreSummary, StateQueueLog, usize, Offset), StateError>,
 }
 
+/// Batches a restoring queue holds; later ones are dropped and consumed
+/// again after the restore (a seek). Bounds the memory a slow restore holds.
+const MAX_HELD: usize = 16;
+
 /// How often a shard asks again for a seek that has not taken effect.
 const SEEK_AGAIN: Duration = Duration::from_secs(1);
-/// How long after it was fenced this instance claims a queue again, unless
-/// the queue is revoked first: longer than the consumer's rebalance
-/// interval (20 s), so the rebalance that gave the queue away normally
-/// revokes it here first. The queue's batches are dropped meanwhile.
-const FENCED_FOR: Duration = Duration::from_secs(30);
 
 /// One state-topic queue as the `state` crate's protocol sees it: sends
 /// through the job's sink (retried), reads through the state reader.
@@ -354,28 +366,74 @@ impl Shard {
                         shard: self.setup.id,
                         queue: batch.queue.clone(),
                         next: None,
+                        held: false,
                     };
                     return self.setup.events.send(event).is_ok();
                 }
-                let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
-                let event = match self.process(&batch).instrument(span).await {
-                    Ok(next) => ShardEvent::Acked {
-                        shard: self.setup.id,
-                        queue: batch.queue.clone(),
-                        next,
-                    },
-                    Err(error) => {
-                        self.failed.insert(batch.queue.clone());
-                        ShardEvent::Failed {
-                            shard: self.setup.id,
-                            queue: Some(batch.queue.clone()),
-                            error,
-                        }
-                    }
-                };
-                self.setup.events.send(event).is_ok()
+                let keyed = self.setup.topology.shuffle_topic() == Some(batch.queue.topic());
+                if keyed && !self.states.contains_key(&batch.queue) {
+                    return self.hold(batch);
+                }
+                self.run_batch(batch, false).await
             }
         }
+    }
+
+    /// Holds a batch of a keyed queue without state until its restore
+    /// (started here if need be) ends. Returns `false` when the
+    /// coordinator is gone.
+    fn hold(&mut self, batch: QueueBatch) -> bool {
+        if !self.restoring.contains_key(&batch.queue) {
+            if let Err(error) = self.start_restore(&batch.queue) {
+                self.failed.insert(batch.queue.clone());
+                let event = ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(batch.queue.clone()),
+                    error,
+                };
+                return self.setup.events.send(event).is_ok();
+            }
+        }
+        let shard = self.setup.id;
+        let Some(restoring) = self.restoring.get_mut(&batch.queue) else {
+            return true;
+        };
+        let event = if restoring.held.len() < MAX_HELD {
+            restoring.held.push_back(batch);
+            ShardEvent::Held { shard }
+        } else {
+            restoring.overflowed = true;
+            ShardEvent::Acked {
+                shard,
+                queue: batch.queue,
+                next: None,
+                held: false,
+            }
+        };
+        self.setup.events.send(event).is_ok()
+    }
+
+    /// Processes one batch and reports it (`held`: reported `Held` before).
+    /// Returns `false` when the coordinator is gone.
+    async fn run_batch(&mut self, batch: QueueBatch, held: bool) -> bool {
+        let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
+        let event = match self.process(&batch).instrument(span).await {
+            Ok(next) => ShardEvent::Acked {
+                shard: self.setup.id,
+                queue: batch.queue.clone(),
+                next,
+                held,
+            },
+            Err(error) => {
+                self.failed.insert(batch.queue.clone());
+                ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(batch.queue.clone()),
+                    error,
+                }
+            }
+        };
+        self.setup.events.send(event).is_ok()
     }
 
     /// Checkpoints every owned keyed queue that moved since its last
@@ -425,7 +483,7 @@ impl Shard {
     /// Batches of `queue` that arrive before it is done are dropped
     /// unprocessed; once it is, the queue is consumed again from where its
     /// state ends (see [`Shard::install`]).
-    fn start_restore(&mut self, queue: &QueueId, delay: Duration) -> Result<(), StreamsError> {
+    fn start_restore(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
         let s = &self.setup;
         let Some(state) = &s.state else {
             return Err(StreamsError::Topology(format!(
@@ -458,9 +516,6 @@ impl Shard {
         let done = self.restored_tx.clone();
         let task_queue = queue.clone();
         let task = glommio::spawn_local(async move {
-            if !delay.is_zero() {
-                glommio::timer::sleep(delay).await;
-            }
             let result = restore_queue(&task_queue, &log, &dir, cache, &rocksdb, protocol)
                 .await
                 .map(|(owned, summary, resume)| (owned, summary, log, index, resume));
@@ -474,6 +529,8 @@ impl Shard {
             queue.clone(),
             Restoring {
                 generation,
+                held: VecDeque::new(),
+                overflowed: false,
                 _task: task,
             },
         );
@@ -497,7 +554,9 @@ impl Shard {
             }
             return true;
         }
-        self.restoring.remove(&queue);
+        let Some(restoring) = self.restoring.remove(&queue) else {
+            return true;
+        };
         let outcome = match result {
             Ok((owned, summary, log, index, resume)) => {
                 let mut routed = Ok(());
@@ -538,14 +597,39 @@ impl Shard {
                 next: None,
                 checkpointed: None,
                 last_checkpoint: Instant::now(),
-                seek_asked: Some(Instant::now()),
+                seek_asked: None,
             },
         );
-        // The batches dropped while the restore ran moved the consumer on.
-        self.setup
-            .events
-            .send(ShardEvent::Seek { queue, offset: resume })
-            .is_ok()
+        // The held batches, in order; one that starts past `resume` (an old
+        // owner committed past the state) is dropped and the queue sought
+        // back (`continuous`).
+        let mut held = restoring.held;
+        while let Some(batch) = held.pop_front() {
+            if !self.states.contains_key(&queue) {
+                // A checkpoint of an earlier held batch met a newer claim
+                // and a new restore began: the rest wait for it (already
+                // counted out of flight).
+                if let Some(next) = self.restoring.get_mut(&queue) {
+                    next.held.push_back(batch);
+                    next.held.extend(held);
+                    next.overflowed |= restoring.overflowed;
+                }
+                return true;
+            }
+            if !self.run_batch(batch, true).await {
+                return false;
+            }
+        }
+        if restoring.overflowed {
+            // Batches after the held ones were dropped: consume them again.
+            if let Some(st) = self.states.get_mut(&queue) {
+                if let Some(offset) = st.expected {
+                    st.seek_asked = Some(Instant::now());
+                    return self.setup.events.send(ShardEvent::Seek { queue, offset }).is_ok();
+                }
+            }
+        }
+        true
     }
 
     /// The commit protocol of the `state` crate for one queue
@@ -565,13 +649,15 @@ impl Shard {
         match state.owned.checkpoint(&state.log, next.0).await {
             Ok(_) => {}
             Err(e @ StateError::Fenced { .. }) => {
-                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; dropping it, claiming it again in {FENCED_FOR:?} unless revoked");
+                // While the queue stays assigned here (a rebalance that
+                // briefly gave it to two instances), this instance claims
+                // it again at once: its next batches are held until the new
+                // restore (which reads the other owner's writes) ends. If the
+                // queue moved away, its revoke cancels that restore.
+                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; restoring it again");
                 self.pipelines.remove(queue);
                 self.drop_state(queue);
-                // Claimed again even if no batch comes (the dropped ones
-                // moved the consumer on): a transient double assignment
-                // must not leave the queue unprocessed here.
-                self.start_restore(queue, FENCED_FOR)?;
+                self.start_restore(queue)?;
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
@@ -612,12 +698,11 @@ impl Shard {
     async fn process(&mut self, batch: &QueueBatch) -> Result<Option<Offset>, StreamsError> {
         let keyed = self.setup.topology.shuffle_topic() == Some(batch.queue.topic());
         if keyed && !self.states.contains_key(&batch.queue) {
-            // Dropped unprocessed while the queue's state is restored; the
-            // queue is consumed again from where its state ends.
-            if !self.restoring.contains_key(&batch.queue) {
-                self.start_restore(&batch.queue, Duration::ZERO)?;
-            }
-            return Ok(None);
+            // `handle` and `install` hold such batches instead.
+            return Err(StreamsError::Topology(format!(
+                "internal: a batch of {} reached processing without its state",
+                batch.queue
+            )));
         }
         if keyed {
             if !self.continuous(batch) {
