@@ -91,8 +91,9 @@
 //! A queue's local database is kept when the queue is revoked, so an owner
 //! that gets it back replays only the tail. The runtime runs each restore
 //! as a task of its own: a shard's other queues go on while one queue
-//! restores, and the restoring queue's batches are dropped and consumed
-//! again from the restored `source_next`. A queue whose beginning the
+//! restores, and the restoring queue's batches are held until its state
+//! is there (past 16 of them, the runtime's back-pressure stops polling
+//! for that shard rather than drop any). A queue whose beginning the
 //! broker's retention deleted, when the restore needs it, is a hard
 //! [`StateError::Truncated`] that names the fix, never a silent skip.
 //!
@@ -135,13 +136,14 @@
 //! | 3 and 4 | RocksDB is one marker behind; restore replays from its checkpoint and catches up |
 //! | 4 and 5 (offset not committed) | the queue resumes at the marker's `source_next`; records before it that come again are at or below the restored high-water mark: dropped |
 //! | the first stage re-sends shuffled records (its offsets were not committed) | the duplicates' origins are at or below the high-water mark: dropped |
-//! | an old owner keeps writing after a newer claim | its changes and markers are ignored; its next checkpoint fails with `Fenced` |
+//! | an old owner keeps writing after a newer claim | its changes and markers are ignored; its next checkpoint fails with `Fenced` and it restores the queue again (or its revoke comes first) |
 //! | the broker's readable end trails its acknowledgements | the restore waits for its own claim (re-claiming each second, bounded, then `NotVisible`) |
 //! | a local database of another queue (topic recreated) | identity check fails; rebuilt from the queue, reason logged |
 //! | retention deleted the queue's start | the restore starts from the latest snapshot |
 //! | retention deleted what the restore needs, and every snapshot | `Truncated`, a hard error naming the fix |
 //! | a restore fails transiently (broker unreachable, claim not readable) | the runtime tries it again with a growing pause; the queue's batches wait |
-//! | a restore cancelled by a revoke whose claim is still under way | the claim may land after the new owner's and fence it: the new owner drops the queue for 30 s and claims again (slower, still exact) |
+//! | a restore cancelled by a revoke whose claim is still under way | the claim may land after the new owner's and fence it: the new owner restores the queue again at once (slower, still exact) |
+//! | a rebalance briefly gives a queue to two instances | each fences the other's checkpoints in turn, restoring the other's writes each time, until the rebalance revokes the queue from one (slower, still exact) |
 //!
 //! So restored state never counts a replayed record twice nor skips one.
 //! Sink outputs remain at-least-once (a replayed record's update may be

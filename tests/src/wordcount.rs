@@ -177,6 +177,10 @@ pub fn run_to_end(jobs: &[&StreamRuntime]) {
                     m.total_lag(),
                     m.lag.len()
                 );
+                let behind: Vec<_> = m.lag.iter().filter(|(_, l)| **l > 0).collect();
+                if !behind.is_empty() {
+                    eprintln!("instance {i}: behind {behind:?}");
+                }
             }
         }
         let queues: usize = metrics.iter().map(|m| m.lag.len()).sum();

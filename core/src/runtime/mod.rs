@@ -315,7 +315,6 @@ impl StreamRuntime {
             events: events_rx,
             owner: HashMap::new(),
             homes: HashMap::new(),
-            seeks: Vec::new(),
             in_flight: vec![0; config.shards],
             acked: HashMap::new(),
             poisoned: HashSet::new(),
@@ -438,9 +437,6 @@ struct Coordinator {
     /// to the same shard, so its revoke and its new batches are seen in
     /// order, and its local database is opened by one shard at a time.
     homes: HashMap<QueueId, usize>,
-    /// Seeks the shards asked for, to run before the next poll (a failed
-    /// one again a second later, while the queue is still owned).
-    seeks: Vec<(QueueId, Offset, Instant)>,
     in_flight: Vec<usize>,
     acked: HashMap<QueueId, Offset>,
     poisoned: HashSet<QueueId>,
@@ -472,22 +468,6 @@ impl Coordinator {
         while !self.stop.load(Ordering::Acquire) {
             self.handle_events()?;
             let Some(source) = self.source.as_mut() else { break };
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seeks)
-                .into_iter()
-                .partition(|(_, _, at)| Instant::now() >= *at);
-            self.seeks = later;
-            for (queue, offset, _) in due {
-                if !self.owner.contains_key(&queue) {
-                    continue;
-                }
-                let sought = source.seek(&queue, offset).await;
-                tracing::debug!(%queue, %offset, ok = sought.is_ok(), "seek");
-                if let Err(error) = sought {
-                    tracing::warn!(%queue, %offset, %error, "cannot seek the queue back to its state; trying again");
-                    self.seeks
-                        .push((queue, offset, Instant::now() + Duration::from_secs(1)));
-                }
-            }
             let changes = source.assignment_changes();
             for change in changes {
                 match change {
@@ -602,12 +582,6 @@ impl Coordinator {
             ShardEvent::Checkpointed { queue, next } => {
                 if self.owner.contains_key(&queue) && !self.poisoned.contains(&queue) {
                     self.acked.insert(queue, next);
-                }
-                Ok(())
-            }
-            ShardEvent::Seek { queue, offset } => {
-                if self.owner.contains_key(&queue) {
-                    self.seeks.push((queue, offset, Instant::now()));
                 }
                 Ok(())
             }

@@ -67,10 +67,6 @@ pub(crate) enum ShardEvent {
     /// A checkpoint outside a batch (a tick, or the stop) made the state of
     /// `queue` durable up to `next`: that offset may be committed.
     Checkpointed { queue: QueueId, next: Offset },
-    /// The restored state of `queue` ends at source offset `offset`, but
-    /// its batches start later (an old owner committed past it): consume
-    /// the queue from `offset` again.
-    Seek { queue: QueueId, offset: Offset },
     /// The shard has drained its inbox and stopped.
     Stopped(ShardId),
 }
@@ -122,11 +118,11 @@ struct QueueState {
     next: Option<Offset>,
     checkpointed: Option<Offset>,
     last_checkpoint: Instant,
+    /// When the queue last had a batch to process (or its state came).
+    last_batch: Instant,
     /// The latest offset the queue's next batch may start at: the restored
     /// marker's `source_next`, then each processed batch's next offset.
     expected: Option<Offset>,
-    /// When a seek back to `expected` was last asked for.
-    seek_asked: Option<Instant>,
 }
 
 /// A keyed queue whose state a task of its own is restoring.
@@ -134,12 +130,10 @@ struct Restoring {
     /// Tells this restore's result from that of an earlier one of the
     /// same queue (revoked, then assigned again).
     generation: u64,
-    /// The queue's batches that arrived meanwhile, in order (at most
-    /// [`MAX_HELD`]); processed once the state is there.
-    held: VecDeque<QueueBatch>,
-    /// Batches beyond [`MAX_HELD`] were dropped: consume the queue again
-    /// from after the held ones.
-    overflowed: bool,
+    /// The queue's batches that arrived meanwhile, in order, processed
+    /// once the state is there; each with whether it was reported `Held`
+    /// (the first [`MAX_HELD`]).
+    held: VecDeque<(QueueBatch, bool)>,
     /// Dropping it (a revoke, the stop) cancels the restore.
     _task: glommio::Task<()>,
 }
@@ -153,12 +147,21 @@ struct Restored {
     result: Result<(OwnedQueue, RestoreSummary, StateQueueLog, usize, Offset), StateError>,
 }
 
-/// Batches a restoring queue holds; later ones are dropped and consumed
-/// again after the restore (a seek). Bounds the memory a slow restore holds.
-const MAX_HELD: usize = 16;
+/// What `process` answers when a batch's queue was fenced under it: the
+/// batch is held for the new restore instead of processed without state.
+const REFENCED: &str = "internal: the queue was fenced while its batch was processed";
 
-/// How often a shard asks again for a seek that has not taken effect.
-const SEEK_AGAIN: Duration = Duration::from_secs(1);
+/// How long an owned keyed queue may get no batch while records wait in
+/// it before the shard reads them directly ([`Shard::catch_up`]).
+const CATCH_UP_AFTER: Duration = Duration::from_secs(10);
+/// Reads of one catch-up per tick.
+const CATCH_UP_READS: usize = 16;
+
+/// Batches of a restoring queue reported out of flight while held. Later
+/// ones stay counted in flight, so the coordinator's back-pressure stops
+/// polling for the shard: a slow restore holds bounded memory, and nothing
+/// is dropped (a dropped batch would need a seek to be read again).
+const MAX_HELD: usize = 16;
 
 /// One state-topic queue as the `state` crate's protocol sees it: sends
 /// through the job's sink (retried), reads through the state reader.
@@ -398,26 +401,39 @@ impl Shard {
         let Some(restoring) = self.restoring.get_mut(&batch.queue) else {
             return true;
         };
-        let event = if restoring.held.len() < MAX_HELD {
-            restoring.held.push_back(batch);
-            ShardEvent::Held { shard }
-        } else {
-            restoring.overflowed = true;
-            ShardEvent::Acked {
+        let reported = restoring.held.len() < MAX_HELD;
+        restoring.held.push_back((batch, reported));
+        !reported || self.setup.events.send(ShardEvent::Held { shard }).is_ok()
+    }
+
+    /// Holds again a batch whose queue was fenced while it was processed
+    /// (`reported`: reported `Held` before).
+    fn hold_again(&mut self, batch: QueueBatch, reported: bool) -> bool {
+        let shard = self.setup.id;
+        let Some(restoring) = self.restoring.get_mut(&batch.queue) else {
+            // Revoked meanwhile: dropped, never acknowledged.
+            let event = ShardEvent::Acked {
                 shard,
                 queue: batch.queue,
                 next: None,
-                held: false,
-            }
+                held: reported,
+            };
+            return self.setup.events.send(event).is_ok();
         };
-        self.setup.events.send(event).is_ok()
+        let report = !reported && restoring.held.len() < MAX_HELD;
+        restoring.held.push_back((batch, reported || report));
+        !report || self.setup.events.send(ShardEvent::Held { shard }).is_ok()
     }
 
     /// Processes one batch and reports it (`held`: reported `Held` before).
     /// Returns `false` when the coordinator is gone.
     async fn run_batch(&mut self, batch: QueueBatch, held: bool) -> bool {
         let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
-        let event = match self.process(&batch).instrument(span).await {
+        let processed = self.process(&batch).instrument(span).await;
+        if matches!(&processed, Err(StreamsError::Topology(why)) if why == REFENCED) {
+            return self.hold_again(batch, held);
+        }
+        let event = match processed {
             Ok(next) => ShardEvent::Acked {
                 shard: self.setup.id,
                 queue: batch.queue.clone(),
@@ -445,6 +461,18 @@ impl Shard {
             if self.failed.contains(&queue) {
                 continue;
             }
+            if let Err(error) = self.catch_up(&queue).await {
+                self.failed.insert(queue.clone());
+                let event = ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(queue),
+                    error,
+                };
+                if self.setup.events.send(event).is_err() {
+                    return false;
+                }
+                continue;
+            }
             let event = match self.checkpoint(&queue).await {
                 Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
                 Ok(None) => {
@@ -467,6 +495,58 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// A keyed queue that has had no batch for [`CATCH_UP_AFTER`] while
+    /// records wait in it past its state is read straight from the broker
+    /// (at most [`CATCH_UP_READS`] reads a tick). Seen under rebalance churn:
+    /// the lite-pull consumer no longer delivering a queue assigned to it.
+    /// What the consumer delivers later is below the state's offsets, and
+    /// dropped as replayed.
+    async fn catch_up(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
+        let Some(st) = self.states.get(queue) else {
+            return Ok(());
+        };
+        let Some(expected) = st.expected else {
+            return Ok(());
+        };
+        if st.last_batch.elapsed() < CATCH_UP_AFTER {
+            return Ok(());
+        }
+        let Some(state) = &self.setup.state else {
+            return Ok(());
+        };
+        let (_, end) = state.reader.bounds(queue.clone()).await??;
+        if end <= expected {
+            if let Some(st) = self.states.get_mut(queue) {
+                st.last_batch = Instant::now();
+            }
+            return Ok(());
+        }
+        tracing::warn!(%queue, %expected, %end, "no batch delivered for {CATCH_UP_AFTER:?} while records wait; reading them directly");
+        for _ in 0..CATCH_UP_READS {
+            let Some(from) = self.states.get(queue).and_then(|st| st.expected) else {
+                break;
+            };
+            if from >= end {
+                break;
+            }
+            let batch = self.read_gap(queue, from, end).await?;
+            if let Some(next) = self.process_one(&batch, true).await? {
+                if self
+                    .setup
+                    .events
+                    .send(ShardEvent::Checkpointed {
+                        queue: queue.clone(),
+                        next,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Forgets a queue that moved away. Its local database is kept: if the
@@ -513,6 +593,7 @@ impl Shard {
         let (cache, rocksdb, protocol) = (state.cache, state.rocksdb.clone(), state.protocol.clone());
         self.generation += 1;
         let generation = self.generation;
+        tracing::debug!(%queue, generation, "restore started");
         let done = self.restored_tx.clone();
         let task_queue = queue.clone();
         let task = glommio::spawn_local(async move {
@@ -530,7 +611,6 @@ impl Shard {
             Restoring {
                 generation,
                 held: VecDeque::new(),
-                overflowed: false,
                 _task: task,
             },
         );
@@ -597,36 +677,25 @@ impl Shard {
                 next: None,
                 checkpointed: None,
                 last_checkpoint: Instant::now(),
-                seek_asked: None,
+                last_batch: Instant::now(),
             },
         );
-        // The held batches, in order; one that starts past `resume` (an old
-        // owner committed past the state) is dropped and the queue sought
-        // back (`continuous`).
+        // The held batches, in order; before one that starts past `resume`
+        // (an old owner committed past the state), the records in between
+        // are read and processed first (`gap`).
         let mut held = restoring.held;
-        while let Some(batch) = held.pop_front() {
+        while let Some((batch, reported)) = held.pop_front() {
             if !self.states.contains_key(&queue) {
                 // A checkpoint of an earlier held batch met a newer claim
-                // and a new restore began: the rest wait for it (already
-                // counted out of flight).
+                // and a new restore began: the rest wait for it.
                 if let Some(next) = self.restoring.get_mut(&queue) {
-                    next.held.push_back(batch);
+                    next.held.push_back((batch, reported));
                     next.held.extend(held);
-                    next.overflowed |= restoring.overflowed;
                 }
                 return true;
             }
-            if !self.run_batch(batch, true).await {
+            if !self.run_batch(batch, reported).await {
                 return false;
-            }
-        }
-        if restoring.overflowed {
-            // Batches after the held ones were dropped: consume them again.
-            if let Some(st) = self.states.get_mut(&queue) {
-                if let Some(offset) = st.expected {
-                    st.seek_asked = Some(Instant::now());
-                    return self.setup.events.send(ShardEvent::Seek { queue, offset }).is_ok();
-                }
             }
         }
         true
@@ -668,31 +737,46 @@ impl Shard {
         Ok(Some(next))
     }
 
-    /// Whether `batch` may run: a keyed queue's batch must not start past
-    /// the offset its state is complete up to. One that does (its consumer
-    /// offset was committed by an old owner past the state this owner
-    /// restored) is dropped, and the coordinator asked to seek back.
-    fn continuous(&mut self, batch: &QueueBatch) -> bool {
-        let Some(st) = self.states.get_mut(&batch.queue) else {
-            return true;
+    /// The offsets `[from, until)` of a keyed queue that come before
+    /// `batch` but after what the queue's state covers: its consumer offset
+    /// was committed past that state by another owner (a rebalance that
+    /// briefly gave the queue to two instances, an old owner that ran on),
+    /// or this owner's consumer had read on before its queue was fenced.
+    fn gap(&self, batch: &QueueBatch) -> Option<(Offset, Offset)> {
+        let expected = self.states.get(&batch.queue)?.expected?;
+        let first = batch.records.first()?.offset;
+        (first > expected).then_some((expected, first))
+    }
+
+    /// Reads the records `[from, until)` of `queue` (at most one read's
+    /// worth) straight from the broker, as a batch to process before the
+    /// one that came with a gap. The consumer is not moved: a seek of the
+    /// lite-pull consumer was seen to leave a queue undelivered during
+    /// rebalance churn.
+    async fn read_gap(&self, queue: &QueueId, from: Offset, until: Offset) -> Result<QueueBatch, StreamsError> {
+        let Some(state) = &self.setup.state else {
+            return Err(StreamsError::Topology(format!(
+                "{queue} is keyed but the job has no state"
+            )));
         };
-        let (Some(expected), Some(first)) = (st.expected, batch.records.first().map(|r| r.offset)) else {
-            return true;
-        };
-        if first <= expected {
-            st.seek_asked = None;
-            return true;
+        let max = u32::try_from(until.0 - from.0).unwrap_or(u32::MAX).min(1024);
+        let chunk = state.reader.read(queue.clone(), from, max).await??;
+        let records: Vec<_> = chunk.records.into_iter().filter(|r| r.offset < until).collect();
+        match records.first() {
+            Some(r) if r.offset == from => {}
+            _ => {
+                return Err(StreamsError::Topology(format!(
+                    "{queue}: records {from}..{until} must be processed again but cannot be read \
+                     (deleted by the broker's retention?)"
+                )))
+            }
         }
-        if st.seek_asked.is_none_or(|t| t.elapsed() >= SEEK_AGAIN) {
-            tracing::info!(queue = %batch.queue, %first, %expected,
-                "batch starts past the restored state; consuming the queue from the state's offset");
-            st.seek_asked = Some(Instant::now());
-            let _ = self.setup.events.send(ShardEvent::Seek {
-                queue: batch.queue.clone(),
-                offset: expected,
-            });
-        }
-        false
+        tracing::info!(%queue, %from, %until, records = records.len(),
+            "reading records the queue's state does not cover yet");
+        Ok(QueueBatch {
+            queue: queue.clone(),
+            records,
+        })
     }
 
     async fn process(&mut self, batch: &QueueBatch) -> Result<Option<Offset>, StreamsError> {
@@ -704,10 +788,26 @@ impl Shard {
                 batch.queue
             )));
         }
+        let mut checkpointed = None;
         if keyed {
-            if !self.continuous(batch) {
-                return Ok(None);
+            while let Some((from, until)) = self.gap(batch) {
+                let gap = self.read_gap(&batch.queue, from, until).await?;
+                checkpointed = self.process_one(&gap, true).await?.max(checkpointed);
             }
+            if !self.states.contains_key(&batch.queue) {
+                // A checkpoint of the gap met a newer claim: the batch waits
+                // for the new restore (`run_batch` holds it).
+                return Err(StreamsError::Topology(REFENCED.into()));
+            }
+        }
+        Ok(self.process_one(batch, keyed).await?.max(checkpointed))
+    }
+
+    /// Processes one batch whose predecessors are processed; returns the
+    /// offset a checkpoint made durable, or the batch's next offset for a
+    /// stateless queue.
+    async fn process_one(&mut self, batch: &QueueBatch, keyed: bool) -> Result<Option<Offset>, StreamsError> {
+        if keyed {
             self.ctx.store = self.states.get_mut(&batch.queue).and_then(|st| st.owned.take_store());
         }
         let outcome = self.run_records(batch);
@@ -726,8 +826,8 @@ impl Shard {
         // whenever the write-back cache is full.
         let due = match self.states.get_mut(&batch.queue) {
             Some(st) => {
-                // A batch entirely below what was processed (one polled
-                // before a seek back) moves neither.
+                // A batch entirely below what was processed moves neither.
+                st.last_batch = Instant::now();
                 st.next = batch.next_offset().max(st.next);
                 st.expected = st.next.max(st.expected);
                 let interval = self.setup.state.as_ref().map_or(Duration::ZERO, |c| c.commit_interval);
