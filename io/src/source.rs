@@ -328,27 +328,6 @@ impl Source {
         Ok(())
     }
 
-    /// Moves `queue`'s consumption to `offset`: the next batches of the
-    /// queue start there. Batches already polled are not recalled.
-    ///
-    /// # Errors
-    ///
-    /// Returns an [`Operation::Source`] error if the queue is not assigned
-    /// (any more) or the offset is outside the queue.
-    pub async fn seek(&mut self, queue: &QueueId, offset: Offset) -> Result<()> {
-        let c = self.consumer.clone();
-        let mq = queue.to_mq();
-        let name = queue.to_string();
-        self.io
-            .spawn(async move {
-                c.seek(&mq, offset.0)
-                    .await
-                    .map_err(|e| Error::client(Operation::Source, &format!("seek {name} to {offset}"), e))
-            })
-            .await??;
-        Ok(())
-    }
-
     /// The offsets this source last committed, per assigned queue.
     pub fn committed(&self) -> &HashMap<QueueId, Offset> {
         &self.positions
