@@ -9,6 +9,7 @@
 //! each output record's latency from its produce stamp to the moment the
 //! output consumer polled it.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,8 @@ pub struct Options {
     pub commit_interval: Duration,
     /// RocksDB settings (`wordcount`).
     pub rocksdb: RocksDbOptions,
+    /// When the word count emits its updates (`wordcount`).
+    pub emit: Emit,
     /// Longest a single run may take.
     pub limit: Duration,
 }
@@ -100,6 +103,7 @@ impl Default for Options {
             cache_capacity: engine.cache_capacity,
             commit_interval: engine.commit_interval,
             rocksdb: engine.rocksdb,
+            emit: Emit::OnUpdate,
             limit: Duration::from_secs(600),
         }
     }
@@ -131,7 +135,9 @@ impl Accumulator<(String, u64)> for CountWithStamp {
     }
     fn add(&self, state: &mut (u64, u64), value: &(String, u64)) {
         state.0 += 1;
-        state.1 = value.1;
+        // The latest stamp: under `Emit::OnCommit` the update's latency is
+        // that of the newest record it carries.
+        state.1 = state.1.max(value.1);
     }
     fn result(&self, state: &(u64, u64)) -> (u64, u64) {
         *state
@@ -193,6 +199,7 @@ impl Ctx<'_> {
                         parts.map(|w| (w.to_string(), stamp)).collect::<Vec<_>>()
                     })
                     .key_by(|(w, _): &(String, u64)| w.clone())
+                    .emit(self.options.emit)
                     .aggregate(CountWithStamp)
                     .to_rstream()
                     .sink(output, Json::<(String, (u64, u64))>::new());
@@ -233,12 +240,21 @@ impl Ctx<'_> {
     fn read(&self, scenario: Scenario, output: &str, expected: u64, label: &str) -> Result<load::Output, String> {
         let seen = Arc::new(AtomicU64::new(0));
         let _bar = Progress::start(label, seen.clone(), expected);
-        let stamp_of = move |body: &[u8]| -> Option<u64> {
+        let on_commit = self.options.emit == Emit::OnCommit;
+        // With `Emit::OnCommit` an update stands for every word counted
+        // since the word's previous update: the rise of its count.
+        let mut counted: HashMap<String, u64> = HashMap::new();
+        let weigh = move |body: &[u8]| -> (Option<u64>, u64) {
             match scenario {
-                Scenario::WordCount => serde_json::from_slice::<(String, (u64, u64))>(body)
-                    .ok()
-                    .map(|(_, (_, s))| s),
-                _ => load::binary_stamp(body).map(|(s, _)| s),
+                Scenario::WordCount => match serde_json::from_slice::<(String, (u64, u64))>(body) {
+                    Ok((word, (count, stamp))) if on_commit => {
+                        let before = counted.insert(word, count).unwrap_or(0);
+                        (Some(stamp), count.saturating_sub(before))
+                    }
+                    Ok((_, (_, stamp))) => (Some(stamp), 1),
+                    Err(_) => (None, 1),
+                },
+                _ => (load::binary_stamp(body).map(|(s, _)| s), 1),
             }
         };
         load::read_output(
@@ -247,7 +263,7 @@ impl Ctx<'_> {
             output,
             expected,
             self.options.limit,
-            stamp_of,
+            weigh,
             seen,
         )
         .map_err(|e| e.to_string())

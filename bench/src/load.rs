@@ -153,9 +153,11 @@ pub struct Output {
     pub last: Option<Instant>,
 }
 
-/// Reads `topic` from its start with a fresh group until `expected` records
-/// arrived or `limit` passed; records the latency of every
-/// record `stamp_of` finds a stamp in. `seen` counts records as they come.
+/// Reads `topic` from its start with a fresh group until outputs worth
+/// `expected` records arrived or `limit` passed. `weigh` gives each output
+/// its stamp (its latency is recorded) and how many input records it
+/// accounts for: 1 for a record-per-record output, the rise of a count
+/// for an `Emit::OnCommit` word count. `seen` counts as records come.
 ///
 /// # Errors
 ///
@@ -166,7 +168,7 @@ pub fn read_output(
     topic: &str,
     expected: u64,
     limit: Duration,
-    stamp_of: impl Fn(&[u8]) -> Option<u64> + Send + 'static,
+    mut weigh: impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static,
     seen: Arc<AtomicU64>,
 ) -> rocketmq_streams_io::Result<Output> {
     let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
@@ -184,11 +186,12 @@ pub fn read_output(
             for batch in source.poll().await? {
                 let now = now_nanos();
                 for r in &batch.records {
-                    if let Some(stamp) = stamp_of(&r.body) {
+                    let (stamp, weight) = weigh(&r.body);
+                    if let Some(stamp) = stamp {
                         let _ = latency.record((now.saturating_sub(stamp) / 1_000).max(1));
                     }
+                    records += weight;
                 }
-                records += batch.records.len() as u64;
                 first = first.or(Some(Instant::now()));
                 last = Some(Instant::now());
             }

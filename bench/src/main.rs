@@ -20,6 +20,7 @@
 //!   --words N         words per line, wordcount (default 10)
 //!   --vocabulary N    distinct words, wordcount (default 10000)
 //!   --hand-off MODE   direct | writer-shard, wordcount (default direct)
+//!   --emit MODE       on-update | on-commit, wordcount's count updates (default on-update)
 //!   --poll-batch N    records per poll (default 1024)
 //!   --send-batch N    most messages per send (default 512)
 //!   --commit-ms N     commit interval in ms (default 1000)
@@ -35,7 +36,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rocketmq_streams::{Compression, ShuffleHandOff};
+use rocketmq_streams::{Compression, Emit, ShuffleHandOff};
 use rocketmq_streams_bench::broker::{self, Scenario};
 use rocketmq_streams_bench::inproc::{self, Query};
 use rocketmq_streams_bench::machine::Machine;
@@ -114,6 +115,13 @@ fn real_main() -> Result<(), String> {
                     other => return Err(format!("--hand-off: {other:?} is not direct or writer-shard")),
                 }
             }
+            "--emit" => {
+                options.emit = match value()?.as_str() {
+                    "on-update" => Emit::OnUpdate,
+                    "on-commit" => Emit::OnCommit,
+                    other => return Err(format!("--emit: {other:?} is not on-update or on-commit")),
+                }
+            }
             "--poll-batch" => options.poll_batch = number(value()?)?.max(1) as usize,
             "--send-batch" => options.send_batch = number(value()?)?.max(1) as usize,
             "--commit-ms" => options.commit_interval = Duration::from_millis(number(value()?)?.max(1)),
@@ -173,6 +181,7 @@ fn real_main() -> Result<(), String> {
             settings.push(("words per line".into(), options.words.to_string()));
             settings.push(("vocabulary".into(), options.vocabulary.to_string()));
             settings.push(("hand-off".into(), format!("{:?}", options.hand_off)));
+            settings.push(("emit".into(), format!("{:?}", options.emit)));
             settings.push(("shuffle queues".into(), options.shuffle_queues.to_string()));
             settings.push(("cache".into(), format!("{} keys per queue", options.cache_capacity)));
             let r = &options.rocksdb;

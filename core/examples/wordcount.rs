@@ -17,13 +17,13 @@
 //!
 //! ```text
 //! cargo run -p rocketmq-streams --example wordcount \
-//!     [-- <repetitions> [direct|writer-shard [<commit ms> [<cache keys> [<vocabulary ×>]]]]]
+//!     [-- <repetitions> [direct|writer-shard [<commit ms> [<cache keys> [<vocabulary ×> [on-update|on-commit]]]]]]
 //! ```
 //!
 //! The optional arguments set `RuntimeConfig::shuffle_hand_off`,
-//! `commit_interval` and `cache_capacity`, and multiply the vocabulary
-//! (each repetition's words tagged `word_<r mod ×>`), for the measurements
-//! in `tuning.md`.
+//! `commit_interval` and `cache_capacity`, multiply the vocabulary (each
+//! repetition's words tagged `word_<r mod ×>`), and choose when the counts
+//! go out (`Emit`), for the measurements in `tuning.md`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +77,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let commit_interval = number(3, "commit interval (ms)")?.map(Duration::from_millis);
     let cache_capacity = number(4, "cache capacity")?;
     let vocabulary = number(5, "vocabulary multiplier")?.unwrap_or(1) as usize;
+    let emit = match std::env::args().nth(6).as_deref() {
+        None | Some("on-update") => Emit::OnUpdate,
+        Some("on-commit") => Emit::OnCommit,
+        Some(other) => return Err(format!("emit must be on-update or on-commit, not {other}").into()),
+    };
     let (_broker, client) = EmbeddedRocketMQ::unless_env()?;
     let suffix = std::process::id();
     let (lines_topic, counts_topic) = (format!("lines-{suffix}"), format!("word-counts-{suffix}"));
@@ -133,6 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .source(&lines_topic, Utf8)
         .flat_map(|line: String| words(&line))
         .key_by(|w: &String| w.clone())
+        .emit(emit)
         .count()
         .to_rstream();
     let remember = latest.clone();

@@ -9,7 +9,8 @@ use serde::Serialize;
 /// How `GroupedStream::aggregate` folds the values of a key.
 ///
 /// The state is kept per key in the queue's state store (serialized as
-/// JSON), so it survives restarts and moves with its queue. The built-in
+/// MessagePack behind a format version byte), so it survives restarts and
+/// moves with its queue. The built-in
 /// aggregations (`count`, `sum`, `min`, `max`, `avg`) are accumulators too.
 ///
 /// ```

@@ -6,9 +6,9 @@ use crate::error::{Result, StreamsError};
 use crate::policy::{DeadLetter, ErrorPolicy, Verdict};
 use rocketmq_streams_state::QueueStore;
 
-use crate::processor::{Context, Output, ShuffleOutput};
+use crate::processor::{Context, Output};
 use crate::serde::{Deserializer, Serializer};
-use crate::topology::{process_record, SourcePipeline, Topology};
+use crate::topology::{SourcePipeline, Topology};
 
 /// Counters of a [`TopologyTestDriver`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,8 +54,6 @@ pub struct TopologyTestDriver {
     outputs: Vec<Vec<Output>>,
     dead_letters: Vec<DeadLetter>,
     metrics: DriverMetrics,
-    /// Shuffled records not yet processed by their keyed stage.
-    shuffled: Vec<ShuffleOutput>,
     state_dir: tempfile::TempDir,
 }
 
@@ -92,7 +90,6 @@ impl TopologyTestDriver {
     pub fn with_error_policy(topology: Topology, policy: ErrorPolicy) -> Self {
         let ctx = Context::new(topology.sink_topics().len());
         Self {
-            shuffled: Vec::new(),
             outputs: vec![Vec::new(); topology.sink_topics().len()],
             state_dir: tempfile::tempdir().expect("a temporary directory for the driver's state"),
             topology,
@@ -128,18 +125,17 @@ impl TopologyTestDriver {
         timestamp: i64,
     ) -> Result<()> {
         self.process_one(topic, queue, body.into(), timestamp)?;
-        // Keyed records go through the shuffle topic at once, in order.
-        if self.shuffled.is_empty() {
-            return Ok(());
-        }
+        // Keyed records go through the shuffle topic at once, in order, in
+        // frames as on a broker.
         let Some(shuffle_topic) = self.topology.shuffle_topic().map(str::to_owned) else {
             return Ok(());
         };
-        while !self.shuffled.is_empty() {
-            let pending = std::mem::take(&mut self.shuffled);
-            for out in pending {
-                let queue = (out.key_hash % u64::from(DRIVER_SHUFFLE_QUEUES)) as u32;
-                self.process_one(&shuffle_topic, queue, out.body, timestamp)?;
+        while !self.ctx.shuffle.is_empty() {
+            let frames = self.ctx.shuffle.take_frames(DRIVER_SHUFFLE_QUEUES as usize);
+            for (queue, (frames, _)) in (0..DRIVER_SHUFFLE_QUEUES).zip(frames) {
+                for frame in frames {
+                    self.process_one(&shuffle_topic, queue, frame, timestamp)?;
+                }
             }
         }
         Ok(())
@@ -173,31 +169,60 @@ impl TopologyTestDriver {
         let q = &mut self.queues[index];
         let offset = q.next_offset;
         q.next_offset += 1;
-        self.metrics.records_in += 1;
         self.ctx.store = q.store.take();
         self.ctx.begin_record(q.origin, offset);
-        let result = process_record(q.pipeline.as_mut(), &body, timestamp, &mut self.ctx);
+        let (policy, metrics, dead_letters) = (&self.policy, &mut self.metrics, &mut self.dead_letters);
+        let mut failed = |body: &Bytes, index: Option<u32>, error: StreamsError| {
+            let at = match index {
+                Some(i) => format!("{topic}#{queue}:{offset}#{i}"),
+                None => format!("{topic}#{queue}:{offset}"),
+            };
+            judge(policy, metrics, dead_letters, body, &error, at)
+        };
+        let result = q.pipeline.process(&body, timestamp, &mut self.ctx, &mut failed);
         q.store = self.ctx.store.take();
+        // A shuffle frame counts its records; any other message is one.
+        self.metrics.records_in += match std::mem::take(&mut self.ctx.unframed) {
+            0 => 1,
+            n => n,
+        };
         self.metrics.records_out = self.ctx.records_out;
-        self.shuffled.append(&mut self.ctx.shuffle);
         for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
             written.append(buffer);
         }
-        let Err(error) = result else {
-            return Ok(());
-        };
-        match self.policy.judge(&body, &error, format!("{topic}#{queue}:{offset}")) {
-            Verdict::Skipped => {
-                self.metrics.skipped += 1;
-                Ok(())
+        result
+    }
+
+    /// Commits, as the runtime does every commit interval: every keyed
+    /// queue's [`Emit::OnCommit`](crate::Emit::OnCommit) aggregations emit
+    /// the latest result of each key they updated since the last commit.
+    /// Without such aggregations it changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::RecordFailed`] if a held result fails downstream and
+    /// the policy is `Fail`; [`StreamsError::State`] if a store fails.
+    pub fn commit(&mut self) -> Result<()> {
+        for q in &mut self.queues {
+            if q.store.is_none() {
+                continue;
             }
-            Verdict::DeadLetter(letter) => {
-                self.metrics.dead_lettered += 1;
-                self.dead_letters.push(letter);
-                Ok(())
+            self.ctx.store = q.store.take();
+            let mut outcome = q.pipeline.flush(&mut self.ctx);
+            q.store = self.ctx.store.take();
+            for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
+                let at = format!("{}#{}:commit", q.topic, q.queue);
+                outcome = outcome.and_then(|()| {
+                    judge(&self.policy, &mut self.metrics, &mut self.dead_letters, &body, &error, at)
+                });
             }
-            Verdict::Fail(error) => Err(error),
+            self.metrics.records_out = self.ctx.records_out;
+            for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
+                written.append(buffer);
+            }
+            outcome?;
         }
+        Ok(())
     }
 
     /// Serializes `value` with `serializer` and pipes it into queue 0 of `topic`.
@@ -252,6 +277,26 @@ impl TopologyTestDriver {
     pub fn metrics(&self) -> &DriverMetrics {
         &self.metrics
     }
+}
+
+/// The error policy's verdict on a failed record, counted; `Err` for `Fail`.
+fn judge(
+    policy: &ErrorPolicy,
+    metrics: &mut DriverMetrics,
+    dead_letters: &mut Vec<DeadLetter>,
+    body: &Bytes,
+    error: &StreamsError,
+    at: String,
+) -> Result<()> {
+    match policy.judge(body, error, at) {
+        Verdict::Skipped => metrics.skipped += 1,
+        Verdict::DeadLetter(letter) => {
+            metrics.dead_lettered += 1;
+            dead_letters.push(letter);
+        }
+        Verdict::Fail(error) => return Err(error),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -489,13 +534,97 @@ mod tests {
     }
 
     fn word_count_topology() -> Topology {
+        word_count_emitting(Emit::OnUpdate)
+    }
+
+    fn word_count_emitting(emit: Emit) -> Topology {
         let b = StreamBuilder::new("wc");
         b.source("lines", Utf8)
             .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
             .key_by(|w: &String| w.clone())
+            .emit(emit)
             .count()
             .sink("counts", Json::<(String, u64)>::new());
         b.build().expect("valid")
+    }
+
+    fn last_per_key(updates: Vec<(String, u64)>) -> HashMap<String, u64> {
+        updates.into_iter().collect()
+    }
+
+    #[test]
+    fn on_commit_ends_where_on_update_does_with_fewer_outputs() {
+        let mut update = TopologyTestDriver::new(word_count_emitting(Emit::OnUpdate));
+        let mut commit = TopologyTestDriver::new(word_count_emitting(Emit::OnCommit));
+        let mut reference: HashMap<String, u64> = HashMap::new();
+        let mut x = 7u64;
+        let (mut from_update, mut from_commit) = (Vec::new(), Vec::new());
+        for i in 0..2_000u32 {
+            let words: Vec<String> = (0..5)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    format!("w{}", (x >> 33) % 60)
+                })
+                .collect();
+            for w in &words {
+                *reference.entry(w.clone()).or_default() += 1;
+            }
+            let line = words.join(" ");
+            update.pipe_input_to_queue("lines", i % 3, line.clone(), 0).expect("pipe");
+            commit.pipe_input_to_queue("lines", i % 3, line, 0).expect("pipe");
+            if i % 250 == 249 {
+                commit.commit().expect("commit");
+                // Each commit emits each key updated since the last one
+                // once, with its result at the commit: the reference so far.
+                let emitted: Vec<(String, u64)> = commit.read_values("counts", &Json::new());
+                let mut seen = std::collections::HashSet::new();
+                for (w, c) in &emitted {
+                    assert!(seen.insert(w.clone()), "{w} emitted twice in one commit");
+                    assert_eq!(Some(c), reference.get(w), "{w} at the commit after line {i}");
+                }
+                from_commit.extend(emitted);
+            }
+            from_update.extend(update.read_values::<(String, u64)>("counts", &Json::new()));
+        }
+        commit.commit().expect("commit");
+        from_commit.extend(commit.read_values::<(String, u64)>("counts", &Json::new()));
+        assert_eq!(from_update.len(), 10_000, "one update per word");
+        assert!(from_commit.len() <= 9 * 60, "at most one output per key per commit: {}", from_commit.len());
+        assert_eq!(last_per_key(from_update), reference);
+        assert_eq!(last_per_key(from_commit), reference);
+        // Nothing updated since: a commit emits nothing.
+        commit.commit().expect("commit");
+        assert!(commit.read_output("counts").is_empty());
+    }
+
+    #[test]
+    fn nothing_stateful_may_follow_an_on_commit_aggregation() {
+        for (what, build) in [
+            ("KeyBy", Box::new(|g: GroupedStream<String, u64>| {
+                g.to_rstream().key_by(|(w, _): &(String, u64)| w.clone()).count().print();
+            }) as Box<dyn Fn(GroupedStream<String, u64>)>),
+            ("Sum", Box::new(|g: GroupedStream<String, u64>| g.sum(|c| *c).print())),
+        ] {
+            let b = StreamBuilder::new("wc");
+            let counts = b
+                .source("lines", Utf8)
+                .key_by(|w: &String| w.clone())
+                .emit(Emit::OnCommit)
+                .count();
+            build(counts);
+            let err = b.build().expect_err("refused").to_string();
+            assert!(err.contains(&format!("{what} after the Emit::OnCommit")), "{err}");
+        }
+        // Stateless operators and sinks may.
+        let b = StreamBuilder::new("wc");
+        b.source("lines", Utf8)
+            .key_by(|w: &String| w.clone())
+            .emit(Emit::OnCommit)
+            .count()
+            .map(|c| c * 2)
+            .filter(|c| *c > 2)
+            .print();
+        assert!(b.build().is_ok());
     }
 
     #[test]
@@ -656,23 +785,48 @@ mod tests {
             "{}",
             d.dead_letters()[0].error
         );
+        // The first format (one JSON record per message) is refused by name.
+        d.pipe_input_to_queue("wc-shuffle", 2, Bytes::from_static(b"\x01old record"), 0)
+            .expect("pipe");
+        assert!(d.dead_letters()[1].error.contains("version 1"), "{}", d.dead_letters()[1].error);
         // The same shuffled record twice (a replay of the first stage): applied once.
-        let record = rocketmq_streams_shuffle::ShuffleRecord {
+        let w = Bytes::from(rmp_serde::to_vec_named("w").expect("msgpack"));
+        let record = |offset, value: &Bytes| rocketmq_streams_shuffle::ShuffleRecord {
             node: 0,
             origin: rocketmq_streams_shuffle::Origin {
                 queue: 9,
-                offset: 4,
+                offset,
                 seq: 0,
             },
             timestamp: 0,
-            key: Bytes::from_static(b"\"w\""),
-            value: Bytes::from_static(b"\"w\""),
+            key: w.clone(),
+            value: value.clone(),
         };
         for _ in 0..2 {
-            d.pipe_input_to_queue("wc-shuffle", 1, record.encode(), 0)
+            d.pipe_input_to_queue("wc-shuffle", 1, record(4, &w).to_frame(), 0)
                 .expect("pipe");
         }
         let counts: Vec<(String, u64)> = d.read_values("counts", &Json::new());
         assert_eq!(counts, [("w".to_string(), 1)]);
+        // A frame whose second record does not decode: the first counts,
+        // the second alone is dead-lettered, framed by itself.
+        let mut framer = rocketmq_streams_shuffle::Framer::new();
+        let bad = Bytes::from_static(b"\xc1");
+        for (offset, value) in [(5, &w), (6, &bad)] {
+            let r = record(offset, value);
+            framer.push(9, 0, r.origin.offset, 0, 0, &r.key, &r.value);
+        }
+        for frame in framer.finish() {
+            d.pipe_input_to_queue("wc-shuffle", 1, frame, 0).expect("pipe");
+        }
+        assert_eq!(d.read_values::<(String, u64)>("counts", &Json::new()), [("w".to_string(), 2)]);
+        let letter = &d.dead_letters()[2];
+        assert!(letter.origin.ends_with("#1"), "{}", letter.origin);
+        assert_eq!(letter.body, record(6, &bad).to_frame());
+        // Replaying the whole frame applies nothing again.
+        let replay = rocketmq_streams_shuffle::ShuffleRecord { ..record(6, &w) }.to_frame();
+        d.pipe_input_to_queue("wc-shuffle", 1, replay, 0).expect("pipe");
+        assert!(d.read_values::<(String, u64)>("counts", &Json::new()).is_empty());
+        assert_eq!(d.metrics().dead_lettered, 3);
     }
 }

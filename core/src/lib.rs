@@ -43,8 +43,10 @@
 #![warn(missing_docs)]
 
 mod accumulator;
+mod codec;
 mod driver;
 mod dsl;
+mod emit;
 mod error;
 pub mod operators;
 mod policy;
@@ -56,9 +58,10 @@ mod topology;
 pub use accumulator::{Accumulator, Avg, Count, Extreme, Sum};
 pub use driver::{DriverMetrics, TopologyTestDriver};
 pub use dsl::{GroupedStream, RStream, StreamBuilder};
+pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
-pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record, ShuffleOutput};
+pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record};
 pub use rocketmq_streams_io as io;
 pub use rocketmq_streams_state::{Compression, RocksDbOptions};
 pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, ShuffleHandOff, StreamRuntime};
@@ -68,7 +71,7 @@ pub use topology::Topology;
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        Accumulator, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime,
+        Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime,
         StreamsError, Topology, TopologyTestDriver,
     };
     #[cfg(feature = "embedded-broker")]

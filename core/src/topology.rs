@@ -24,9 +24,40 @@ pub(crate) struct SourceDef {
     pub(crate) factory: Arc<dyn Fn() -> Box<dyn SourcePipeline> + Send + Sync>,
 }
 
+/// What a pipeline does with a record that failed (rolled back already):
+/// the error policy. It gets what a dead letter carries (the message body,
+/// or one record of a shuffle frame framed alone), the record's index in a
+/// frame, and the error; an `Err` stops the batch (policy `Fail`, or a
+/// failed store).
+pub(crate) type OnFailure<'a> = dyn FnMut(&Bytes, Option<u32>, StreamsError) -> Result<(), StreamsError> + 'a;
+
 /// A built chain for one source: takes raw message bodies.
 pub(crate) trait SourcePipeline {
-    fn process(&mut self, body: &Bytes, timestamp: i64, ctx: &mut Context) -> Result<(), StreamsError>;
+    /// Processes one message: one record, or every record of a shuffle
+    /// frame, each guarded by [`guarded`] and handed to `failed` if it fails.
+    ///
+    /// # Errors
+    ///
+    /// The first `Err` of `failed`, or a store that is not there.
+    fn process(
+        &mut self,
+        body: &Bytes,
+        timestamp: i64,
+        ctx: &mut Context,
+        failed: &mut OnFailure<'_>,
+    ) -> Result<(), StreamsError>;
+
+    /// Passes a flush (see [`Processor::flush`](crate::Processor::flush))
+    /// down the chain. Only keyed stages hold results; the default is for
+    /// source chains.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the state store.
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// A validated, runnable description of a job: its sources, operators and
@@ -116,28 +147,27 @@ impl fmt::Debug for Topology {
     }
 }
 
-/// Pushes one message through a source chain. A failure — an `Err` or a
-/// panic in user code — leaves no partial output in `ctx`.
-pub(crate) fn process_record(
-    pipeline: &mut dyn SourcePipeline,
-    body: &Bytes,
-    timestamp: i64,
+/// Runs one record's work `f`. A failure — an `Err`, a panic in user code,
+/// or an output over the broker's message limit — leaves no partial
+/// output or state write in `ctx`.
+pub(crate) fn guarded(
     ctx: &mut Context,
+    f: impl FnOnce(&mut Context) -> Result<(), StreamsError>,
 ) -> Result<(), StreamsError> {
     let mark = ctx.mark();
-    let mut result = match catch_unwind(AssertUnwindSafe(|| pipeline.process(body, timestamp, ctx))) {
+    let mut result = match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
         Ok(result) => result,
         Err(panic) => Err(StreamsError::UserPanic(panic_message(panic.as_ref()))),
     };
     if result.is_ok() {
-        let bytes = ctx.largest_since(&mark);
+        let bytes = ctx.largest_since(mark);
         let limit = rocketmq_streams_io::MAX_MESSAGE_BYTES;
         if bytes > limit {
             result = Err(StreamsError::OutputTooLarge { bytes, limit });
         }
     }
     if result.is_err() {
-        ctx.rollback(&mark);
+        ctx.rollback(mark);
     }
     result
 }

@@ -13,7 +13,7 @@
 //!      │ changes(epoch)                                   (entries + checkpoint, one atomic batch)
 //!      ▼
 //!  OwnedQueue (claim, restore, checkpoint, fencing) ──► StateLog: state topic <job>-state, queue i ⇄ shuffle queue i
-//!        Claim{token} | Put/Delete{epoch} … | Marker{epoch, token, source_next} | …
+//!        Claim{token} | Batch{epoch, puts/deletes} … | Marker{epoch, token, source_next} | …
 //! ```
 //!
 //! The protocol lives in [`OwnedQueue`]; the runtime only schedules it.
@@ -42,7 +42,9 @@
 //!
 //! 1. has already sent every sink output of the records processed so far
 //!    and awaited their acknowledgements;
-//! 2. sends the store's dirty entries ([`Change::Put`] / [`Change::Delete`])
+//! 2. sends the store's dirty entries, framed as [`Change::Batch`]es of up to
+//!    [`MAX_BATCH_BYTES`] (a release before issue 11 sent one
+//!    [`Change::Put`] / [`Change::Delete`] per key; restores still read them)
 //!    to *q*'s state-topic queue and awaits the acknowledgement;
 //! 3. sends [`Change::Marker`] `{epoch, token, source_next}` — the next
 //!    offset of *q* — and awaits it: from here the state up to
@@ -189,7 +191,7 @@ mod owner;
 mod restore;
 mod store;
 
-pub use changelog::{Change, Epoch};
+pub use changelog::{Change, Epoch, MAX_BATCH_BYTES};
 pub use error::{Result, StateError};
 pub use failpoint::{failpoint, STEPS as FAILPOINTS};
 pub use log::{LogChunk, LogRecord, MemoryLog, StateLog};

@@ -299,17 +299,19 @@ impl OwnedQueue {
                 newer,
             });
         }
-        let changes: Vec<Bytes> = self
-            .store_ref()
-            .changes(self.epoch)
-            .iter()
-            .map(Change::encode)
-            .collect();
+        let changes = self.store_ref().changes(self.epoch);
+        let entries = changes.len() as u64;
+        let bodies = Change::frame(self.epoch, &changes);
+        drop(changes);
         failpoint("checkpoint.before-changelog");
-        if !changes.is_empty() {
+        if !bodies.is_empty() {
+            let messages = bodies.len() as u64;
             // Before the marker: a newer owner's claim among the changes
             // means this owner must stop here.
-            self.append(log, changes).await?;
+            self.append(log, bodies).await?;
+            // `append` counted messages; a restore replays entries, and
+            // snapshots are due by those.
+            self.since_snapshot += entries.saturating_sub(messages);
         }
         failpoint("checkpoint.before-marker");
         let marker = Change::Marker {
@@ -826,8 +828,9 @@ mod tests {
         assert_eq!(summary.malformed.len(), 1);
         owner.close();
         for (body, says) in [
-            (&b"\x02\x02\x01"[..], "bad length"),
+            (&b"\x03\x02\x01"[..], "bad length"),
             (&b"\x01\x02\x00\x00\x00\x00\x00\x00\x00\x00"[..], "version 1"),
+            (&b"\x02\x04\x00\x00\x00\x00\x00\x00\x00\x00"[..], "version 2"),
         ] {
             let log = MemoryLog::new();
             log.append_now(Bytes::from_static(body));

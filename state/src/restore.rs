@@ -117,6 +117,13 @@ impl Restore {
             Change::Put { epoch, .. } | Change::Delete { epoch, .. } if Some(epoch) == self.epoch => {
                 self.pending.push(change);
             }
+            Change::Batch { epoch, entries } if Some(epoch) == self.epoch => {
+                self.pending.extend(entries.into_iter().map(|(key, value)| match value {
+                    Some(value) => Change::Put { epoch, key, value },
+                    None => Change::Delete { epoch, key },
+                }));
+            }
+            Change::Batch { entries, .. } => self.ignored += entries.len() as u64,
             Change::Put { .. } | Change::Delete { .. } | Change::Marker { .. } => self.ignored += 1,
             // A snapshot repeats the state the markers before it built.
             Change::Snapshot { .. } | Change::SnapshotEnd { .. } => {}

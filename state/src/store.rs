@@ -36,22 +36,29 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    const LEN: usize = 32;
+    const LEN: usize = 33;
+    /// The last byte: the state format of the database (the changelog
+    /// version; 3 since MessagePack keys and values). Older databases
+    /// (16 or 32 bytes, no format byte) hold keys this release would never
+    /// look up, and are refused.
+    const FORMAT: u8 = 3;
 
     fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.state_next.to_le_bytes());
         out[8..16].copy_from_slice(&self.source_next.unwrap_or(-1).to_le_bytes());
         out[16..24].copy_from_slice(&self.epoch.to_le_bytes());
-        out[24..].copy_from_slice(&self.token.to_le_bytes());
+        out[24..32].copy_from_slice(&self.token.to_le_bytes());
+        out[32] = Self::FORMAT;
         out
     }
 
-    /// `None` for anything but a checkpoint of this layout (an older
-    /// release's 16-byte checkpoint included: it cannot be verified, and
+    /// `None` for anything but a checkpoint of this layout and format (an
+    /// older release's 16- or 32-byte checkpoint included: it cannot be
+    /// verified or its keys are of another format, and
     /// [`QueueStore::checkpoint`] refuses it).
     fn decode(b: &[u8]) -> Option<Checkpoint> {
-        if b.len() != Self::LEN {
+        if b.len() != Self::LEN || b[32] != Self::FORMAT {
             return None;
         }
         let word = |at: usize| -> Option<[u8; 8]> { b.get(at..at + 8)?.try_into().ok() };
@@ -439,6 +446,15 @@ impl QueueStore {
                 Change::Put { key, value, .. } => batch.put(key, value),
                 Change::Delete { key, .. } => batch.delete(key),
                 Change::Snapshot { key, value, .. } => batch.put(key, value),
+                Change::Batch { entries, .. } => {
+                    for (key, value) in entries {
+                        match value {
+                            Some(value) => batch.put(key, value),
+                            None => batch.delete(key),
+                        }
+                        self.cache.remove(key);
+                    }
+                }
                 Change::Marker { .. } | Change::Claim { .. } | Change::SnapshotEnd { .. } => {}
             }
             if let Change::Put { key, .. } | Change::Delete { key, .. } | Change::Snapshot { key, .. } = c {
@@ -481,6 +497,28 @@ impl QueueStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_of_an_older_format_is_refused_not_taken_for_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = QueueStore::open(dir.path().join("q"), 10).expect("open");
+        let current = Checkpoint {
+            state_next: 5,
+            source_next: Some(7),
+            epoch: 2,
+            token: 9,
+        };
+        store.db.put(CHECKPOINT_KEY, current.encode()).expect("put");
+        assert_eq!(store.checkpoint().expect("reads"), Some(current));
+        // 16 bytes (before epochs), 32 bytes (JSON state), a future format.
+        let mut future = current.encode();
+        future[32] = 4;
+        for old in [&[0u8; 16][..], &current.encode()[..32], &future[..]] {
+            store.db.put(CHECKPOINT_KEY, old).expect("put");
+            let err = store.checkpoint().expect_err("refused");
+            assert!(matches!(err, StateError::Malformed(_)), "{err}");
+        }
+    }
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

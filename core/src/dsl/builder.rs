@@ -9,7 +9,7 @@ use crate::error::{Result, StreamsError};
 use crate::operators::shuffle_source::{KeyedEntry, ShuffleSource};
 use crate::processor::{BoxProcessor, Context, Record};
 use crate::serde::Deserializer;
-use crate::topology::{NodeInfo, SourceDef, SourcePipeline, Topology};
+use crate::topology::{guarded, NodeInfo, OnFailure, SourceDef, SourcePipeline, Topology};
 
 /// The graph under construction, shared by the builder and its streams.
 /// Only touched while the DSL is written, never on the record path.
@@ -21,6 +21,10 @@ pub(crate) struct Graph {
     pub(crate) terminals: usize,
     /// The chains after each `key_by`, indexed by its shuffle node number.
     pub(crate) keyed: Vec<KeyedFactory>,
+    /// Nodes of `Emit::OnCommit` aggregations.
+    pub(crate) on_commit: Vec<usize>,
+    /// What `build` will refuse the graph for, found while it was written.
+    pub(crate) errors: Vec<String>,
 }
 
 pub(crate) type KeyedFactory = Arc<dyn Fn() -> Box<dyn KeyedEntry> + Send + Sync>;
@@ -101,7 +105,8 @@ impl StreamBuilder {
     /// topic name, there is no source, no stream ends in a sink, `foreach` or
     /// `print`, a topic name is one RocketMQ would reject, or two sources
     /// read the same topic (the job's shuffle topic `<job_id>-shuffle`
-    /// included).
+    /// included), or a `key_by` or an aggregation follows an
+    /// [`Emit::OnCommit`](crate::Emit::OnCommit) aggregation.
     pub fn build(&self) -> Result<Topology> {
         if self.job_id.is_empty() {
             return Err(StreamsError::Topology("the job id is empty".into()));
@@ -114,6 +119,9 @@ impl StreamBuilder {
             ))
         })?;
         let graph = lock(&self.graph);
+        if let Some(error) = graph.errors.first() {
+            return Err(StreamsError::Topology(error.clone()));
+        }
         let mut sources = graph.sources.clone();
         let shuffle_topic = (!graph.keyed.is_empty()).then(|| format!("{}-shuffle", self.job_id));
         if let Some(topic) = &shuffle_topic {
@@ -121,9 +129,7 @@ impl StreamBuilder {
             sources.push(SourceDef {
                 topic: topic.clone(),
                 factory: Arc::new(move || {
-                    Box::new(ShuffleSource {
-                        entries: keyed.iter().map(|f| f()).collect(),
-                    }) as Box<dyn SourcePipeline>
+                    Box::new(ShuffleSource::new(keyed.iter().map(|f| f()).collect())) as Box<dyn SourcePipeline>
                 }),
             });
         }
@@ -161,8 +167,20 @@ struct TypedSource<T> {
 }
 
 impl<T: 'static> SourcePipeline for TypedSource<T> {
-    fn process(&mut self, body: &Bytes, timestamp: i64, ctx: &mut Context) -> Result<(), StreamsError> {
-        let value = self.de.deserialize(body)?;
-        self.next.process(Record { value, timestamp }, ctx)
+    fn process(
+        &mut self,
+        body: &Bytes,
+        timestamp: i64,
+        ctx: &mut Context,
+        failed: &mut OnFailure<'_>,
+    ) -> Result<(), StreamsError> {
+        let outcome = guarded(ctx, |ctx| {
+            let value = self.de.deserialize(body)?;
+            self.next.process(Record { value, timestamp }, ctx)
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => failed(body, None, e),
+        }
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::rstream::RStream;
 use crate::accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+use crate::emit::Emit;
 use crate::operators::aggregate::Aggregate;
 use crate::processor::{BoxProcessor, Keyed};
 use crate::serde::Serializer;
@@ -19,10 +20,13 @@ use crate::serde::Serializer;
 /// their state.
 ///
 /// Aggregations emit an update — the key and its new result — for every
-/// input record. `to_rstream` turns the updates back into an [`RStream`]
-/// of `(key, value)` pairs.
+/// input record, or the latest per key once per commit after
+/// [`emit`](Self::emit)`(`[`Emit::OnCommit`]`)`. `to_rstream` turns the
+/// updates back into an [`RStream`] of `(key, value)` pairs.
 pub struct GroupedStream<K, V> {
     inner: RStream<Keyed<K, V>>,
+    /// When the aggregations declared on this stream emit.
+    emit: Emit,
 }
 
 impl<K, V> GroupedStream<K, V>
@@ -31,24 +35,45 @@ where
     V: Clone + 'static,
 {
     pub(crate) fn new(inner: RStream<Keyed<K, V>>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            emit: Emit::OnUpdate,
+        }
     }
 
-    /// Folds the values of each key with `acc`; emits each key's new result.
+    /// The same stream, whose aggregations (declared on the returned
+    /// stream) emit as `emit` says; the default is [`Emit::OnUpdate`].
+    pub fn emit(&self, emit: Emit) -> GroupedStream<K, V> {
+        GroupedStream {
+            inner: self.inner.clone(),
+            emit,
+        }
+    }
+
+    /// Folds the values of each key with `acc`; emits each key's new result
+    /// (when, [`emit`](Self::emit) says).
     pub fn aggregate<A: Accumulator<V>>(&self, acc: A) -> GroupedStream<K, A::Output> {
         self.aggregate_as("Aggregate", acc)
     }
 
     fn aggregate_as<A: Accumulator<V>>(&self, kind: &'static str, acc: A) -> GroupedStream<K, A::Output> {
         let acc = Arc::new(acc);
-        GroupedStream::new(self.inner.then_node(kind, move |node, next| {
+        let emit = self.emit;
+        self.inner.refuse_after_on_commit(kind);
+        let grouped = GroupedStream::new(self.inner.then_node(kind, move |node, next| {
             Box::new(Aggregate {
                 prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
                 acc: acc.clone(),
                 next,
                 key_buf: Vec::new(),
+                emit,
+                held: Default::default(),
             }) as BoxProcessor<Keyed<K, V>>
-        }))
+        }));
+        if emit == Emit::OnCommit {
+            grouped.inner.mark_on_commit();
+        }
+        grouped
     }
 
     /// The number of values of each key so far.
@@ -120,6 +145,7 @@ where
             raw_key: kv.raw_key,
             value: f(kv.value),
         }))
+        .emit(self.emit)
     }
 
     /// Keeps the values for which `f` returns `true`.
@@ -127,7 +153,7 @@ where
     where
         F: Fn(&V) -> bool + Send + Sync + 'static,
     {
-        GroupedStream::new(self.inner.filter(move |kv: &Keyed<K, V>| f(&kv.value)))
+        GroupedStream::new(self.inner.filter(move |kv: &Keyed<K, V>| f(&kv.value))).emit(self.emit)
     }
 
     /// Replaces every value with the values `f` returns, each under the same key.
@@ -147,6 +173,7 @@ where
                 value,
             })
         }))
+        .emit(self.emit)
     }
 
     /// The stream of `(key, value)` pairs (for aggregations: every update).

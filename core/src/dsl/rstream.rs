@@ -62,9 +62,46 @@ pub struct RStream<T> {
     node: usize,
 }
 
+impl<T> Clone for RStream<T> {
+    /// Another handle to the same stream.
+    fn clone(&self) -> Self {
+        Self {
+            graph: self.graph.clone(),
+            slot: self.slot.clone(),
+            node: self.node,
+        }
+    }
+}
+
 impl<T: Clone + 'static> RStream<T> {
     pub(crate) fn new(graph: SharedGraph, slot: Arc<Slot<T>>, node: usize) -> Self {
         Self { graph, slot, node }
+    }
+
+    /// Records a build error if this stream comes after an
+    /// `Emit::OnCommit` aggregation: `kind` (a `key_by` or an aggregation)
+    /// would see results whose number depends on when commits happen.
+    pub(crate) fn refuse_after_on_commit(&self, kind: &str) {
+        let mut graph = lock(&self.graph);
+        let mut node = Some(self.node);
+        while let Some(n) = node {
+            if graph.on_commit.contains(&n) {
+                let message = format!(
+                    "{kind} after the Emit::OnCommit aggregation {}[{n}]: its results depend on when \
+                     commits happen, so a replay could not be recognised; only stateless operators, \
+                     sinks, foreach and print may follow it",
+                    graph.nodes[n].kind
+                );
+                graph.errors.push(message);
+                return;
+            }
+            node = graph.nodes[n].parent;
+        }
+    }
+
+    /// Marks this stream's node as an `Emit::OnCommit` aggregation.
+    pub(crate) fn mark_on_commit(&self) {
+        lock(&self.graph).on_commit.push(self.node);
     }
 
     pub(crate) fn node(&self, kind: &'static str, detail: String, terminal: bool) -> usize {
@@ -101,13 +138,17 @@ impl<T: Clone + 'static> RStream<T> {
     /// key's stable hash, so all records of a key meet on one shard, where
     /// the returned stream's keyed operators (and their state) run.
     ///
-    /// Keys and values travel as JSON, with their event time.
+    /// Keys and values travel as MessagePack (any serde type that JSON
+    /// carries), with their event time and origin, framed: the records of
+    /// one input batch bound for one shuffle queue share a message (see
+    /// `rocketmq_streams_shuffle` for the format).
     pub fn key_by<K, F>(&self, f: F) -> GroupedStream<K, T>
     where
         K: Serialize + DeserializeOwned + Clone + 'static,
         T: Serialize + DeserializeOwned,
         F: Fn(&T) -> K + Send + Sync + 'static,
     {
+        self.refuse_after_on_commit("KeyBy");
         let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(f);
         let slot: Arc<Slot<Keyed<K, T>>> = Arc::default();
         let (node, index) = {
@@ -124,7 +165,6 @@ impl<T: Clone + 'static> RStream<T> {
             Box::new(KeyBy {
                 node: index,
                 selector: selector.clone(),
-                size_hint: 0,
             }) as BoxProcessor<T>
         }));
         GroupedStream::new(RStream::new(self.graph.clone(), slot, node))
@@ -170,10 +210,13 @@ impl<T: Clone + 'static> RStream<T> {
         I::IntoIter: 'static,
         F: Fn(T) -> I + Send + Sync + 'static,
     {
-        let f: Arc<dyn Fn(T) -> Box<dyn Iterator<Item = U>> + Send + Sync> =
-            Arc::new(move |v: T| Box::new(f(v).into_iter()) as Box<dyn Iterator<Item = U>>);
+        let f = Arc::new(f);
         self.then("FlatMap", move |next| {
-            Box::new(FlatMap { f: f.clone(), next }) as BoxProcessor<T>
+            Box::new(FlatMap {
+                f: f.clone(),
+                next,
+                input: std::marker::PhantomData,
+            }) as BoxProcessor<T>
         })
     }
 

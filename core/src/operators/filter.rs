@@ -19,4 +19,8 @@ impl<T> Processor<T> for Filter<T> {
             Ok(())
         }
     }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.flush(ctx)
+    }
 }

@@ -1,18 +1,25 @@
 //! `flat_map`: one value in, any number out.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::error::StreamsError;
 use crate::processor::{BoxProcessor, Context, Processor, Record};
 
-/// Applies `f` and passes on every value of the iterator it returns, each
-/// with the input's event time.
-pub struct FlatMap<T, U> {
-    pub(crate) f: Arc<dyn Fn(T) -> Box<dyn Iterator<Item = U>> + Send + Sync>,
+/// Applies `f` and pushes every value of what it returns on down the
+/// chain as it comes, each with the input's event time: no collection and
+/// no boxed iterator per record.
+pub struct FlatMap<T, F, U> {
+    pub(crate) f: Arc<F>,
     pub(crate) next: BoxProcessor<U>,
+    pub(crate) input: PhantomData<fn(T)>,
 }
 
-impl<T, U> Processor<T> for FlatMap<T, U> {
+impl<T, U, I, F> Processor<T> for FlatMap<T, F, U>
+where
+    F: Fn(T) -> I,
+    I: IntoIterator<Item = U>,
+{
     fn process(&mut self, record: Record<T>, ctx: &mut Context) -> Result<(), StreamsError> {
         for value in (self.f)(record.value) {
             self.next.process(
@@ -24,5 +31,9 @@ impl<T, U> Processor<T> for FlatMap<T, U> {
             )?;
         }
         Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.flush(ctx)
     }
 }

@@ -2,48 +2,51 @@
 
 use std::sync::Arc;
 
-use rocketmq_streams_shuffle::{stable_hash, Origin, ShuffleRecord};
+use rocketmq_streams_shuffle::stable_hash;
 use serde::Serialize;
 
-use crate::error::{SerdeError, StreamsError};
-use crate::processor::{Context, Processor, Record, ShuffleOutput};
+use crate::codec;
+use crate::error::StreamsError;
+use crate::processor::{Context, PendingShuffle, Processor, Record};
 
-/// Serializes the key and the value (JSON) and appends an encoded shuffle
-/// record to the context; the runtime sends it to the shuffle queue of the
-/// key's hash.
+/// Serializes the key and the value (MessagePack, see `codec`) straight
+/// into the context's shuffle buffer; the runtime frames the buffer per
+/// shuffle queue (the key's hash picks it) and sends the frames after the
+/// batch. No allocation per record once the buffer has grown.
 pub struct KeyBy<T, K> {
     pub(crate) node: u16,
     pub(crate) selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-    /// The size of the last body encoded: the next one's first allocation.
-    pub(crate) size_hint: usize,
 }
 
 impl<T: Serialize, K: Serialize> Processor<T> for KeyBy<T, K> {
     fn process(&mut self, record: Record<T>, ctx: &mut Context) -> Result<(), StreamsError> {
-        let (queue, offset) = ctx.origin;
-        let origin = Origin {
-            queue,
+        let (origin, offset) = ctx.origin;
+        let buffer = &mut ctx.shuffle;
+        let start = buffer.bytes.len();
+        let written = codec::encode_into(&mut buffer.bytes, &(self.selector)(&record.value), "key").and_then(|()| {
+            let key_end = buffer.bytes.len();
+            codec::encode_into(&mut buffer.bytes, &record.value, "value").map(|()| key_end)
+        });
+        let key_end = match written {
+            Ok(key_end) => key_end,
+            Err(e) => {
+                buffer.bytes.truncate(start);
+                return Err(e.into());
+            }
+        };
+        let end = buffer.bytes.len();
+        buffer.records.push(PendingShuffle {
+            key_hash: stable_hash(&buffer.bytes[start..key_end]),
+            origin,
             offset,
             seq: ctx.seq,
-        };
-        let value = &record.value;
-        let selector = &self.selector;
-        // Key and value are serialized straight into the shuffle record.
-        let (body, key) = ShuffleRecord::encode_with(
-            self.node,
-            origin,
-            record.timestamp,
-            self.size_hint,
-            |buf| serde_json::to_writer(buf, &selector(value)),
-            |buf| serde_json::to_writer(buf, value),
-        )
-        .map_err(|e| SerdeError::new("json", e.to_string()))?;
-        self.size_hint = body.len();
-        ctx.seq += 1;
-        ctx.shuffle.push(ShuffleOutput {
-            key_hash: stable_hash(&key),
-            body,
+            node: self.node,
+            timestamp: record.timestamp,
+            start,
+            key_end,
+            end,
         });
+        ctx.seq += 1;
         Ok(())
     }
 }

@@ -22,4 +22,8 @@ impl<T, U> Processor<T> for Map<T, U> {
             ctx,
         )
     }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.flush(ctx)
+    }
 }

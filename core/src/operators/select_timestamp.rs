@@ -16,4 +16,8 @@ impl<T> Processor<T> for SelectTimestamp<T> {
         record.timestamp = (self.f)(&record.value);
         self.next.process(record, ctx)
     }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.flush(ctx)
+    }
 }

@@ -1,16 +1,18 @@
-//! Where shuffled records re-enter: decode, drop replays, dispatch by node.
+//! Where shuffled records re-enter: decode frames, drop replays, dispatch by node.
 
 use bytes::Bytes;
-use rocketmq_streams_shuffle::{Origin, ShuffleRecord};
+use rocketmq_streams_shuffle::{DecodeError, Frame, ShuffleRecord};
 use serde::de::DeserializeOwned;
 
-use crate::error::{SerdeError, StreamsError};
+use crate::codec;
+use crate::error::StreamsError;
 use crate::processor::{BoxProcessor, Context, Keyed, Record};
-use crate::topology::SourcePipeline;
+use crate::topology::{guarded, OnFailure, SourcePipeline};
 
 /// The keyed chain after one `key_by`: decodes the key and value.
 pub(crate) trait KeyedEntry {
-    fn process(&mut self, record: ShuffleRecord, ctx: &mut Context) -> Result<(), StreamsError>;
+    fn process(&mut self, record: &ShuffleRecord, ctx: &mut Context) -> Result<(), StreamsError>;
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError>;
 }
 
 /// The chain after a `key_by` of keys `K` and values `V`.
@@ -19,21 +21,24 @@ pub(crate) struct TypedKeyedEntry<K, V> {
 }
 
 impl<K: DeserializeOwned, V: DeserializeOwned> KeyedEntry for TypedKeyedEntry<K, V> {
-    fn process(&mut self, record: ShuffleRecord, ctx: &mut Context) -> Result<(), StreamsError> {
-        let key = serde_json::from_slice(&record.key).map_err(|e| SerdeError::new("json", format!("key: {e}")))?;
-        let value =
-            serde_json::from_slice(&record.value).map_err(|e| SerdeError::new("json", format!("value: {e}")))?;
+    fn process(&mut self, record: &ShuffleRecord, ctx: &mut Context) -> Result<(), StreamsError> {
+        let key = codec::decode(&record.key, "shuffled key")?;
+        let value = codec::decode(&record.value, "shuffled value")?;
         self.next.process(
             Record {
                 value: Keyed {
                     key,
-                    raw_key: record.key,
+                    raw_key: record.key.clone(),
                     value,
                 },
                 timestamp: record.timestamp,
             },
             ctx,
         )
+    }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.flush(ctx)
     }
 }
 
@@ -47,47 +52,159 @@ fn high_water_key(node: u16, origin_queue: u64) -> [u8; 12] {
     k
 }
 
-fn encode_mark(o: &Origin) -> Bytes {
-    let mut v = Vec::with_capacity(12);
-    v.extend_from_slice(&o.offset.to_le_bytes());
-    v.extend_from_slice(&o.seq.to_le_bytes());
+fn encode_mark((offset, seq): (i64, u64)) -> Bytes {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&offset.to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
     Bytes::from(v)
 }
 
-fn decode_mark(b: &[u8]) -> Option<(i64, u32)> {
+fn decode_mark(b: &[u8]) -> Option<(i64, u64)> {
+    if b.len() != 16 {
+        return None;
+    }
     Some((
         i64::from_le_bytes(b.get(..8)?.try_into().ok()?),
-        u32::from_le_bytes(b.get(8..12)?.try_into().ok()?),
+        u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
     ))
+}
+
+/// The highest origin (offset, seq) of one node applied from a frame's
+/// origin queue: read from the store once per frame, written back once.
+struct FrameMark {
+    node: u16,
+    applied: Option<(i64, u64)>,
+    moved: bool,
 }
 
 /// The pipeline of a shuffle-topic queue.
 pub(crate) struct ShuffleSource {
     /// Indexed by `key_by` node.
     pub(crate) entries: Vec<Box<dyn KeyedEntry>>,
+    /// The nodes the current frame touched (few; searched in order).
+    marks: Vec<FrameMark>,
+}
+
+impl ShuffleSource {
+    pub(crate) fn new(entries: Vec<Box<dyn KeyedEntry>>) -> ShuffleSource {
+        ShuffleSource {
+            entries,
+            marks: Vec::new(),
+        }
+    }
+
+    /// The index in `marks` of `node`'s mark for origin `origin`, read
+    /// from the store the first time the frame touches `node`.
+    fn mark_of(&mut self, ctx: &mut Context, node: u16, origin: u64) -> Result<usize, StreamsError> {
+        if let Some(i) = self.marks.iter().position(|m| m.node == node) {
+            return Ok(i);
+        }
+        let applied = match ctx.store()?.get(&high_water_key(node, origin))? {
+            None => None,
+            Some(bytes) => Some(decode_mark(&bytes).ok_or_else(|| {
+                StreamsError::State(rocketmq_streams_state::StateError::Malformed(
+                    "origin high-water mark".into(),
+                ))
+            })?),
+        };
+        self.marks.push(FrameMark {
+            node,
+            applied,
+            moved: false,
+        });
+        Ok(self.marks.len() - 1)
+    }
+
+    /// Runs the frame's records; returns at the first `Err` of `failed`.
+    fn run(&mut self, frame: &Frame, body: &Bytes, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        for (index, item) in frame.records().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let record = match item {
+                Ok(record) => record,
+                Err(e) => {
+                    // The records from a broken one on cannot be found: the
+                    // frame goes to the policy (a dead letter keeps it whole).
+                    ctx.unframed += 1;
+                    let left = frame.count.saturating_sub(index);
+                    let error = DecodeError::Malformed(format!(
+                        "record {index} of {}: {e}; it and the {} after it cannot be read",
+                        frame.count,
+                        left.saturating_sub(1)
+                    ));
+                    return failed(body, Some(index), error.into());
+                }
+            };
+            ctx.unframed += 1;
+            let node = usize::from(record.node);
+            if node >= self.entries.len() {
+                let error = StreamsError::Topology(format!(
+                    "shuffled record for key_by node {node}, which this topology does not have"
+                ));
+                failed(&record.to_frame(), Some(index), error)?;
+                continue;
+            }
+            let m = match self.mark_of(ctx, record.node, frame.origin) {
+                Ok(m) => m,
+                Err(e) => return failed(body, Some(index), e),
+            };
+            let at = (record.origin.offset, record.origin.seq);
+            if self.marks[m].applied.is_some_and(|applied| at <= applied) {
+                ctx.duplicates += 1;
+                continue;
+            }
+            // Outputs are numbered by the record's place in the frame.
+            ctx.seq = u64::from(index) << 32;
+            let entry = &mut self.entries[node];
+            if let Err(e) = guarded(ctx, |ctx| entry.process(&record, ctx)) {
+                failed(&record.to_frame(), Some(index), e)?;
+            }
+            // Applied, or judged by the policy (skipped or dead-lettered):
+            // a replay takes it no more.
+            self.marks[m].applied = Some(at);
+            self.marks[m].moved = true;
+        }
+        Ok(())
+    }
 }
 
 impl SourcePipeline for ShuffleSource {
-    fn process(&mut self, body: &Bytes, _timestamp: i64, ctx: &mut Context) -> Result<(), StreamsError> {
-        let record = ShuffleRecord::decode(body)?;
-        let node = record.node;
-        let Some(entry) = self.entries.get_mut(usize::from(node)) else {
-            return Err(StreamsError::Topology(format!(
-                "shuffled record for key_by node {node}, which this topology does not have"
-            )));
+    /// Processes a shuffle frame record by record: each goes through the
+    /// error policy on its own, and a replayed one (at or below its
+    /// node's high-water mark for the frame's origin) is dropped. The
+    /// marks are read and written once per frame and node.
+    fn process(
+        &mut self,
+        body: &Bytes,
+        _timestamp: i64,
+        ctx: &mut Context,
+        failed: &mut OnFailure<'_>,
+    ) -> Result<(), StreamsError> {
+        let frame = match Frame::decode(body) {
+            Ok(frame) => frame,
+            Err(e) => {
+                ctx.unframed += 1;
+                return failed(body, None, e.into());
+            }
         };
-        let hw_key = high_water_key(node, record.origin.queue);
-        let store = ctx.store()?;
-        if let Some(mark) = store.get(&hw_key)? {
-            let Some(applied) = decode_mark(&mark) else {
-                return Err(rocketmq_streams_state::StateError::Malformed("origin high-water mark".into()).into());
-            };
-            if (record.origin.offset, record.origin.seq) <= applied {
-                ctx.duplicates += 1;
-                return Ok(());
+        self.marks.clear();
+        let outcome = self.run(&frame, body, ctx, failed);
+        // Every record taken (applied, or judged by the policy) moves the
+        // mark: a replay of the frame applies none of them again.
+        if self.marks.iter().any(|m| m.moved) {
+            let store = ctx.store()?;
+            for m in self.marks.iter().filter(|m| m.moved) {
+                if let Some(applied) = m.applied {
+                    store.put_slice(&high_water_key(m.node, frame.origin), encode_mark(applied));
+                }
             }
         }
-        store.put_slice(&hw_key, encode_mark(&record.origin));
-        entry.process(record, ctx)
+        outcome
+    }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        for entry in &mut self.entries {
+            entry.flush(ctx)?;
+        }
+        Ok(())
     }
 }

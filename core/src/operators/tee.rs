@@ -19,4 +19,11 @@ impl<T: Clone> Processor<T> for Tee<T> {
         }
         Ok(())
     }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        for p in &mut self.next {
+            p.flush(ctx)?;
+        }
+        Ok(())
+    }
 }

@@ -22,13 +22,15 @@ use super::inbox::{Inbox, Outbox};
 use crate::error::StreamsError;
 
 /// The answer to one hand-off: the sender's batch it belongs to, and how
-/// many records the broker stored.
+/// many shuffled records the broker stored.
 pub(crate) type Answer = (u64, Result<usize, StreamsError>);
 
 /// Records one shard hands the writer of `target`.
 pub(crate) struct HandOff {
     pub(crate) target: QueueId,
     pub(crate) records: Vec<OutRecord>,
+    /// The shuffled records the messages hold (frames hold many).
+    pub(crate) count: usize,
     /// The sender's batch number, returned with the answer: a batch that
     /// failed before it had every answer leaves the rest in the channel,
     /// and the next batch must not take them for its own.
@@ -113,7 +115,7 @@ pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink, outage: std::
         let sends: Vec<_> = by_target
             .into_iter()
             .map(|(target, group)| {
-                let counts: Vec<(u64, usize)> = group.iter().map(|h| (h.batch, h.records.len())).collect();
+                let counts: Vec<(u64, usize)> = group.iter().map(|h| (h.batch, h.count)).collect();
                 let (records, answers): (Vec<Vec<OutRecord>>, Vec<Outbox<Answer>>) =
                     group.into_iter().map(|h| (h.records, h.answer)).unzip();
                 let records: Vec<OutRecord> = records.into_iter().flatten().collect();

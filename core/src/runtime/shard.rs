@@ -22,7 +22,7 @@ use super::metrics::{ShardCounters, ShardId};
 use crate::error::{SerdeError, StreamsError};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
-use crate::topology::{process_record, SourcePipeline, Topology};
+use crate::topology::{SourcePipeline, Topology};
 
 /// The longest pause between two tries of a failed send.
 const MAX_SEND_PAUSE: Duration = Duration::from_secs(2);
@@ -503,6 +503,16 @@ impl Shard {
     /// the lite-pull consumer no longer delivering a queue assigned to it.
     /// What the consumer delivers later is below the state's offsets, and
     /// dropped as replayed.
+    ///
+    /// The cause, read in rocketmq-client-rust 1.0.0
+    /// (`default_lite_pull_consumer_impl.rs`): every assignment change runs
+    /// as its own task, unordered, updating the assigned map and then the
+    /// pull-task registry in two steps. A queue taken away and given back
+    /// can end in the map (so `assignment()` lists it) with no registry
+    /// entry and no pull task, until the client's next periodic rebalance
+    /// (20 s when balanced) rebuilds the tasks; a `seek` cannot restart it
+    /// ("not actively assigned"). Reading the queue here does not depend
+    /// on when, or whether, the client heals.
     async fn catch_up(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
         let Some(st) = self.states.get(queue) else {
             return Ok(());
@@ -705,6 +715,9 @@ impl Shard {
     /// ([`OwnedQueue::checkpoint`]). Returns the source offset now safe to
     /// commit, if it moved. A fenced owner drops the queue.
     async fn checkpoint(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
+        // Held results go out, acknowledged, before the marker that makes
+        // the state behind them durable.
+        self.flush(queue).await?;
         let s = &self.setup;
         let Some(state) = self.states.get_mut(queue) else {
             return Ok(None);
@@ -735,6 +748,40 @@ impl Shard {
         state.last_checkpoint = Instant::now();
         ShardCounters::add(&s.counters.checkpoints, 1);
         Ok(Some(next))
+    }
+
+    /// Emits what the queue's pipeline held back (the latest results of
+    /// `Emit::OnCommit` aggregations), routes those that fail through the
+    /// error policy, and sends the outputs, awaiting their
+    /// acknowledgements.
+    async fn flush(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
+        let (Some(pipeline), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
+            return Ok(());
+        };
+        self.ctx.store = st.owned.take_store();
+        let outcome = pipeline.flush(&mut self.ctx);
+        if let Some(store) = self.ctx.store.take() {
+            st.owned.put_store(store);
+        }
+        if let Err(error) = outcome {
+            self.ctx.discard_outputs();
+            return Err(error);
+        }
+        let mut dead = Vec::new();
+        for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
+            match self.setup.policy.judge(&body, &error, format!("{queue}:flush")) {
+                Verdict::Skipped => ShardCounters::add(&self.setup.counters.skipped, 1),
+                Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
+                Verdict::Fail(error) => {
+                    self.ctx.discard_outputs();
+                    return Err(error);
+                }
+            }
+        }
+        if dead.is_empty() && self.ctx.shuffle.is_empty() && self.ctx.outputs.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        self.send_outputs(queue, dead).await
     }
 
     /// The offsets `[from, until)` of a keyed queue that come before
@@ -817,7 +864,7 @@ impl Shard {
             }
         }
         let dead = outcome?;
-        self.send_outputs(batch, dead).await?;
+        self.send_outputs(&batch.queue, dead).await?;
         if !keyed {
             return Ok(batch.next_offset());
         }
@@ -847,7 +894,6 @@ impl Shard {
     fn run_records(&mut self, batch: &QueueBatch) -> Result<Vec<OutRecord>, StreamsError> {
         let s = &self.setup;
         ShardCounters::add(&s.counters.batches, 1);
-        ShardCounters::add(&s.counters.records_in, batch.records.len() as u64);
         let pipeline = match self.pipelines.entry(batch.queue.clone()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
@@ -862,31 +908,45 @@ impl Shard {
         };
         let mut dead = Vec::new();
         let origin = origin_id(&batch.queue.to_string());
+        let ctx = &mut self.ctx;
+        // Left over by a batch that failed half-way: not this batch's.
+        ctx.unframed = 0;
+        ctx.duplicates = 0;
         for record in &batch.records {
-            self.ctx.begin_record(origin, record.offset.0);
-            let Err(error) = process_record(pipeline.as_mut(), &record.body, record.store_timestamp, &mut self.ctx)
-            else {
-                continue;
+            ctx.begin_record(origin, record.offset.0);
+            let mut failed = |body: &bytes::Bytes, index: Option<u32>, error: StreamsError| {
+                let at = match index {
+                    Some(i) => format!("{}:{}#{i}", batch.queue, record.offset),
+                    None => format!("{}:{}", batch.queue, record.offset),
+                };
+                match s.policy.judge(body, &error, at) {
+                    Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
+                    Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
+                    Verdict::Fail(error) => return Err(error),
+                }
+                Ok(())
             };
-            match s
-                .policy
-                .judge(&record.body, &error, format!("{}:{}", batch.queue, record.offset))
-            {
-                Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
-                Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
-                Verdict::Fail(error) => return Err(error),
-            }
+            pipeline.process(&record.body, record.store_timestamp, ctx, &mut failed)?;
         }
-        ShardCounters::add(&s.counters.duplicates, std::mem::take(&mut self.ctx.duplicates));
+        // A shuffle message is a frame of records: count those (a message
+        // that is no frame counts as one).
+        let unframed = std::mem::take(&mut ctx.unframed);
+        let records = if s.topology.shuffle_topic() == Some(batch.queue.topic()) {
+            unframed
+        } else {
+            batch.records.len() as u64
+        };
+        ShardCounters::add(&s.counters.records_in, records);
+        ShardCounters::add(&s.counters.duplicates, std::mem::take(&mut ctx.duplicates));
         Ok(dead)
     }
 
     /// Sends the batch's outputs (sinks, shuffle, dead letters) at once and
     /// waits for every acknowledgement.
-    async fn send_outputs(&mut self, batch: &QueueBatch, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
+    async fn send_outputs(&mut self, queue: &QueueId, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
         self.batches += 1;
         let s = &self.setup;
-        let index = batch.queue.queue() as usize;
+        let index = queue.queue() as usize;
         let mut sends = Vec::new();
         let mut handed_off = 0usize;
         for (sink_id, buffer) in self.ctx.outputs.iter_mut().enumerate() {
@@ -896,7 +956,7 @@ impl Shard {
             let route = &s.sink_routes[sink_id];
             let target = route[index % route.len()].clone();
             let records: Vec<OutRecord> = buffer.drain(..).map(|o| OutRecord::new(o.body)).collect();
-            sends.push((Output::Sink, target, records));
+            sends.push((Output::Sink, target, records.len(), records));
         }
         self.ctx.records_out = 0;
         if !self.ctx.shuffle.is_empty() {
@@ -904,14 +964,12 @@ impl Shard {
             if route.is_empty() {
                 return Err(StreamsError::Topology("key_by output but no shuffle topic".into()));
             }
-            let mut by_queue: Vec<Vec<OutRecord>> = vec![Vec::new(); route.len()];
-            for out in self.ctx.shuffle.drain(..) {
-                by_queue[(out.key_hash % route.len() as u64) as usize].push(OutRecord::new(out.body));
-            }
-            for (i, records) in by_queue.into_iter().enumerate() {
-                if records.is_empty() {
+            let frames = self.ctx.shuffle.take_frames(route.len());
+            for (i, (frames, count)) in frames.into_iter().enumerate() {
+                if frames.is_empty() {
                     continue;
                 }
+                let records: Vec<OutRecord> = frames.into_iter().map(OutRecord::new).collect();
                 let writer = s.hand_off.as_ref().and_then(|h| {
                     h.to.get(HandOffLinks::writer_of(i, h.to.len()))
                         .and_then(Option::as_ref)
@@ -922,6 +980,7 @@ impl Shard {
                         let handed = HandOff {
                             target: route[i].clone(),
                             records,
+                            count,
                             batch: self.batches,
                             answer: h.answer_to.clone(),
                         };
@@ -930,22 +989,23 @@ impl Shard {
                         }
                         handed_off += 1;
                     }
-                    None => sends.push((Output::Shuffle, route[i].clone(), records)),
+                    None => sends.push((Output::Shuffle, route[i].clone(), count, records)),
                 }
             }
         }
         if !dead.is_empty() {
             let target = s.dlq_route[index % s.dlq_route.len()].clone();
-            sends.push((Output::DeadLetter, target, dead));
+            sends.push((Output::DeadLetter, target, dead.len(), dead));
         }
         // All sends of the batch run at once on the I/O runtime; the batch is
-        // done when every one is acknowledged.
+        // done when every one is acknowledged. Counted are records (a
+        // shuffle frame holds many), once their messages are stored.
         let tasks: Vec<_> = sends
             .into_iter()
-            .map(|(kind, target, records)| (kind, send_retrying(&s.sink, target, records, s.outage)))
+            .map(|(kind, target, count, records)| (kind, count, send_retrying(&s.sink, target, records, s.outage)))
             .collect();
-        for (kind, task) in tasks {
-            let stored = task.await?.count;
+        for (kind, stored, task) in tasks {
+            task.await?;
             let counter = match kind {
                 Output::DeadLetter => &s.counters.dead_lettered,
                 Output::Sink => &s.counters.records_out,
