@@ -177,10 +177,20 @@
 //! format version, [`Change::is_foreign`]) are listed in the restore's
 //! summary for the job's error policy (skipped or dead-lettered, counted):
 //! they hold no state. A message of this engine's format that does not
-//! decode — corrupt, or written by an older release (version 1) — stops
-//! the restore with [`StateError::Malformed`]: skipping it could lose
-//! state or apply a fenced owner's changes. So does a local checkpoint of
-//! another layout, which is never taken for "no local state".
+//! decode — corrupt, or written by an older release (version 1, without
+//! epochs; version 2, with JSON keys and values the operators of this
+//! release would never look up) — stops the restore with
+//! [`StateError::Malformed`]: skipping it could lose state or apply a
+//! fenced owner's changes. So does a local checkpoint of another layout or
+//! state format, which is never taken for "no local state".
+//!
+//! # Format
+//!
+//! Version 3 (this release): every message starts with the version byte
+//! and a kind; a checkpoint's changes are [`Change::Batch`]es of up to
+//! [`MAX_BATCH_BYTES`]; keys and values are opaque bytes here (the
+//! operators write MessagePack, with a version byte on state values). The
+//! layouts are on [`Change`].
 #![warn(missing_docs)]
 
 mod changelog;

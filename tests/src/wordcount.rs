@@ -98,6 +98,12 @@ pub fn spawn_job(
         .stdout(std::process::Stdio::null());
     if let Some(step) = failpoint {
         command.env("RMQ_STREAMS_FAILPOINT", step);
+        // Checkpoints every 100 ms: a failpoint at the n-th checkpoint is
+        // reached while the input still flows, however fast the job runs.
+        // At 1 s, a shuffle queue of framed records gets a few batches in
+        // all, and a job that finished within fewer checkpoints than n
+        // idled with its failpoint never reached.
+        command.env("WORDCOUNT_COMMIT_MS", "100");
     }
     command.spawn().expect("spawn the job process")
 }

@@ -18,7 +18,9 @@ use rocketmq_streams_tests::wordcount::{
 };
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
-/// Words of the corpus (20 a line): enough for a few dozen checkpoints.
+/// Words of the corpus (20 a line): a few seconds of work for the job
+/// process, which checkpoints every 100 ms with a failpoint set (see
+/// `spawn_job`): dozens of checkpoints.
 const WORDS: usize = 200_000;
 const DISTINCT: usize = 10_000;
 

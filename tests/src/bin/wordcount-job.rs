@@ -33,6 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = RuntimeConfig::new(client);
     config.shards = 2;
+    // The failpoint tests checkpoint often, so that their n-th checkpoint
+    // comes while the input is still flowing (see state_faults.rs).
+    if let Some(ms) = std::env::var("WORDCOUNT_COMMIT_MS").ok().and_then(|v| v.parse().ok()) {
+        config.commit_interval = Duration::from_millis(ms);
+    }
     config.state_dir = Some(state_dir.into());
     config.snapshot_after = rocketmq_streams_tests::wordcount::TEST_SNAPSHOT_AFTER;
     let interrupt = Interrupt::install()?;
