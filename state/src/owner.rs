@@ -29,11 +29,14 @@ pub struct ProtocolOptions {
     /// docs) then makes the new claim, and all before it, readable.
     /// Default: 1 s.
     pub reclaim_after: Duration,
-    /// Messages written to the queue since its last snapshot after which a
+    /// Changes written to the queue since its last snapshot after which a
     /// checkpoint writes a new one (and at least twice the last snapshot's
-    /// entries, so snapshots take at most a third of the queue):
-    /// a restore without local state then reads at most about this many
-    /// messages plus one snapshot. Default: 100,000.
+    /// entries, so snapshots take at most a third of the queue): a
+    /// [`Change::Batch`](crate::Change::Batch) counts its entries, any
+    /// other message one. A restore without local state then reads at most
+    /// about this many changes plus one snapshot. (After a restart the
+    /// count starts from the messages replayed, an underestimate when they
+    /// were batches.) Default: 100,000.
     pub snapshot_after: u64,
     /// Messages per append of a snapshot. Default: 512.
     pub snapshot_batch: usize,

@@ -34,6 +34,15 @@ fn counts_stay_exact_from_one_to_three_to_two_instances() {
         })
     };
     assert!(progressed(WORDS as u64 / 10).is_some(), "one instance made no progress");
+    // Its state in the state topic before the others join (a checkpoint
+    // round: one per shuffle queue), so the queues that move take state
+    // with them. A job this fast can count a tenth of the words before
+    // its first checkpoint; its new owners would then replay the shuffle
+    // queues from their start instead: exact too, but no state moved.
+    let checkpointed = wait_for(Duration::from_secs(300), || {
+        (a.metrics().total(|s| s.checkpoints) >= 8).then_some(())
+    });
+    assert!(checkpointed.is_some(), "one instance never checkpointed its queues");
     // Two more join: the rebalance spreads the queues, and their state, over three.
     let b = start(&job, &input, None, config(&cluster, dirs[1].path(), 1), &latest);
     let c = start(&job, &input, None, config(&cluster, dirs[2].path(), 1), &latest);

@@ -100,10 +100,10 @@ pub struct RuntimeConfig {
     /// before the job stops. A broker restart within it is ridden out.
     /// Default: 60 s.
     pub outage_deadline: Duration,
-    /// Messages a state queue takes between two snapshots of its state (at
-    /// least twice its keys): a new owner without local state reads one
-    /// snapshot and at most about this many messages after it. Default:
-    /// 100,000.
+    /// Changes a state queue takes between two snapshots of its state (at
+    /// least twice its keys; a checkpoint's batch message counts its
+    /// entries): a new owner without local state reads one snapshot and
+    /// at most about this many changes after it. Default: 100,000.
     pub snapshot_after: u64,
 }
 
