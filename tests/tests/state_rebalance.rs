@@ -13,6 +13,9 @@ use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
 const WORDS: usize = 300_000;
 const DISTINCT: usize = 20_000;
+/// Words of the 1 → 3 → 2 test: enough that records still flow when the
+/// third instance's rebalance (up to the client's 20 s) gives it queues.
+const REBALANCE_WORDS: usize = 1_000_000;
 
 fn counted(latest: &Latest) -> u64 {
     latest.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
@@ -22,7 +25,7 @@ fn counted(latest: &Latest) -> u64 {
 fn counts_stay_exact_from_one_to_three_to_two_instances() {
     let cluster = TestCluster::start();
     let (input, job) = (unique("rb-lines"), unique("rb-job"));
-    let (lines, reference) = corpus_of(WORDS, DISTINCT);
+    let (lines, reference) = corpus_of(REBALANCE_WORDS, DISTINCT);
     cluster.produce(&input, 8, lines);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("state dir")).collect();
     let latest: Latest = Arc::default();
@@ -33,7 +36,7 @@ fn counts_stay_exact_from_one_to_three_to_two_instances() {
             (counted(&latest) >= at_least).then_some(())
         })
     };
-    assert!(progressed(WORDS as u64 / 10).is_some(), "one instance made no progress");
+    assert!(progressed(REBALANCE_WORDS as u64 / 10).is_some(), "one instance made no progress");
     // Its state in the state topic before the others join (a checkpoint
     // round: one per shuffle queue), so the queues that move take state
     // with them. A job this fast can count a tenth of the words before
@@ -48,9 +51,15 @@ fn counts_stay_exact_from_one_to_three_to_two_instances() {
     let c = start(&job, &input, None, config(&cluster, dirs[2].path(), 1), &latest);
     let before = counted(&latest);
     assert!(
-        progressed(before + WORDS as u64 / 10).is_some(),
+        progressed(before + REBALANCE_WORDS as u64 / 10).is_some(),
         "three instances made no progress"
     );
+    // The third is given queues once the rebalance reaches it: wait for
+    // its first records before it leaves.
+    let joined = wait_for(Duration::from_secs(300), || {
+        (c.metrics().total(|s| s.records_in) > 0).then_some(())
+    });
+    assert!(joined.is_some(), "the third instance was given no queues within 300 s");
     // One leaves (gracefully): its queues and state go to the other two.
     let mc = c.stop().expect("clean stop");
     assert!(
