@@ -26,7 +26,15 @@ fn shuffle(c: &mut Criterion) {
     let frame = || {
         let mut framer = Framer::new();
         for (i, (key, value)) in words.iter().enumerate() {
-            framer.push(0xDEAD_BEEF, 0, 123_456 + i as i64 / 10, (i % 10) as u64, 1_700_000_000_000, key, value);
+            framer.push(
+                0xDEAD_BEEF,
+                0,
+                123_456 + i as i64 / 10,
+                (i % 10) as u64,
+                1_700_000_000_000,
+                key,
+                value,
+            );
         }
         framer.finish()
     };

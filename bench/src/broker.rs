@@ -257,16 +257,8 @@ impl Ctx<'_> {
                 _ => (load::binary_stamp(body).map(|(s, _)| s), 1),
             }
         };
-        load::read_output(
-            self.io,
-            self.client,
-            output,
-            expected,
-            self.options.limit,
-            weigh,
-            seen,
-        )
-        .map_err(|e| e.to_string())
+        load::read_output(self.io, self.client, output, expected, self.options.limit, weigh, seen)
+            .map_err(|e| e.to_string())
     }
 
     /// Preloads the input, then times the engine from its first output

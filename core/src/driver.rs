@@ -213,7 +213,14 @@ impl TopologyTestDriver {
             for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
                 let at = format!("{}#{}:commit", q.topic, q.queue);
                 outcome = outcome.and_then(|()| {
-                    judge(&self.policy, &mut self.metrics, &mut self.dead_letters, &body, &error, at)
+                    judge(
+                        &self.policy,
+                        &mut self.metrics,
+                        &mut self.dead_letters,
+                        &body,
+                        &error,
+                        at,
+                    )
                 });
             }
             self.metrics.records_out = self.ctx.records_out;
@@ -562,7 +569,9 @@ mod tests {
         for i in 0..2_000u32 {
             let words: Vec<String> = (0..5)
                 .map(|_| {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     format!("w{}", (x >> 33) % 60)
                 })
                 .collect();
@@ -570,7 +579,9 @@ mod tests {
                 *reference.entry(w.clone()).or_default() += 1;
             }
             let line = words.join(" ");
-            update.pipe_input_to_queue("lines", i % 3, line.clone(), 0).expect("pipe");
+            update
+                .pipe_input_to_queue("lines", i % 3, line.clone(), 0)
+                .expect("pipe");
             commit.pipe_input_to_queue("lines", i % 3, line, 0).expect("pipe");
             if i % 250 == 249 {
                 commit.commit().expect("commit");
@@ -589,7 +600,11 @@ mod tests {
         commit.commit().expect("commit");
         from_commit.extend(commit.read_values::<(String, u64)>("counts", &Json::new()));
         assert_eq!(from_update.len(), 10_000, "one update per word");
-        assert!(from_commit.len() <= 9 * 60, "at most one output per key per commit: {}", from_commit.len());
+        assert!(
+            from_commit.len() <= 9 * 60,
+            "at most one output per key per commit: {}",
+            from_commit.len()
+        );
         assert_eq!(last_per_key(from_update), reference);
         assert_eq!(last_per_key(from_commit), reference);
         // Nothing updated since: a commit emits nothing.
@@ -600,9 +615,15 @@ mod tests {
     #[test]
     fn nothing_stateful_may_follow_an_on_commit_aggregation() {
         for (what, build) in [
-            ("KeyBy", Box::new(|g: GroupedStream<String, u64>| {
-                g.to_rstream().key_by(|(w, _): &(String, u64)| w.clone()).count().print();
-            }) as Box<dyn Fn(GroupedStream<String, u64>)>),
+            (
+                "KeyBy",
+                Box::new(|g: GroupedStream<String, u64>| {
+                    g.to_rstream()
+                        .key_by(|(w, _): &(String, u64)| w.clone())
+                        .count()
+                        .print();
+                }) as Box<dyn Fn(GroupedStream<String, u64>)>,
+            ),
             ("Sum", Box::new(|g: GroupedStream<String, u64>| g.sum(|c| *c).print())),
         ] {
             let b = StreamBuilder::new("wc");
@@ -788,7 +809,11 @@ mod tests {
         // The first format (one JSON record per message) is refused by name.
         d.pipe_input_to_queue("wc-shuffle", 2, Bytes::from_static(b"\x01old record"), 0)
             .expect("pipe");
-        assert!(d.dead_letters()[1].error.contains("version 1"), "{}", d.dead_letters()[1].error);
+        assert!(
+            d.dead_letters()[1].error.contains("version 1"),
+            "{}",
+            d.dead_letters()[1].error
+        );
         // The same shuffled record twice (a replay of the first stage): applied once.
         let w = Bytes::from(rmp_serde::to_vec_named("w").expect("msgpack"));
         let record = |offset, value: &Bytes| rocketmq_streams_shuffle::ShuffleRecord {
@@ -819,7 +844,10 @@ mod tests {
         for frame in framer.finish() {
             d.pipe_input_to_queue("wc-shuffle", 1, frame, 0).expect("pipe");
         }
-        assert_eq!(d.read_values::<(String, u64)>("counts", &Json::new()), [("w".to_string(), 2)]);
+        assert_eq!(
+            d.read_values::<(String, u64)>("counts", &Json::new()),
+            [("w".to_string(), 2)]
+        );
         let letter = &d.dead_letters()[2];
         assert!(letter.origin.ends_with("#1"), "{}", letter.origin);
         assert_eq!(letter.body, record(6, &bad).to_frame());

@@ -71,8 +71,8 @@ pub use topology::Topology;
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime,
-        StreamsError, Topology, TopologyTestDriver,
+        Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder,
+        StreamRuntime, StreamsError, Topology, TopologyTestDriver,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

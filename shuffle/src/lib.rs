@@ -340,7 +340,10 @@ impl Records<'_> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let Some(&byte) = b.get(self.at) else {
-                return Err(DecodeError::Truncated(format!("a varint runs past the end at byte {}", self.at)));
+                return Err(DecodeError::Truncated(format!(
+                    "a varint runs past the end at byte {}",
+                    self.at
+                )));
             };
             self.at += 1;
             if i == 9 && byte > 1 {
@@ -513,7 +516,13 @@ mod tests {
     fn the_framer_splits_by_origin_and_size() {
         let mut framer = Framer::new();
         let big = vec![7u8; MAX_FRAME_BYTES / 3];
-        for (origin, value) in [(1, &big[..]), (1, &big[..]), (1, &big[..]), (2, &b"x"[..]), (1, &b"y"[..])] {
+        for (origin, value) in [
+            (1, &big[..]),
+            (1, &big[..]),
+            (1, &big[..]),
+            (2, &b"x"[..]),
+            (1, &b"y"[..]),
+        ] {
             framer.push(origin, 0, 5, 0, 9, b"k", value);
         }
         let frames = framer.finish();
@@ -560,7 +569,10 @@ mod tests {
         assert!(matches!(Frame::decode(&Bytes::from(v1)), Err(DecodeError::Version(1))));
         let mut huge_count = body.to_vec();
         huge_count[25..29].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Frame::decode(&Bytes::from(huge_count)), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Frame::decode(&Bytes::from(huge_count)),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut extra = body.to_vec();
         extra.push(0);
         let frame = Frame::decode(&Bytes::from(extra)).expect("header");

@@ -309,7 +309,10 @@ impl Change {
                 if at != b.len() {
                     return Err(malformed("bytes after the batch's entries"));
                 }
-                Ok(Change::Batch { epoch: i64_at(2), entries })
+                Ok(Change::Batch {
+                    epoch: i64_at(2),
+                    entries,
+                })
             }
             [VERSION, ..] => Err(malformed("unknown kind or bad length")),
             [1, ..] => Err(malformed(

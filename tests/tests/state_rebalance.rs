@@ -36,7 +36,10 @@ fn counts_stay_exact_from_one_to_three_to_two_instances() {
             (counted(&latest) >= at_least).then_some(())
         })
     };
-    assert!(progressed(REBALANCE_WORDS as u64 / 10).is_some(), "one instance made no progress");
+    assert!(
+        progressed(REBALANCE_WORDS as u64 / 10).is_some(),
+        "one instance made no progress"
+    );
     // Its state in the state topic before the others join (a checkpoint
     // round: one per shuffle queue), so the queues that move take state
     // with them. A job this fast can count a tenth of the words before

@@ -116,7 +116,13 @@ impl ShuffleSource {
     }
 
     /// Runs the frame's records; returns at the first `Err` of `failed`.
-    fn run(&mut self, frame: &Frame, body: &Bytes, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+    fn run(
+        &mut self,
+        frame: &Frame,
+        body: &Bytes,
+        ctx: &mut Context,
+        failed: &mut OnFailure<'_>,
+    ) -> Result<(), StreamsError> {
         for (index, item) in frame.records().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             let record = match item {
