@@ -769,13 +769,9 @@ impl Shard {
         }
         let mut dead = Vec::new();
         for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
-            match self.setup.policy.judge(&body, &error, format!("{queue}:flush")) {
-                Verdict::Skipped => ShardCounters::add(&self.setup.counters.skipped, 1),
-                Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
-                Verdict::Fail(error) => {
-                    self.ctx.discard_outputs();
-                    return Err(error);
-                }
+            if let Err(error) = self.setup.judge(&body, &error, format!("{queue}:flush"), &mut dead) {
+                self.ctx.discard_outputs();
+                return Err(error);
             }
         }
         if dead.is_empty() && self.ctx.shuffle.is_empty() && self.ctx.outputs.iter().all(Vec::is_empty) {
@@ -919,12 +915,7 @@ impl Shard {
                     Some(i) => format!("{}:{}#{i}", batch.queue, record.offset),
                     None => format!("{}:{}", batch.queue, record.offset),
                 };
-                match s.policy.judge(body, &error, at) {
-                    Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
-                    Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
-                    Verdict::Fail(error) => return Err(error),
-                }
-                Ok(())
+                s.judge(body, &error, at, &mut dead)
             };
             pipeline.process(&record.body, record.store_timestamp, ctx, &mut failed)?;
         }
@@ -1077,16 +1068,33 @@ async fn route_malformed_state(
     at: String,
 ) -> Result<(), StreamsError> {
     let error = StreamsError::Serde(SerdeError::new("state", why));
-    match s.policy.judge(body, &error, at) {
-        Verdict::Skipped => ShardCounters::add(&s.counters.skipped, 1),
-        Verdict::DeadLetter(letter) => {
-            let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
-            send_retrying(&s.sink, target, vec![letter.to_out_record()], s.outage).await?;
-            ShardCounters::add(&s.counters.dead_lettered, 1);
-        }
-        Verdict::Fail(error) => return Err(error),
+    let mut dead = Vec::new();
+    s.judge(body, &error, at, &mut dead)?;
+    if !dead.is_empty() {
+        let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
+        send_retrying(&s.sink, target, dead, s.outage).await?;
+        ShardCounters::add(&s.counters.dead_lettered, 1);
     }
     Ok(())
+}
+
+impl ShardSetup {
+    /// The error policy's verdict on a failed record: a skip is counted, a
+    /// dead letter added to `dead` (sent by the caller), `Fail` returned.
+    fn judge(
+        &self,
+        body: &bytes::Bytes,
+        error: &StreamsError,
+        at: String,
+        dead: &mut Vec<OutRecord>,
+    ) -> Result<(), StreamsError> {
+        match self.policy.judge(body, error, at) {
+            Verdict::Skipped => ShardCounters::add(&self.counters.skipped, 1),
+            Verdict::DeadLetter(letter) => dead.push(letter.to_out_record()),
+            Verdict::Fail(error) => return Err(error),
+        }
+        Ok(())
+    }
 }
 
 /// What a send carries, for its counter.
