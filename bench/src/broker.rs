@@ -1,13 +1,17 @@
 //! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`.
 //!
-//! Every scenario first runs `pipe-baseline` flat out on the same broker,
-//! so its throughput can be given as a ratio measured in the same run. A
-//! flat-out run preloads its input, then times from the first to the last
-//! record its output consumer sees. A rated run starts the engine, waits a
-//! warm-up (its consumer group settles), then offers records at a fixed
-//! rate — a share of the scenario's own flat-out throughput — and records
-//! each output record's latency from its produce stamp to the moment the
-//! output consumer polled it.
+//! Every measurement is repeated ([`Options::repeats`], 3 by default) and
+//! reported as its median with min and max. Each flat-out repeat of a
+//! scenario runs right after a flat-out repeat of `pipe-baseline` on the
+//! same broker, so its throughput is given as a ratio to the baseline of
+//! the same moment. A flat-out run preloads its input, then times from the
+//! first to the last record its output reader sees. A rated run starts the
+//! engine, waits a warm-up (its consumer group settles), then offers
+//! records for [`Options::rated_for`] at a share of the scenario's *median*
+//! flat-out throughput, and records each output record's latency from its
+//! produce stamp to the moment the reader (on a thread of its own) polled
+//! it. CPU is read per thread, so the job's share is reported apart from
+//! the broker's and the harness's.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -19,11 +23,11 @@ use rocketmq_streams::prelude::*;
 use rocketmq_streams::{RocksDbOptions, ShuffleHandOff};
 use rocketmq_streams_io::{ClientConfig, IoRuntime};
 
-use crate::baseline::Baseline;
-use crate::load::{self, Offer};
-use crate::machine::{peak_rss_kib, process_cpu, reset_peak_rss};
+use crate::baseline::{Baseline, BaselineConfig};
+use crate::load::{self, Offer, Reader};
+use crate::machine::Meter;
 use crate::progress::Progress;
-use crate::report::Run;
+use crate::report::{Run, Spread};
 
 /// The broker scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +54,17 @@ impl Scenario {
 /// Settings of the broker scenarios.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Records per flat-out run (and the most a rated run offers).
+    /// Records per flat-out run.
     pub records: u64,
     /// Bytes per record (binary scenarios).
     pub size: usize,
     /// Engine shards.
     pub shards: usize,
-    /// Offered rates, in percent of the flat-out throughput.
+    /// Offered rates, in percent of the median flat-out throughput.
     pub rates: Vec<f64>,
-    /// How long a rated run offers records, at most.
+    /// Runs of every measurement (at least 1).
+    pub repeats: usize,
+    /// How long a rated run offers records.
     pub rated_for: Duration,
     /// Words per line (`wordcount`).
     pub words: usize,
@@ -93,6 +99,7 @@ impl Default for Options {
             size: 100,
             shards: 2,
             rates: vec![25.0, 50.0, 90.0],
+            repeats: 3,
             rated_for: Duration::from_secs(10),
             words: 10,
             vocabulary: 10_000,
@@ -149,11 +156,19 @@ struct Ctx<'a> {
     client: &'a ClientConfig,
     options: &'a Options,
     run_id: String,
+    /// Runs so far: each run has topics and a job of its own.
+    runs: std::cell::Cell<u32>,
 }
 
 impl Ctx<'_> {
     fn topics(&self, label: &str) -> (String, String, String) {
-        let tag = format!("{}-{}", label.replace([' ', '%', '.'], "-"), self.run_id);
+        self.runs.set(self.runs.get() + 1);
+        let tag = format!(
+            "{}-{}-{}",
+            label.replace([' ', '%', '.'], "-"),
+            self.run_id,
+            self.runs.get()
+        );
         (
             format!("bench-in-{tag}"),
             format!("bench-out-{tag}"),
@@ -165,13 +180,12 @@ impl Ctx<'_> {
         let builder = StreamBuilder::new(job);
         match scenario {
             Scenario::PipeBaseline => {
-                return Ok(Running::Baseline(Baseline::start(
-                    self.io,
-                    self.client,
-                    job,
-                    input,
-                    output,
-                )))
+                let config = BaselineConfig {
+                    poll_batch: self.options.poll_batch,
+                    send_batch: self.options.send_batch,
+                    commit_interval: self.options.commit_interval,
+                };
+                return Baseline::start(self.client, job, input, output, config).map(Running::Baseline);
             }
             Scenario::Stateless => {
                 builder
@@ -237,14 +251,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn read(&self, scenario: Scenario, output: &str, expected: u64, label: &str) -> Result<load::Output, String> {
-        let seen = Arc::new(AtomicU64::new(0));
-        let _bar = Progress::start(label, seen.clone(), expected);
+    /// How an output of `scenario` is weighed: its stamp and the input
+    /// records it stands for.
+    fn weigh(&self, scenario: Scenario) -> impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static {
         let on_commit = self.options.emit == Emit::OnCommit;
         // With `Emit::OnCommit` an update stands for every word counted
         // since the word's previous update: the rise of its count.
         let mut counted: HashMap<String, u64> = HashMap::new();
-        let weigh = move |body: &[u8]| -> (Option<u64>, u64) {
+        move |body: &[u8]| -> (Option<u64>, u64) {
             match scenario {
                 Scenario::WordCount => match serde_json::from_slice::<(String, (u64, u64))>(body) {
                     Ok((word, (count, stamp))) if on_commit => {
@@ -256,9 +270,14 @@ impl Ctx<'_> {
                 },
                 _ => (load::binary_stamp(body).map(|(s, _)| s), 1),
             }
-        };
-        load::read_output(self.io, self.client, output, expected, self.options.limit, weigh, seen)
-            .map_err(|e| e.to_string())
+        }
+    }
+
+    /// Starts the reader of `output` (which creates the topic, so the
+    /// baseline never sends to a topic the broker would make with its
+    /// default queue count).
+    fn reader(&self, output: &str) -> Result<Reader, String> {
+        Reader::start(self.client, output).map_err(|e| e.to_string())
     }
 
     /// Preloads the input, then times the engine from its first output
@@ -281,15 +300,22 @@ impl Ctx<'_> {
             )
             .map_err(|e| e.to_string())?;
         }
-        reset_peak_rss();
-        let cpu = process_cpu();
+        let mut reader = self.reader(&output)?;
+        let expected = self.expected(scenario, n);
+        let seen = Arc::new(AtomicU64::new(0));
+        let bar = Progress::start(&label, seen.clone(), expected);
+        let meter = Meter::start();
         let engine = self.start(scenario, &input, &output, &job)?;
-        let out = self.read(scenario, &output, self.expected(scenario, n), &label);
-        let cpu = process_cpu().saturating_sub(cpu);
+        let out = reader.read(expected, self.options.limit, self.weigh(scenario), seen);
+        // Read before anything measured stops: a thread's CPU is read
+        // while it lives.
+        let cost = meter.cost();
+        drop(bar);
         let stopped = engine.stop();
-        let out = out?;
+        reader.close();
+        let out = out.map_err(|e| e.to_string())?;
         stopped?;
-        complete(&out, self.expected(scenario, n), &label)?;
+        complete(&out, expected, &label)?;
         let seconds = match (out.first, out.last) {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
@@ -300,46 +326,53 @@ impl Ctx<'_> {
             records: n,
             seconds,
             latency: None,
-            cpu_seconds: cpu.as_secs_f64(),
-            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+            cost,
         })
     }
 
-    /// Offers `rate` records per second to a running engine and measures
-    /// the latency of what comes out.
+    /// Offers `rate` records per second to a running engine for
+    /// [`Options::rated_for`] and measures the latency of what comes out.
     fn rated(&self, scenario: Scenario, rate: f64, percent: f64) -> Result<Run, String> {
-        let label = format!("{} at {percent:.0}%", scenario.name());
+        let label = format!("{} at {percent}%", scenario.name());
         let (input, output, job) = self.topics(&label);
-        let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).clamp(1, self.options.records);
+        // The run lasts its stated seconds, whatever `records` says.
+        let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).max(1);
         // The input exists before the engine subscribes to it.
         load::create_topic(self.io, self.client, &input, 8).map_err(|e| e.to_string())?;
+        let mut reader = self.reader(&output)?;
         let engine = self.start(scenario, &input, &output, &job)?;
         std::thread::sleep(WARM_UP);
-        reset_peak_rss();
-        let cpu = process_cpu();
+        let expected = self.expected(scenario, n);
+        let seen = Arc::new(AtomicU64::new(0));
+        let bar = Progress::start(&label, seen.clone(), expected);
+        let meter = Meter::start();
         let started = Instant::now();
         let (io, client, make) = (self.io.clone(), self.client.clone(), self.make(scenario));
         let producer = std::thread::spawn(move || {
             load::produce(&io, &client, &input, n, Offer::Rate(rate), make, Arc::default()).map_err(|e| e.to_string())
         });
-        let out = self.read(scenario, &output, self.expected(scenario, n), &label);
+        let out = reader.read(expected, self.options.limit, self.weigh(scenario), seen);
         let produced = producer
             .join()
             .map_err(|_| "the producer thread panicked".to_string())?;
-        let cpu = process_cpu().saturating_sub(cpu);
+        let cost = meter.cost();
+        drop(bar);
         let stopped = engine.stop();
-        let out = out?;
-        produced?;
+        reader.close();
+        let out = out.map_err(|e| e.to_string())?;
+        let took = produced?;
         stopped?;
-        complete(&out, self.expected(scenario, n), &label)?;
+        complete(&out, expected, &label)?;
         Ok(Run {
             label,
-            offered_rate: Some(rate),
+            // What the producer achieved: below the target when it fell
+            // behind (its records are stamped when due, so that shows as
+            // latency too).
+            offered_rate: Some(n as f64 / took.as_secs_f64().max(self.options.rated_for.as_secs_f64())),
             records: n,
             seconds: out.last.map_or(0.0, |t| t.duration_since(started).as_secs_f64()),
             latency: Some(out.latency),
-            cpu_seconds: cpu.as_secs_f64(),
-            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+            cost,
         })
     }
 }
@@ -359,8 +392,10 @@ fn complete(out: &load::Output, expected: u64, label: &str) -> Result<(), String
 /// offered: its consumer group's rebalance settles in this time.
 pub const WARM_UP: Duration = Duration::from_secs(5);
 
-/// Runs `scenario`: the baseline flat out, the scenario flat out, then the
-/// scenario at each rate. Returns the runs, baseline first.
+/// Runs `scenario`: [`Options::repeats`] times the baseline flat out then
+/// the scenario flat out, then the scenario at each rate (a share of its
+/// median flat-out throughput), each as many times. Returns every run in
+/// the order they ran.
 ///
 /// # Errors
 ///
@@ -376,17 +411,87 @@ pub fn run(
         client,
         options,
         run_id: format!("{}-{}", std::process::id(), load::now_nanos() % 1_000_000),
+        runs: std::cell::Cell::new(0),
     };
-    let mut runs = vec![ctx.flat_out(Scenario::PipeBaseline)?];
-    if scenario != Scenario::PipeBaseline {
-        runs.push(ctx.flat_out(scenario)?);
+    let mut runs = Vec::new();
+    let mut flat_out = Vec::new();
+    for _ in 0..options.repeats.max(1) {
+        runs.push(ctx.flat_out(Scenario::PipeBaseline)?);
+        if scenario != Scenario::PipeBaseline {
+            runs.push(ctx.flat_out(scenario)?);
+        }
+        flat_out.push(runs.last().map_or(0.0, Run::throughput));
     }
-    let max = runs.last().map_or(0.0, Run::throughput);
+    let median = Spread::of(flat_out).map_or(0.0, |s| s.median);
     for &percent in &options.rates {
-        let rate = max * percent / 100.0;
-        if rate >= 1.0 {
-            runs.push(ctx.rated(scenario, rate, percent)?);
+        let rate = median * percent / 100.0;
+        for _ in 0..options.repeats.max(1) {
+            if rate >= 1.0 {
+                runs.push(ctx.rated(scenario, rate, percent)?);
+            }
         }
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use rocketmq_streams_io::{EmbeddedConfig, EmbeddedRocketMQ};
+
+    use super::*;
+
+    /// The harness end to end on a real (embedded) broker, kept small: the
+    /// baseline and a scenario flat out twice (so repeats pair up), then one
+    /// rated run.
+    #[test]
+    fn a_scenario_runs_with_repeats_against_the_baseline_on_a_broker() {
+        let mq = EmbeddedRocketMQ::start_with(EmbeddedConfig::default()).expect("embedded broker");
+        let client = ClientConfig::new(mq.namesrv_addr());
+        let io = IoRuntime::named("bench-load", 1).expect("runtime");
+        let options = Options {
+            // Over the reader's poll of 1,024, so every run's outputs
+            // arrive in more than one poll and first ≠ last.
+            records: 2_000,
+            words: 5,
+            vocabulary: 50,
+            repeats: 2,
+            rates: vec![50.0],
+            rated_for: Duration::from_secs(1),
+            shards: 1,
+            limit: Duration::from_secs(120),
+            ..Options::default()
+        };
+        let runs = run(&io, &client, Scenario::WordCount, &options).expect("the runs complete");
+        let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "pipe-baseline flat out",
+                "wordcount flat out",
+                "pipe-baseline flat out",
+                "wordcount flat out",
+                "wordcount at 50%",
+                "wordcount at 50%",
+            ]
+        );
+        for r in &runs {
+            assert!(r.throughput() > 0.0, "{}: no throughput", r.label);
+            assert!(r.cost.cpu_seconds > 0.0, "{}: no CPU counted", r.label);
+        }
+        // The job's threads did work in every run, counted apart.
+        for r in &runs {
+            let job = r
+                .cost
+                .cpu_by_class
+                .get(&crate::machine::ThreadClass::Job)
+                .copied()
+                .unwrap_or(0.0);
+            assert!(job > 0.0, "{}: {:?}", r.label, r.cost.cpu_by_thread);
+        }
+        let rated = &runs[4];
+        let latency = rated.latency.as_ref().expect("rated runs measure latency");
+        // Every word of every line offered came out with its stamp.
+        assert_eq!(latency.len(), rated.records * 5);
+        assert!(rated.offered_rate.is_some_and(|r| r > 0.0));
+    }
 }

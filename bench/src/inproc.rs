@@ -1,12 +1,17 @@
 //! In-process scenarios: no broker, the engine alone on one shard's worth
 //! of work, with a timely-dataflow peer in the same process.
 //!
-//! The engine runs a query through the [`TopologyTestDriver`] — the same
-//! operators a shard runs, single-threaded, with an in-memory shuffle and
-//! real RocksDB stores for keyed stages. Inputs are generated into memory
-//! (JSON bodies) before the clock starts, so the generator is not measured.
-//! The timely peer gets the same bodies and does the same work (parse the
-//! JSON, compute, serialize), on one timely worker.
+//! The engine path measured is the [`TopologyTestDriver`]: the same
+//! operators a shard runs, single-threaded, with keyed records framed into
+//! an in-memory shuffle topic (encoded and decoded as on a broker, high-water
+//! marks included) and real stores (write-back cache over RocksDB) for keyed
+//! stages; no broker, no bridge, no shard scheduling. Inputs are generated
+//! into memory (JSON bodies) before the clock starts, so the generator is
+//! not measured; outputs are counted and dropped every 1,024 inputs, not
+//! kept. The timely peer gets the same bodies and does the same work (parse
+//! the JSON, compute, serialize) on one timely worker; its word count
+//! exchanges words by key (an `Exchange` pact on the word's hash) into an
+//! operator that keeps a count per word.
 //!
 //! Queries (Nexmark bids, from the `nexmark` crate's generator):
 //! - q0: pass-through (parse and serialize the bid);
@@ -24,7 +29,7 @@ use bytes::Bytes;
 use nexmark::event::{Bid, Event, EventType};
 use rocketmq_streams::prelude::*;
 
-use crate::machine::{peak_rss_kib, process_cpu, reset_peak_rss};
+use crate::machine::{Meter, ThreadClass};
 use crate::report::Run;
 
 /// An in-process query.
@@ -87,6 +92,11 @@ fn euro(price: usize) -> usize {
     price * 908 / 1000
 }
 
+fn hash(word: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(word)
+}
+
 fn words(line: &str) -> impl Iterator<Item = &str> {
     // The leading `@stamp` token is not a word.
     line.split(' ').skip(1)
@@ -126,13 +136,17 @@ pub fn engine(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> {
             .sink("out", Json::<(String, u64)>::new()),
     }
     let mut driver = TopologyTestDriver::new(builder.build().map_err(|e| e.to_string())?);
-    measure(&format!("{} engine (1 shard)", query.name()), input.len(), || {
-        for (i, body) in input.iter().enumerate() {
-            driver
-                .pipe_input("in", body.clone(), i as i64)
-                .map_err(|e| e.to_string())?;
+    measure(&format!("{} engine (test driver)", query.name()), input.len(), || {
+        let mut out = 0;
+        for (round, chunk) in input.chunks(1024).enumerate() {
+            for (i, body) in chunk.iter().enumerate() {
+                driver
+                    .pipe_input("in", body.clone(), (round * 1024 + i) as i64)
+                    .map_err(|e| e.to_string())?;
+            }
+            out += driver.read_output("out").len() as u64;
         }
-        Ok(driver.read_values("out", &Raw).len() as u64)
+        Ok(out)
     })
 }
 
@@ -151,7 +165,7 @@ pub fn timely_peer(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> 
         bodies.len(),
         move || {
             Ok(timely::execute_directly(move |worker| {
-                use timely::dataflow::channels::pact::Pipeline;
+                use timely::dataflow::channels::pact::Exchange;
                 use timely::dataflow::operators::vec::Map;
                 use timely::dataflow::operators::{Inspect, Operator, Probe};
                 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -181,23 +195,27 @@ pub fn timely_peer(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> 
                                         .map(|line| words(&line).map(str::to_owned).collect::<Vec<_>>())
                                         .unwrap_or_default()
                                 })
-                                .unary(Pipeline, "WordCount", |_capability, _info| {
-                                    let mut counts: HashMap<String, u64> = HashMap::new();
-                                    move |input, output| {
-                                        input.for_each_stamp(|cap, data| {
-                                            let mut session = output.session(&cap);
-                                            for batch in data {
-                                                for word in batch.drain(..) {
-                                                    let count = counts.entry(word.clone()).or_insert(0);
-                                                    *count += 1;
-                                                    if let Ok(update) = serde_json::to_vec(&(word, *count)) {
-                                                        session.give(update);
+                                .unary(
+                                    Exchange::new(|w: &String| hash(w)),
+                                    "WordCount",
+                                    |_capability, _info| {
+                                        let mut counts: HashMap<String, u64> = HashMap::new();
+                                        move |input, output| {
+                                            input.for_each_stamp(|cap, data| {
+                                                let mut session = output.session(&cap);
+                                                for batch in data {
+                                                    for word in batch.drain(..) {
+                                                        let count = counts.entry(word.clone()).or_insert(0);
+                                                        *count += 1;
+                                                        if let Ok(update) = serde_json::to_vec(&(word, *count)) {
+                                                            session.give(update);
+                                                        }
                                                     }
                                                 }
-                                            }
-                                        });
-                                    }
-                                })
+                                            });
+                                        }
+                                    },
+                                )
                                 .container::<Vec<_>>()
                                 .inspect(move |_| seen.set(seen.get() + 1))
                                 .probe_with(&probe);
@@ -222,8 +240,7 @@ pub fn timely_peer(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> 
 /// Times `work`, which returns how many records came out; the run and that
 /// count.
 fn measure(label: &str, records: usize, work: impl FnOnce() -> Result<u64, String>) -> Result<(Run, u64), String> {
-    reset_peak_rss();
-    let cpu = process_cpu();
+    let meter = Meter::start();
     let started = Instant::now();
     let out = work()?;
     let seconds = started.elapsed().as_secs_f64();
@@ -236,8 +253,12 @@ fn measure(label: &str, records: usize, work: impl FnOnce() -> Result<u64, Strin
         records: records as u64,
         seconds,
         latency: None,
-        cpu_seconds: process_cpu().saturating_sub(cpu).as_secs_f64(),
-        peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+        cost: {
+            // In-process, the whole process is the job.
+            let mut cost = meter.cost();
+            cost.cpu_by_class = [(ThreadClass::Job, cost.cpu_seconds)].into();
+            cost
+        },
     };
     Ok((run, out))
 }

@@ -8,15 +8,20 @@
 //!   (table, JSON, latency plot).
 //!
 //! ```text
-//!  producer ──stamp──► input topic ──► engine (or pipe-baseline) ──► output topic ──► output consumer
-//!  (flat out, or at      (preloaded                                                    latency = poll time
-//!   a fixed rate)         for flat out)                                                  − produce stamp
+//!  producer ──stamp──► input topic ──► engine (or pipe-baseline) ──► output topic ──► reader (own thread)
+//!  (flat out, or at      (preloaded                                                   latency = poll time
+//!   a fixed rate:         for flat out)                                                 − produce stamp
+//!   stamp = when due)
 //! ```
 //!
-//! Throughput is records out per second between the first and the last
-//! record the output consumer sees; every broker scenario runs the
-//! `pipe-baseline` loop flat out on the same broker first and reports the
-//! engine's throughput as a ratio to it.
+//! Throughput is input records per second between the first and the last
+//! output the reader sees. Every measurement runs `--repeats` times (3 by
+//! default) and is reported as median (min–max). Each flat-out repeat of a
+//! broker scenario runs right after a flat-out repeat of `pipe-baseline` (a
+//! pipelined plain-client program) on the same broker, and its ratio is to
+//! that baseline. Rated runs offer a share of the median flat-out rate for
+//! a stated time. CPU is read per thread (`/proc/self/task`), so the job's
+//! threads are reported apart from the embedded broker's and the harness's.
 #![warn(missing_docs)]
 
 pub mod baseline;

@@ -95,7 +95,11 @@ pub enum Offer {
 
 /// Sends `total` records made by `make(seq, stamp)` to `topic`, spread over
 /// its queues, as `offer` says; `sent` counts what the broker acknowledged.
-/// Returns when all are acknowledged.
+/// Returns when all are acknowledged, with the time that took.
+///
+/// At a fixed rate a record's stamp is the moment it was *due*, not the
+/// moment it was built: a producer that falls behind its schedule shows as
+/// latency, instead of hiding it (coordinated omission).
 ///
 /// # Errors
 ///
@@ -108,12 +112,12 @@ pub fn produce(
     offer: Offer,
     make: impl Fn(u64, u64) -> Bytes + Send + 'static,
     sent: Arc<AtomicU64>,
-) -> rocketmq_streams_io::Result<()> {
+) -> rocketmq_streams_io::Result<Duration> {
     let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
     io.block_on(async move {
         let route = ensure_topic(&io2, &client, &topic, 8).await?;
         let sink = Sink::start(io2, &client, &format!("bench-producer-{}", std::process::id())).await?;
-        let started = Instant::now();
+        let (started, started_nanos) = (Instant::now(), now_nanos());
         let mut seq = 0u64;
         while seq < total {
             let chunk = match offer {
@@ -129,19 +133,22 @@ pub fn produce(
                 }
             }
             .min(total - seq);
-            let records: Vec<OutRecord> = (seq..seq + chunk)
-                .map(|s| OutRecord::new(make(s, now_nanos())))
-                .collect();
+            let stamp = |s: u64| match offer {
+                Offer::FlatOut => now_nanos(),
+                Offer::Rate(rate) => started_nanos + (s as f64 * 1e9 / rate) as u64,
+            };
+            let records: Vec<OutRecord> = (seq..seq + chunk).map(|s| OutRecord::new(make(s, stamp(s)))).collect();
             sink.send_spread(&route, records).await?;
             seq += chunk;
             sent.store(seq, Ordering::Relaxed);
         }
+        let took = started.elapsed();
         sink.shutdown().await;
-        Ok(())
+        Ok(took)
     })?
 }
 
-/// What a [`read_output`] saw.
+/// What a [`Reader::read`] saw.
 pub struct Output {
     /// Records read.
     pub records: u64,
@@ -153,58 +160,128 @@ pub struct Output {
     pub last: Option<Instant>,
 }
 
-/// Reads `topic` from its start with a fresh group until outputs worth
-/// `expected` records arrived or `limit` passed. `weigh` gives each output
-/// its stamp (its latency is recorded) and how many input records it
-/// accounts for: 1 for a record-per-record output, the rise of a count
-/// for an `Emit::OnCommit` word count. `seen` counts as records come.
-///
-/// # Errors
-///
-/// The consumer's start or poll errors.
-pub fn read_output(
-    io: &Arc<IoRuntime>,
-    client: &ClientConfig,
-    topic: &str,
-    expected: u64,
-    limit: Duration,
-    mut weigh: impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static,
-    seen: Arc<AtomicU64>,
-) -> rocketmq_streams_io::Result<Output> {
-    let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
-    io.block_on(async move {
-        ensure_topic(&io2, &client, &topic, 8).await?;
-        let mut config = SourceConfig::new(format!("bench-reader-{}-{}", std::process::id(), now_nanos()), [topic]);
-        config.consume_from = ConsumeFrom::First;
-        let source = Source::start(io2, &client, config).await?;
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| {
-            rocketmq_streams_io::Error::permanent(rocketmq_streams_io::Operation::Source, format!("histogram: {e}"))
-        })?;
-        let (mut records, mut first, mut last) = (0u64, None, None);
-        let deadline = Instant::now() + limit;
-        while records < expected && Instant::now() < deadline {
-            for batch in source.poll().await? {
-                let now = now_nanos();
-                for r in &batch.records {
-                    let (stamp, weight) = weigh(&r.body);
-                    if let Some(stamp) = stamp {
-                        let _ = latency.record((now.saturating_sub(stamp) / 1_000).max(1));
-                    }
-                    records += weight;
+/// The name of the output reader's runtime thread.
+pub const READER_THREAD_NAME: &str = "bench-reader";
+
+/// How long [`Reader::start`] waits for its consumer to be given the
+/// output topic's queues.
+const READER_ASSIGNMENT_WAIT: Duration = Duration::from_secs(30);
+
+/// A consumer of a run's output topic, on a runtime thread of its own
+/// ([`READER_THREAD_NAME`]): neither the producer nor the job delays the
+/// moment a record is seen. Start it before the job and the load, so the
+/// first output is seen when it arrives, not when the reader is ready.
+pub struct Reader {
+    io: Arc<IoRuntime>,
+    source: Option<Source>,
+}
+
+impl Reader {
+    /// Creates `topic` (8 queues) if missing and starts reading it from its
+    /// start with a fresh group; returns once the group holds the topic's
+    /// queues.
+    ///
+    /// # Errors
+    ///
+    /// The consumer's start errors, or no queue assigned within 30 s.
+    pub fn start(client: &ClientConfig, topic: &str) -> rocketmq_streams_io::Result<Reader> {
+        let io = IoRuntime::named(READER_THREAD_NAME, 1)?;
+        let (io2, client, topic) = (io.clone(), client.clone(), topic.to_string());
+        let source = io.block_on(async move {
+            ensure_topic(&io2, &client, &topic, 8).await?;
+            let mut config = SourceConfig::new(
+                format!("bench-reader-{}-{}", std::process::id(), now_nanos()),
+                [topic.clone()],
+            );
+            config.consume_from = ConsumeFrom::First;
+            let source = Source::start(io2, &client, config).await?;
+            let deadline = Instant::now() + READER_ASSIGNMENT_WAIT;
+            while source.assignment().await?.is_empty() {
+                if Instant::now() >= deadline {
+                    source.shutdown().await;
+                    return Err(rocketmq_streams_io::Error::permanent(
+                        rocketmq_streams_io::Operation::Source,
+                        format!("the output reader of {topic} got no queue in {READER_ASSIGNMENT_WAIT:?}"),
+                    ));
                 }
-                first = first.or(Some(Instant::now()));
-                last = Some(Instant::now());
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            seen.store(records, Ordering::Relaxed);
-        }
-        source.shutdown().await;
-        Ok(Output {
-            records,
-            latency,
-            first,
-            last,
+            Ok(source)
+        })??;
+        Ok(Reader {
+            io,
+            source: Some(source),
         })
-    })?
+    }
+
+    /// Reads until outputs worth `expected` records arrived or `limit`
+    /// passed. `weigh` gives each output its stamp (its latency is
+    /// recorded) and how many input records it accounts for: 1 for a
+    /// record-per-record output, the rise of a count for an
+    /// `Emit::OnCommit` word count. `seen` counts as records come.
+    ///
+    /// # Errors
+    ///
+    /// The consumer's poll errors.
+    pub fn read(
+        &mut self,
+        expected: u64,
+        limit: Duration,
+        mut weigh: impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static,
+        seen: Arc<AtomicU64>,
+    ) -> rocketmq_streams_io::Result<Output> {
+        let source = self.source.take().ok_or_else(|| {
+            rocketmq_streams_io::Error::permanent(
+                rocketmq_streams_io::Operation::Source,
+                "the reader's consumer failed in an earlier read",
+            )
+        })?;
+        let (source, out) = self.io.block_on(async move {
+            let out = async {
+                let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| {
+                    rocketmq_streams_io::Error::permanent(
+                        rocketmq_streams_io::Operation::Source,
+                        format!("histogram: {e}"),
+                    )
+                })?;
+                let (mut records, mut first, mut last) = (0u64, None, None);
+                let deadline = Instant::now() + limit;
+                while records < expected && Instant::now() < deadline {
+                    for batch in source.poll().await? {
+                        let now = now_nanos();
+                        for r in &batch.records {
+                            let (stamp, weight) = weigh(&r.body);
+                            if let Some(stamp) = stamp {
+                                let _ = latency.record((now.saturating_sub(stamp) / 1_000).max(1));
+                            }
+                            records += weight;
+                        }
+                        first = first.or(Some(Instant::now()));
+                        last = Some(Instant::now());
+                    }
+                    seen.store(records, Ordering::Relaxed);
+                }
+                Ok(Output {
+                    records,
+                    latency,
+                    first,
+                    last,
+                })
+            }
+            .await;
+            (source, out)
+        })?;
+        self.source = Some(source);
+        out
+    }
+
+    /// Stops the consumer (after the run's cost is read: this waits about
+    /// one long poll).
+    pub fn close(mut self) {
+        if let Some(source) = self.source.take() {
+            let _ = self.io.block_on(source.shutdown());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //!   --records N       records per flat-out run (default 200000)
 //!   --size BYTES      record size of the binary scenarios (default 100)
 //!   --shards N        engine shards (default 2)
-//!   --rates A,B,C     offered rates in % of flat out (default 25,50,90; "none" for none)
+//!   --repeats N       runs of every measurement; figures are median (min–max) (default 3)
+//!   --rates A,B,C     offered rates in % of the median flat-out rate (default 25,50,90; "none" for none)
 //!   --seconds S       how long a rated run offers records (default 10)
 //!   --words N         words per line, wordcount (default 10)
 //!   --vocabulary N    distinct words, wordcount (default 10000)
@@ -95,6 +96,7 @@ fn real_main() -> Result<(), String> {
             "--records" => options.records = number(value()?)?,
             "--size" => options.size = number(value()?)? as usize,
             "--shards" => options.shards = number(value()?)? as usize,
+            "--repeats" => options.repeats = number(value()?)?.max(1) as usize,
             "--seconds" => options.rated_for = Duration::from_secs(number(value()?)?),
             "--words" => options.words = number(value()?)? as usize,
             "--vocabulary" => options.vocabulary = number(value()?)?,
@@ -145,7 +147,7 @@ fn real_main() -> Result<(), String> {
     rocketmq_streams_io::init_logging();
     let command = format!("cargo run -p rocketmq-streams-bench --release -- {}", args.join(" "));
     if let Some(query) = in_process {
-        return run_in_process(query, options.records as usize, command, &out);
+        return run_in_process(query, options.records as usize, options.repeats, command, &out);
     }
     let (_broker, client, broker_kind) = match namesrv {
         Some(addr) => (None, ClientConfig::new(addr.as_str()), format!("external {addr}")),
@@ -155,12 +157,14 @@ fn real_main() -> Result<(), String> {
             (Some(mq), client, "embedded (same process, same cores)".to_string())
         }
     };
-    let io = IoRuntime::new(1).map_err(|e| e.to_string())?;
+    // The load producer's runtime: its threads count as the harness's.
+    let io = IoRuntime::named("bench-load", 1).map_err(|e| e.to_string())?;
     let runs = broker::run(&io, &client, scenario, &options)?;
     let mut settings = vec![
         ("broker".to_string(), broker_kind),
         ("shards".into(), options.shards.to_string()),
         ("records".into(), options.records.to_string()),
+        ("repeats".into(), options.repeats.to_string()),
         ("poll batch".into(), options.poll_batch.to_string()),
         ("send batch".into(), format!("≤{} messages", options.send_batch)),
         (
@@ -220,9 +224,15 @@ fn print_and_write(report: &Report, out: &std::path::Path) -> Result<(), String>
     Ok(())
 }
 
-/// An in-process scenario: the input generated first, the timely peer (if
-/// any) and then the engine over the same bodies.
-fn run_in_process(query: Query, records: usize, command: String, out: &std::path::Path) -> Result<(), String> {
+/// An in-process scenario: the input generated first, then `repeats` times
+/// the timely peer (if any) and the engine over the same bodies.
+fn run_in_process(
+    query: Query,
+    records: usize,
+    repeats: usize,
+    command: String,
+    out: &std::path::Path,
+) -> Result<(), String> {
     eprintln!("generating {records} input records in memory");
     let input = match query {
         Query::WordCount => inproc::lines(records),
@@ -230,20 +240,26 @@ fn run_in_process(query: Query, records: usize, command: String, out: &std::path
     };
     let bytes: usize = input.iter().map(|b| b.len()).sum();
     let mut runs = Vec::new();
-    if query.has_timely_peer() {
-        eprintln!("running the timely peer");
-        runs.push(inproc::timely_peer(query, &input)?.0);
+    for repeat in 1..=repeats.max(1) {
+        if query.has_timely_peer() {
+            eprintln!("running the timely peer ({repeat} of {repeats})");
+            runs.push(inproc::timely_peer(query, &input)?.0);
+        }
+        eprintln!("running the engine ({repeat} of {repeats})");
+        runs.push(inproc::engine(query, &input)?.0);
     }
-    eprintln!("running the engine");
-    runs.push(inproc::engine(query, &input)?.0);
     let report = Report {
         scenario: query.name().to_string(),
         command,
         machine: Machine::detect(),
         settings: vec![
             ("broker".into(), "none (in-process)".into()),
-            ("shards".into(), "1 (test driver)".into()),
+            (
+                "engine path".into(),
+                "test driver: a shard's operators on one thread, framed in-memory shuffle, cache over RocksDB".into(),
+            ),
             ("records".into(), input.len().to_string()),
+            ("repeats".into(), repeats.to_string()),
             ("mean record size".into(), format!("{} B", bytes / input.len().max(1))),
         ],
         baseline: query.has_timely_peer().then(|| runs[0].label.clone()),

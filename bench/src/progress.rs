@@ -1,37 +1,43 @@
-//! A progress bar on stderr while a run goes: records through so far, of
-//! how many, and the time taken.
+//! A progress bar on stderr while a run goes (`indicatif`): records through
+//! so far, of how many, and the time taken. Hidden when stderr is not a
+//! terminal (CI logs stay clean).
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Draws `done / total` under `label` every 200 ms until dropped.
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often the bar reads its counter.
+const REFRESH: Duration = Duration::from_millis(200);
+
+/// Shows `done / total` under `label` until dropped.
 pub struct Progress {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
-    /// Starts drawing; `done` is read, never written.
+    /// Starts showing; `done` is read, never written (it is counted by
+    /// whoever does the work, so the bar costs the work no call).
     pub fn start(label: &str, done: Arc<AtomicU64>, total: u64) -> Progress {
+        let bar = ProgressBar::new(total).with_message(label.to_string());
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg:28} [{bar:30}] {percent:>3}% {pos}/{len} {elapsed_precise} eta {eta}")
+        {
+            bar.set_style(style.progress_chars("#> "));
+        }
         let stop = Arc::new(AtomicBool::new(false));
-        let (label, stop2) = (label.to_string(), stop.clone());
+        let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("bench-progress".into())
             .spawn(move || {
-                let started = Instant::now();
-                loop {
-                    let finished = stop2.load(Ordering::Relaxed);
-                    let n = done.load(Ordering::Relaxed).min(total);
-                    eprint!("\r{}", bar(&label, n, total, started.elapsed()));
-                    let _ = std::io::stderr().flush();
-                    if finished {
-                        eprintln!();
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
+                while !stop2.load(Ordering::Relaxed) {
+                    bar.set_position(done.load(Ordering::Relaxed).min(total));
+                    std::thread::sleep(REFRESH);
                 }
+                bar.set_position(done.load(Ordering::Relaxed).min(total));
+                bar.finish();
             })
             .ok();
         Progress { stop, thread }
@@ -44,33 +50,5 @@ impl Drop for Progress {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-fn bar(label: &str, n: u64, total: u64, elapsed: Duration) -> String {
-    const WIDTH: u64 = 30;
-    let filled = (n * WIDTH).checked_div(total).unwrap_or(WIDTH);
-    format!(
-        "{label:<28} [{}{}] {:>3}% {n}/{total} {:.1} s",
-        "#".repeat(filled as usize),
-        " ".repeat((WIDTH - filled) as usize),
-        (n * 100).checked_div(total).unwrap_or(100),
-        elapsed.as_secs_f64()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bar_fills_with_progress() {
-        let half = bar("x", 50, 100, Duration::from_secs(1));
-        assert!(
-            half.contains(&format!("[{}{}]", "#".repeat(15), " ".repeat(15))),
-            "{half}"
-        );
-        assert!(half.contains(" 50% 50/100 1.0 s"));
-        assert!(bar("x", 0, 0, Duration::ZERO).contains("100%"));
     }
 }

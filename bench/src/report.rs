@@ -1,5 +1,10 @@
-//! A scenario's figures, as a table for people, JSON for tools and an SVG
-//! latency-percentile plot.
+//! A scenario's figures, as a table for people (Markdown, so it pastes into
+//! `tuning.md`), JSON for tools and an SVG latency-percentile plot
+//! (`plotters`).
+//!
+//! A report holds every run; runs of the same label are repeats of one
+//! measurement, and each figure of the table is their median with its min
+//! and max.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,27 +12,27 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::machine::Machine;
+use crate::machine::{Cost, Machine, ThreadClass};
 
 /// One measured run of a scenario (flat out, or at one offered rate).
 #[derive(Debug, Clone)]
 pub struct Run {
-    /// What ran: "pipe-baseline flat out", "stateless at 50%", ...
+    /// What ran: "pipe-baseline flat out", "stateless at 50%", ... Repeats
+    /// of a measurement share their label.
     pub label: String,
     /// Offered records per second, `None` for flat out.
     pub offered_rate: Option<f64>,
     /// Input records offered (and all processed: a run whose output falls
     /// short is an error, not a figure). Throughput counts these.
     pub records: u64,
-    /// Seconds from the first record offered to the last one out.
+    /// Seconds from the first record out to the last one out (flat out),
+    /// or from the first record offered to the last one out (rated).
     pub seconds: f64,
-    /// End-to-end latency in µs (produce → sink consumer), if measured.
+    /// End-to-end latency in µs (produce stamp → the reader's poll), if
+    /// measured.
     pub latency: Option<Histogram<u64>>,
-    /// CPU seconds the whole process used during the run (broker included
-    /// when it is embedded).
-    pub cpu_seconds: f64,
-    /// Peak resident memory of the process during the run, MiB.
-    pub peak_rss_mib: f64,
+    /// CPU and memory the run took.
+    pub cost: Cost,
 }
 
 impl Run {
@@ -40,21 +45,101 @@ impl Run {
         }
     }
 
-    /// CPU seconds per million records.
-    pub fn cpu_per_million(&self) -> f64 {
+    fn per_million(&self, seconds: f64) -> f64 {
         if self.records > 0 {
-            self.cpu_seconds * 1e6 / self.records as f64
+            seconds * 1e6 / self.records as f64
         } else {
             0.0
         }
     }
 
-    fn percentile_us(&self, q: f64) -> Option<u64> {
+    /// CPU seconds per million records, the whole process.
+    pub fn cpu_per_million(&self) -> f64 {
+        self.per_million(self.cost.cpu_seconds)
+    }
+
+    /// CPU seconds per million records of the job's threads alone.
+    pub fn job_cpu_per_million(&self) -> f64 {
+        self.per_million(self.cost.cpu_by_class.get(&ThreadClass::Job).copied().unwrap_or(0.0))
+    }
+
+    fn percentile_us(&self, q: f64) -> Option<f64> {
         self.latency
             .as_ref()
             .filter(|h| !h.is_empty())
-            .map(|h| h.value_at_quantile(q))
+            .map(|h| h.value_at_quantile(q) as f64)
     }
+}
+
+/// The median of repeated measurements, with their min and max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// The least.
+    pub min: f64,
+    /// The greatest.
+    pub max: f64,
+    /// How many.
+    pub n: usize,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` if there are none.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+
+    /// "median (min–max)", each shown with `decimals` decimals; the median
+    /// alone for a single value.
+    pub fn show(&self, decimals: usize) -> String {
+        if self.n > 1 {
+            format!("{:.d$} ({:.d$}–{:.d$})", self.median, self.min, self.max, d = decimals)
+        } else {
+            format!("{:.d$}", self.median, d = decimals)
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({ "median": self.median, "min": self.min, "max": self.max, "n": self.n })
+    }
+}
+
+/// The repeats of one label, summarised.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The runs' label.
+    pub label: String,
+    /// Offered records per second (rated runs).
+    pub offered_rate: Option<Spread>,
+    /// Input records per second.
+    pub throughput: Spread,
+    /// Throughput ÷ the baseline's, repeat by repeat (flat-out runs).
+    pub ratio: Option<Spread>,
+    /// Latency percentiles in µs: p50, p99, p99.9, max.
+    pub latency: Option<[Spread; 4]>,
+    /// Job CPU seconds per million records.
+    pub job_cpu_per_million: Spread,
+    /// Whole-process CPU seconds per million records.
+    pub cpu_per_million: Spread,
+    /// Peak RSS, MiB.
+    pub peak_rss_mib: Spread,
 }
 
 /// The figures of one scenario, with what they were measured on.
@@ -68,74 +153,133 @@ pub struct Report {
     pub machine: Machine,
     /// Settings that shape the figures (shards, message size, batches, ...).
     pub settings: Vec<(String, String)>,
-    /// The runs, baseline first when there is one.
+    /// Every run, in the order they ran; repeats share a label.
     pub runs: Vec<Run>,
-    /// The label of the run the others are compared with, if any.
+    /// The label of the runs the others are compared with, if any.
     pub baseline: Option<String>,
 }
 
 impl Report {
-    fn baseline_throughput(&self) -> Option<f64> {
-        let label = self.baseline.as_ref()?;
-        self.runs.iter().find(|r| &r.label == label).map(Run::throughput)
+    /// The labels, in the order they first ran.
+    fn labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = Vec::new();
+        for r in &self.runs {
+            if !labels.contains(&r.label.as_str()) {
+                labels.push(&r.label);
+            }
+        }
+        labels
     }
 
-    /// The readable table.
+    fn runs_of<'a>(&'a self, label: &'a str) -> impl Iterator<Item = &'a Run> + 'a {
+        self.runs.iter().filter(move |r| r.label == label)
+    }
+
+    /// Each label's repeats, summarised, in the order they first ran.
+    pub fn summaries(&self) -> Vec<Summary> {
+        let baseline: Vec<f64> = self
+            .baseline
+            .as_deref()
+            .map(|b| self.runs_of(b).map(Run::throughput).collect())
+            .unwrap_or_default();
+        self.labels()
+            .into_iter()
+            .filter_map(|label| {
+                let runs: Vec<&Run> = self.runs_of(label).collect();
+                let spread = |f: &dyn Fn(&Run) -> f64| Spread::of(runs.iter().map(|r| f(r)));
+                let flat_out = runs.iter().all(|r| r.offered_rate.is_none());
+                let ratio = if flat_out && !baseline.is_empty() {
+                    // Repeat i of a scenario ran right after repeat i of the baseline.
+                    Spread::of(
+                        runs.iter()
+                            .zip(&baseline)
+                            .filter(|(_, &b)| b > 0.0)
+                            .map(|(r, &b)| r.throughput() / b),
+                    )
+                } else {
+                    None
+                };
+                let latency = [0.5, 0.99, 0.999, 1.0].map(|q| spread(&|r| r.percentile_us(q).unwrap_or(f64::NAN)));
+                Some(Summary {
+                    label: label.to_string(),
+                    offered_rate: spread(&|r| r.offered_rate.unwrap_or(f64::NAN)),
+                    throughput: spread(&Run::throughput)?,
+                    ratio,
+                    latency: match latency {
+                        [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
+                        _ => None,
+                    },
+                    job_cpu_per_million: spread(&Run::job_cpu_per_million)?,
+                    cpu_per_million: spread(&Run::cpu_per_million)?,
+                    peak_rss_mib: spread(&|r| r.cost.peak_rss_mib)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The readable table (Markdown).
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "scenario {} — {}", self.scenario, self.command);
+        let _ = writeln!(out, "scenario {} — `{}`", self.scenario, self.command);
         let _ = writeln!(
             out,
             "machine: {} cores, {}, {} MiB",
             self.machine.cores, self.machine.model, self.machine.memory_mib
         );
         let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(out, "settings: {}", settings.join(", "));
+        let _ = writeln!(out, "settings: {}\n", settings.join(", "));
         let _ = writeln!(
             out,
-            "{:<34} {:>10} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
-            "run", "input", "input rec/s", "ratio", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU s/M", "RSS MiB"
+            "| run | runs | offered rec/s | input rec/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms | job CPU s/M | all CPU s/M | RSS MiB |"
         );
-        let base = self.baseline_throughput();
-        for r in &self.runs {
-            let ratio = match (base, r.offered_rate) {
-                (Some(b), None) if b > 0.0 => format!("{:.2}", r.throughput() / b),
-                _ => "-".into(),
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for s in self.summaries() {
+            let ms = |i: usize| {
+                s.latency.map_or("-".into(), |l| {
+                    let x = l[i];
+                    Spread {
+                        median: x.median / 1e3,
+                        min: x.min / 1e3,
+                        max: x.max / 1e3,
+                        n: x.n,
+                    }
+                    .show(1)
+                })
             };
-            let p = |q: f64| r.percentile_us(q).map_or("-".into(), |v| v.to_string());
-            let max = r
-                .latency
-                .as_ref()
-                .filter(|h| !h.is_empty())
-                .map_or("-".into(), |h| h.max().to_string());
             let _ = writeln!(
                 out,
-                "{:<34} {:>10} {:>12.0} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10.2} {:>9.0}",
-                r.label,
-                r.records,
-                r.throughput(),
-                ratio,
-                p(0.5),
-                p(0.99),
-                p(0.999),
-                max,
-                r.cpu_per_million(),
-                r.peak_rss_mib
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.label,
+                s.throughput.n,
+                s.offered_rate.map_or("-".into(), |r| r.show(0)),
+                s.throughput.show(0),
+                s.ratio.map_or("-".into(), |r| r.show(2)),
+                ms(0),
+                ms(1),
+                ms(2),
+                ms(3),
+                s.job_cpu_per_million.show(1),
+                s.cpu_per_million.show(1),
+                s.peak_rss_mib.show(0),
             );
         }
-        if base.is_some() {
+        let _ = writeln!(
+            out,
+            "\nmedian (min–max) of the runs; job CPU = the engine's threads (shards, its I/O runtime, RocksDB) \
+             or the baseline loop's; all CPU = the whole process (the broker too when it is embedded)"
+        );
+        if let Some(b) = &self.baseline {
             let _ = writeln!(
                 out,
-                "ratio = flat-out records/s ÷ {} records/s, measured in this run",
-                self.baseline.as_deref().unwrap_or("baseline")
+                "ratio = flat-out records/s ÷ {b} records/s of the same repeat (run just before it)"
             );
         }
         out
     }
 
-    /// The JSON document.
+    /// The JSON document: every run, and the summaries.
     pub fn json(&self) -> serde_json::Value {
-        let base = self.baseline_throughput();
+        let spread = |s: Option<Spread>| s.map(|s| s.json());
         json!({
             "scenario": self.scenario,
             "command": self.command,
@@ -146,16 +290,24 @@ impl Report {
             },
             "settings": self.settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "baseline": self.baseline,
+            "summary": self.summaries().iter().map(|s| json!({
+                "label": s.label,
+                "offered_rate": spread(s.offered_rate),
+                "records_per_second": s.throughput.json(),
+                "ratio_to_baseline": spread(s.ratio),
+                "latency_us": s.latency.map(|l| json!({
+                    "p50": l[0].json(), "p99": l[1].json(), "p99_9": l[2].json(), "max": l[3].json(),
+                })),
+                "job_cpu_seconds_per_million": s.job_cpu_per_million.json(),
+                "cpu_seconds_per_million": s.cpu_per_million.json(),
+                "peak_rss_mib": s.peak_rss_mib.json(),
+            })).collect::<Vec<_>>(),
             "runs": self.runs.iter().map(|r| json!({
                 "label": r.label,
                 "offered_rate": r.offered_rate,
                 "records": r.records,
                 "seconds": r.seconds,
                 "records_per_second": r.throughput(),
-                "ratio_to_baseline": match (base, r.offered_rate) {
-                    (Some(b), None) if b > 0.0 => Some(r.throughput() / b),
-                    _ => None,
-                },
                 "latency_us": r.latency.as_ref().filter(|h| !h.is_empty()).map(|h| json!({
                     "count": h.len(),
                     "p50": h.value_at_quantile(0.5),
@@ -164,101 +316,96 @@ impl Report {
                     "p99_9": h.value_at_quantile(0.999),
                     "max": h.max(),
                 })),
-                "cpu_seconds": r.cpu_seconds,
-                "cpu_seconds_per_million": r.cpu_per_million(),
-                "peak_rss_mib": r.peak_rss_mib,
+                "cpu_seconds": r.cost.cpu_seconds,
+                "cpu_seconds_by_class": r.cost.cpu_by_class.iter().map(|(c, s)| (format!("{c:?}"), json!(s))).collect::<serde_json::Map<_, _>>(),
+                "cpu_seconds_by_thread": r.cost.cpu_by_thread,
+                "peak_rss_mib": r.cost.peak_rss_mib,
             })).collect::<Vec<_>>(),
         })
     }
 
-    /// An SVG plot of latency against percentile ("nines" scale) for every
-    /// run with a latency histogram; `None` if there is none.
-    pub fn latency_svg(&self) -> Option<String> {
-        let runs: Vec<&Run> = self.runs.iter().filter(|r| r.percentile_us(0.5).is_some()).collect();
-        if runs.is_empty() {
-            return None;
+    /// An SVG plot of latency against percentile ("nines" scale), a line per
+    /// label with latency (its repeats' histograms merged); `None` if no
+    /// run has latency.
+    ///
+    /// # Errors
+    ///
+    /// What plotters reports drawing it.
+    pub fn latency_svg(&self) -> Result<Option<String>, String> {
+        use plotters::prelude::*;
+
+        let mut lines: Vec<(String, Histogram<u64>)> = Vec::new();
+        for label in self.labels() {
+            let mut merged: Option<Histogram<u64>> = None;
+            for h in self
+                .runs_of(label)
+                .filter_map(|r| r.latency.as_ref())
+                .filter(|h| !h.is_empty())
+            {
+                match merged.as_mut() {
+                    Some(m) => m.add(h).map_err(|e| format!("merging histograms: {e}"))?,
+                    None => merged = Some(h.clone()),
+                }
+            }
+            if let Some(m) = merged {
+                lines.push((label.to_string(), m));
+            }
         }
-        let (w, h, left, bottom, top, right) = (760.0, 420.0, 70.0, 50.0, 40.0, 200.0);
-        let max_nines = 4.0; // up to 99.99 %
-        let quantiles: Vec<f64> = (0..=80)
-            .map(|i| 1.0 - 10f64.powf(-max_nines * i as f64 / 80.0))
-            .collect();
-        let max_us = runs
-            .iter()
-            .filter_map(|r| r.latency.as_ref().map(|h| h.max().max(1)))
-            .max()
-            .unwrap_or(1) as f64;
-        let min_us = runs
-            .iter()
-            .filter_map(|r| r.latency.as_ref().map(|h| h.min().max(1)))
-            .min()
-            .unwrap_or(1) as f64;
-        let y_top = 10f64.powf(max_us.log10().ceil());
-        let y_bottom = 10f64.powf(min_us.log10().floor()).min(y_top / 10.0);
-        let x = |q: f64| left + (-(1.0 - q).max(1e-12).log10() / max_nines).min(1.0) * (w - left - right);
-        let span = y_top.log10() - y_bottom.log10();
-        let y = |us: f64| h - bottom - ((us.max(y_bottom).log10() - y_bottom.log10()) / span) * (h - bottom - top);
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{left}\" y=\"22\" font-size=\"14\">{} — end-to-end latency by percentile</text>\n",
-            self.scenario
-        );
-        for (q, label) in [
-            (0.0, "0%"),
-            (0.9, "90%"),
-            (0.99, "99%"),
-            (0.999, "99.9%"),
-            (0.9999, "99.99%"),
-        ] {
-            let _ = writeln!(
-                svg,
-                "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{label}</text>",
-                x(q),
-                top,
-                h - bottom,
-                h - bottom + 18.0
-            );
+        if lines.is_empty() {
+            return Ok(None);
         }
-        let mut decade = y_bottom;
-        while decade <= y_top * 1.001 {
-            let _ = writeln!(
-                svg,
-                "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{0:.1}\" text-anchor=\"end\">{3}</text>",
-                y(decade),
-                w - right,
-                left - 6.0,
-                human_us(decade)
-            );
-            decade *= 10.0;
+        const NINES: f64 = 4.0; // up to 99.99 %
+        let ms = |us: u64| us.max(1) as f64 / 1e3;
+        let top = lines.iter().map(|(_, h)| ms(h.max())).fold(0.001, f64::max);
+        let bottom = lines.iter().map(|(_, h)| ms(h.min())).fold(top, f64::min);
+        let (y_bottom, y_top) = (10f64.powf(bottom.log10().floor()), 10f64.powf(top.log10().ceil()));
+        let y_top = if y_top <= y_bottom { y_bottom * 10.0 } else { y_top };
+        let mut svg = String::new();
+        {
+            let err = |e: &dyn std::fmt::Display| format!("plotting: {e}");
+            let root = SVGBackend::with_string(&mut svg, (800, 450)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| err(&e))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    format!("{} — end-to-end latency by percentile", self.scenario),
+                    ("sans-serif", 18),
+                )
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..NINES, (y_bottom..y_top).log_scale())
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("percentile")
+                .y_desc("latency (ms)")
+                .x_labels(5)
+                .x_label_formatter(&|nines| format!("{}%", 100.0 - 100.0 * 10f64.powf(-nines)))
+                .y_label_formatter(&|v| format!("{v}"))
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (i, (label, h)) in lines.iter().enumerate() {
+                let colour = Palette99::pick(i).to_rgba();
+                let points = (0..=80).map(|k| {
+                    let nines = NINES * k as f64 / 80.0;
+                    (nines, ms(h.value_at_quantile(1.0 - 10f64.powf(-nines))))
+                });
+                chart
+                    .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                    .map_err(|e| err(&e))?
+                    .label(label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
+            root.present().map_err(|e| err(&e))?;
         }
-        let colours = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-        ];
-        for (i, r) in runs.iter().enumerate() {
-            let Some(hist) = r.latency.as_ref() else { continue };
-            let points: Vec<String> = quantiles
-                .iter()
-                .map(|&q| format!("{:.1},{:.1}", x(q), y(hist.value_at_quantile(q) as f64)))
-                .collect();
-            let colour = colours[i % colours.len()];
-            let _ = writeln!(
-                svg,
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
-                 <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>",
-                points.join(" "),
-                w - right + 10.0,
-                top + 16.0 * (i as f64 + 1.0),
-                xml_escape(&r.label)
-            );
-        }
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">percentile</text>\n</svg>",
-            left + (w - left - right) / 2.0,
-            h - 8.0
-        );
-        Some(svg)
+        Ok(Some(svg))
     }
 
     /// Writes `<scenario>.json` (and `<scenario>-latency.svg` when there is
@@ -266,7 +413,8 @@ impl Report {
     ///
     /// # Errors
     ///
-    /// Any I/O error creating `dir` or writing the files.
+    /// Any I/O error creating `dir` or writing the files, or a plot that
+    /// could not be drawn.
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let mut written = Vec::new();
@@ -274,7 +422,7 @@ impl Report {
         let text = serde_json::to_string_pretty(&self.json()).map_err(std::io::Error::other)?;
         std::fs::write(&json_path, text)?;
         written.push(json_path);
-        if let Some(svg) = self.latency_svg() {
+        if let Some(svg) = self.latency_svg().map_err(std::io::Error::other)? {
             let svg_path = dir.join(format!("{}-latency.svg", self.scenario));
             std::fs::write(&svg_path, svg)?;
             written.push(svg_path);
@@ -283,22 +431,10 @@ impl Report {
     }
 }
 
-fn human_us(us: f64) -> String {
-    if us >= 1e6 {
-        format!("{:.0} s", us / 1e6)
-    } else if us >= 1e3 {
-        format!("{:.0} ms", us / 1e3)
-    } else {
-        format!("{us:.0} µs")
-    }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn run(label: &str, records: u64, seconds: f64, rate: Option<f64>, latencies: &[u64]) -> Run {
@@ -312,8 +448,12 @@ mod tests {
             records,
             seconds,
             latency: (!latencies.is_empty()).then_some(h),
-            cpu_seconds: 2.0,
-            peak_rss_mib: 100.0,
+            cost: Cost {
+                cpu_seconds: 2.0,
+                cpu_by_class: BTreeMap::from([(ThreadClass::Job, 1.0), (ThreadClass::Broker, 1.0)]),
+                cpu_by_thread: BTreeMap::from([("rmq-shard-".into(), 1.0), ("rmq-embedded".into(), 1.0)]),
+                peak_rss_mib: 100.0,
+            },
         }
     }
 
@@ -330,34 +470,72 @@ mod tests {
             runs: vec![
                 run("pipe-baseline flat out", 1000, 1.0, None, &[]),
                 run("stateless flat out", 1000, 2.0, None, &[]),
+                run("pipe-baseline flat out", 1000, 0.25, None, &[]),
+                run("stateless flat out", 1000, 4.0, None, &[]),
+                run("pipe-baseline flat out", 1000, 1.0, None, &[]),
+                run("stateless flat out", 1000, 1.0, None, &[]),
                 run("stateless at 50%", 250, 1.0, Some(250.0), &[100, 200, 300, 400, 10_000]),
+                run("stateless at 50%", 250, 1.0, Some(250.0), &[100, 200, 300, 400, 20_000]),
             ],
             baseline: Some("pipe-baseline flat out".into()),
         }
     }
 
     #[test]
-    fn the_ratio_is_to_the_baseline_of_the_same_report() {
-        let json = report().json();
-        let runs = json["runs"].as_array().expect("runs");
-        assert_eq!(runs[0]["ratio_to_baseline"], 1.0);
-        assert_eq!(runs[1]["ratio_to_baseline"], 0.5);
-        assert!(runs[2]["ratio_to_baseline"].is_null(), "rated runs have no ratio");
-        // hdrhistogram keeps 3 significant digits.
-        let max = runs[2]["latency_us"]["max"].as_u64().expect("max");
-        assert!((10_000..=10_010).contains(&max), "max {max}");
-        assert_eq!(runs[1]["cpu_seconds_per_million"], 2000.0);
+    fn a_spread_is_the_median_with_its_extremes() {
+        let s = Spread::of([3.0, 1.0, 2.0]).expect("values");
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Spread::of([4.0, 1.0, 2.0, 3.0]).expect("values").median, 2.5);
+        assert_eq!(Spread::of([f64::NAN]), None);
+        assert_eq!(s.show(1), "2.0 (1.0–3.0)");
+        assert_eq!(Spread::of([5.0]).expect("one").show(0), "5");
     }
 
     #[test]
-    fn the_table_and_the_plot_show_every_run() {
+    fn repeats_are_summarised_and_the_ratio_pairs_each_repeat_with_its_baseline() {
+        let summaries = report().summaries();
+        let labels: Vec<&str> = summaries.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["pipe-baseline flat out", "stateless flat out", "stateless at 50%"]
+        );
+        let base = &summaries[0];
+        assert_eq!(
+            (base.throughput.median, base.throughput.min, base.throughput.max),
+            (1000.0, 1000.0, 4000.0)
+        );
+        assert_eq!(base.ratio.map(|r| r.median), Some(1.0));
+        // 500/1000, 250/4000, 1000/1000.
+        let ratio = summaries[1].ratio.expect("flat out has a ratio");
+        assert_eq!((ratio.median, ratio.min, ratio.max), (0.5, 0.0625, 1.0));
+        let rated = &summaries[2];
+        assert!(rated.ratio.is_none(), "rated runs have no ratio");
+        let [_, _, _, max] = rated.latency.expect("rated runs have latency");
+        // hdrhistogram keeps 3 significant digits.
+        assert!((10_000.0..=10_010.0).contains(&max.min) && (20_000.0..=20_020.0).contains(&max.max));
+        assert_eq!(summaries[1].cpu_per_million.median, 2000.0);
+        assert_eq!(summaries[1].job_cpu_per_million.median, 1000.0);
+        let json = report().json();
+        assert_eq!(json["summary"][1]["ratio_to_baseline"]["median"], 0.5);
+        assert_eq!(json["runs"].as_array().map(Vec::len), Some(8));
+        assert_eq!(json["runs"][0]["cpu_seconds_by_class"]["Job"], 1.0);
+    }
+
+    #[test]
+    fn the_table_and_the_plot_show_every_label() {
         let r = report();
         let table = r.table();
         for label in ["pipe-baseline flat out", "stateless flat out", "stateless at 50%"] {
-            assert!(table.contains(label), "{table}");
+            assert_eq!(table.matches(&format!("| {label} |")).count(), 1, "{table}");
         }
-        let svg = r.latency_svg().expect("a run has latency");
-        assert!(svg.contains("<polyline") && svg.contains("stateless at 50%"));
+        assert!(table.contains("| 0.50 (0.06–1.00) |"), "{table}");
+        let svg = r.latency_svg().expect("plotted").expect("a run has latency");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("<polyline") && svg.contains("stateless at 50%"), "{svg}");
+        let flat_only = Report {
+            runs: r.runs[..2].to_vec(),
+            ..r
+        };
+        assert_eq!(flat_only.latency_svg(), Ok(None));
     }
 }

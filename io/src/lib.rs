@@ -83,7 +83,7 @@ pub use embedded::{standalone_main, EmbeddedConfig, EmbeddedRocketMQ};
 pub use error::{Error, Operation, Result, Retry};
 pub use ids::{Offset, QueueId};
 pub use reader::{Chunk, QueueReader};
-pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, KEEP_AWAKE_PERIOD};
+pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, IO_THREAD_NAME, KEEP_AWAKE_PERIOD};
 pub use signal::Interrupt;
 pub use sink::{OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
 pub use source::{AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig};

@@ -29,6 +29,9 @@ use crate::error::{Error, Operation, Result};
 /// Default number of tokio worker threads of the I/O runtime.
 pub const DEFAULT_IO_THREADS: usize = 1;
 
+/// The name of the I/O runtime's worker threads ([`IoRuntime::new`]).
+pub const IO_THREAD_NAME: &str = "rmq-streams-io";
+
 /// The tokio runtime that runs every RocketMQ client future of a process (or
 /// of a job), plus the client runtime the RocketMQ crates require.
 ///
@@ -48,10 +51,21 @@ impl IoRuntime {
     /// Returns a permanent [`Operation::Runtime`] error if the runtime cannot
     /// be built (for example `threads == 0`).
     pub fn new(threads: usize) -> Result<Arc<Self>> {
+        Self::named(IO_THREAD_NAME, threads)
+    }
+
+    /// [`IoRuntime::new`] with its worker threads named `name` (Linux shows
+    /// the first 15 bytes), so per-thread accounting (`/proc/<pid>/task`,
+    /// `top -H`) can tell one runtime's work from another's.
+    ///
+    /// # Errors
+    ///
+    /// As [`IoRuntime::new`].
+    pub fn named(name: &str, threads: usize) -> Result<Arc<Self>> {
         let config = RuntimeConfig {
             worker_threads: threads,
-            thread_name: "rmq-streams-io".to_string(),
-            ..RuntimeConfig::for_parallelism("rmq-streams-io", threads.max(1))
+            thread_name: name.to_string(),
+            ..RuntimeConfig::for_parallelism(name, threads.max(1))
         };
         let owner = RuntimeOwner::plan(config)
             .map_err(|e| Error::permanent(Operation::Runtime, format!("invalid I/O runtime configuration: {e}")))?
