@@ -25,7 +25,7 @@ use rocketmq_streams_io::{ClientConfig, IoRuntime};
 
 use crate::baseline::{Baseline, BaselineConfig};
 use crate::load::{self, Offer, Reader};
-use crate::machine::Meter;
+use crate::machine::{Cost, Meter};
 use crate::progress::Progress;
 use crate::report::{Run, Spread};
 
@@ -280,6 +280,33 @@ impl Ctx<'_> {
         Reader::start(self.client, output).map_err(|e| e.to_string())
     }
 
+    /// Reads the outputs of a started job until `expected` came, reads the
+    /// run's cost while every measured thread still lives, then stops the
+    /// job and the reader whatever the read gave. The run counts only if
+    /// everything came out.
+    fn finish(
+        &self,
+        scenario: Scenario,
+        label: &str,
+        mut reader: Reader,
+        engine: Running,
+        meter: &Meter,
+        expected: u64,
+    ) -> Result<(load::Output, Cost), String> {
+        let seen = Arc::new(AtomicU64::new(0));
+        let bar = Progress::start(label, seen.clone(), expected);
+        let out = reader.read(expected, self.options.limit, self.weigh(scenario), seen);
+        let cost = meter.cost();
+        drop(bar);
+        let stopped = engine.stop();
+        // Stops its consumer, about one long poll: after the cost is read.
+        drop(reader);
+        let out = out.map_err(|e| e.to_string())?;
+        stopped?;
+        complete(&out, expected, label)?;
+        Ok((out, cost))
+    }
+
     /// Preloads the input, then times the engine from its first output
     /// record to its last.
     fn flat_out(&self, scenario: Scenario) -> Result<Run, String> {
@@ -300,22 +327,10 @@ impl Ctx<'_> {
             )
             .map_err(|e| e.to_string())?;
         }
-        let mut reader = self.reader(&output)?;
-        let expected = self.expected(scenario, n);
-        let seen = Arc::new(AtomicU64::new(0));
-        let bar = Progress::start(&label, seen.clone(), expected);
+        let reader = self.reader(&output)?;
         let meter = Meter::start();
         let engine = self.start(scenario, &input, &output, &job)?;
-        let out = reader.read(expected, self.options.limit, self.weigh(scenario), seen);
-        // Read before anything measured stops: a thread's CPU is read
-        // while it lives.
-        let cost = meter.cost();
-        drop(bar);
-        let stopped = engine.stop();
-        reader.close();
-        let out = out.map_err(|e| e.to_string())?;
-        stopped?;
-        complete(&out, expected, &label)?;
+        let (out, cost) = self.finish(scenario, &label, reader, engine, &meter, self.expected(scenario, n))?;
         let seconds = match (out.first, out.last) {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
@@ -339,30 +354,20 @@ impl Ctx<'_> {
         let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).max(1);
         // The input exists before the engine subscribes to it.
         load::create_topic(self.io, self.client, &input, 8).map_err(|e| e.to_string())?;
-        let mut reader = self.reader(&output)?;
+        let reader = self.reader(&output)?;
         let engine = self.start(scenario, &input, &output, &job)?;
         std::thread::sleep(WARM_UP);
-        let expected = self.expected(scenario, n);
-        let seen = Arc::new(AtomicU64::new(0));
-        let bar = Progress::start(&label, seen.clone(), expected);
         let meter = Meter::start();
         let started = Instant::now();
         let (io, client, make) = (self.io.clone(), self.client.clone(), self.make(scenario));
         let producer = std::thread::spawn(move || {
             load::produce(&io, &client, &input, n, Offer::Rate(rate), make, Arc::default()).map_err(|e| e.to_string())
         });
-        let out = reader.read(expected, self.options.limit, self.weigh(scenario), seen);
-        let produced = producer
+        let finished = self.finish(scenario, &label, reader, engine, &meter, self.expected(scenario, n));
+        let took = producer
             .join()
-            .map_err(|_| "the producer thread panicked".to_string())?;
-        let cost = meter.cost();
-        drop(bar);
-        let stopped = engine.stop();
-        reader.close();
-        let out = out.map_err(|e| e.to_string())?;
-        let took = produced?;
-        stopped?;
-        complete(&out, expected, &label)?;
+            .map_err(|_| "the producer thread panicked".to_string())??;
+        let (out, cost) = finished?;
         Ok(Run {
             label,
             // What the producer achieved: below the target when it fell

@@ -274,10 +274,12 @@ impl Reader {
         self.source = Some(source);
         out
     }
+}
 
-    /// Stops the consumer (after the run's cost is read: this waits about
-    /// one long poll).
-    pub fn close(mut self) {
+impl Drop for Reader {
+    /// Stops the consumer; this waits about one long poll, so drop a
+    /// reader after the run's cost is read.
+    fn drop(&mut self) {
         if let Some(source) = self.source.take() {
             let _ = self.io.block_on(source.shutdown());
         }

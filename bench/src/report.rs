@@ -116,6 +116,16 @@ impl Spread {
         }
     }
 
+    /// The same spread with `f` applied to each figure (a change of unit).
+    pub fn map(self, f: impl Fn(f64) -> f64) -> Spread {
+        Spread {
+            median: f(self.median),
+            min: f(self.min),
+            max: f(self.max),
+            n: self.n,
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         json!({ "median": self.median, "min": self.min, "max": self.max, "n": self.n })
     }
@@ -234,18 +244,7 @@ impl Report {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for s in self.summaries() {
-            let ms = |i: usize| {
-                s.latency.map_or("-".into(), |l| {
-                    let x = l[i];
-                    Spread {
-                        median: x.median / 1e3,
-                        min: x.min / 1e3,
-                        max: x.max / 1e3,
-                        n: x.n,
-                    }
-                    .show(1)
-                })
-            };
+            let ms = |i: usize| s.latency.map_or("-".into(), |l| l[i].map(|us| us / 1e3).show(1));
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
