@@ -30,8 +30,10 @@ use serde::Serialize;
 /// }
 /// ```
 pub trait Accumulator<V>: Send + Sync + 'static {
-    /// What is kept per key.
-    type State: Serialize + DeserializeOwned + 'static;
+    /// What is kept per key: decoded in the store's cache between
+    /// checkpoints, encoded (MessagePack) once per key per checkpoint.
+    /// `Clone` so an update can be undone when its record fails.
+    type State: Serialize + DeserializeOwned + Clone + 'static;
     /// What is emitted per update.
     type Output: Clone + 'static;
     /// The state of a key not seen before.
@@ -141,5 +143,102 @@ where
         } else {
             state.0 / state.1 as f64
         }
+    }
+}
+
+/// An [`Accumulator`] whose states can be combined: what session windows
+/// need, since a record can join two sessions into one.
+///
+/// `merge(a, b)` must give the state that folding `b`'s values into `a`
+/// would have given. The built-in aggregations implement it.
+pub trait Merge<V>: Accumulator<V> {
+    /// Folds `other` into `state`.
+    fn merge(&self, state: &mut Self::State, other: Self::State);
+}
+
+impl<V> Merge<V> for Count {
+    fn merge(&self, state: &mut u64, other: u64) {
+        *state += other;
+    }
+}
+
+impl<V, F, N> Merge<V> for Sum<F, N>
+where
+    Sum<F, N>: Accumulator<V, State = N>,
+    N: Add<Output = N> + Copy,
+{
+    fn merge(&self, state: &mut N, other: N) {
+        *state = *state + other;
+    }
+}
+
+impl<V, F, N, const MAX: bool> Merge<V> for Extreme<F, N, MAX>
+where
+    Extreme<F, N, MAX>: Accumulator<V, State = Option<N>>,
+    N: PartialOrd + Copy,
+{
+    fn merge(&self, state: &mut Option<N>, other: Option<N>) {
+        *state = match (*state, other) {
+            (Some(a), Some(b)) => {
+                let better = if MAX { b > a } else { b < a };
+                Some(if better { b } else { a })
+            }
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+impl<V, F> Merge<V> for Avg<F>
+where
+    Avg<F>: Accumulator<V, State = (f64, u64)>,
+{
+    fn merge(&self, state: &mut (f64, u64), other: (f64, u64)) {
+        state.0 += other.0;
+        state.1 += other.1;
+    }
+}
+
+/// Combines the values of a key with a function of two values
+/// (`reduce`): the first value as it is, then `f(so_far, next)`. Session
+/// windows merge two reductions with `f` too, which is right when `f` is
+/// associative (sum, max, concatenation, ...).
+pub struct Reduce<F> {
+    pub(crate) f: F,
+}
+
+impl<V, F> Accumulator<V> for Reduce<F>
+where
+    V: Serialize + DeserializeOwned + Clone + 'static,
+    F: Fn(&V, &V) -> V + Send + Sync + 'static,
+{
+    type State = Option<V>;
+    type Output = V;
+    fn init(&self) -> Option<V> {
+        None
+    }
+    fn add(&self, state: &mut Option<V>, value: &V) {
+        *state = Some(match state.take() {
+            None => value.clone(),
+            Some(so_far) => (self.f)(&so_far, value),
+        });
+    }
+    /// # Panics
+    ///
+    /// Before the first `add` (the operators never call it then).
+    fn result(&self, state: &Option<V>) -> V {
+        state.clone().expect("a reduce has a value once it has seen one")
+    }
+}
+
+impl<V, F> Merge<V> for Reduce<F>
+where
+    Reduce<F>: Accumulator<V, State = Option<V>>,
+    F: Fn(&V, &V) -> V,
+{
+    fn merge(&self, state: &mut Option<V>, other: Option<V>) {
+        *state = match (state.take(), other) {
+            (Some(a), Some(b)) => Some((self.f)(&a, &b)),
+            (a, b) => a.or(b),
+        };
     }
 }

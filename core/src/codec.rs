@@ -86,6 +86,23 @@ pub(crate) fn decode_state<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Serde
     }
 }
 
+/// The codec of a decoded state layer holding `S`: [`encode_state`] and
+/// [`decode_state`], so a value kept decoded is stored exactly as one
+/// encoded per update was.
+pub(crate) struct StateCodec<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S: Serialize + DeserializeOwned + Clone + 'static> rocketmq_streams_state::ValueCodec for StateCodec<S> {
+    type Value = S;
+
+    fn encode(value: &S) -> Result<bytes::Bytes, String> {
+        encode_state(value).map_err(|e| e.to_string())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<S, String> {
+        decode_state(bytes).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -21,6 +21,9 @@ pub struct DriverMetrics {
     pub skipped: u64,
     /// Failed records dead-lettered (policy `DeadLetter`).
     pub dead_lettered: u64,
+    /// Records late for every window they belong to (also skipped or
+    /// dead-lettered, by the policy).
+    pub late: u64,
 }
 
 /// Runs a [`Topology`] in-process, single-threaded and deterministic, with
@@ -187,6 +190,7 @@ impl TopologyTestDriver {
             n => n,
         };
         self.metrics.records_out = self.ctx.records_out;
+        self.metrics.late += std::mem::take(&mut self.ctx.late);
         for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
             written.append(buffer);
         }
@@ -224,6 +228,7 @@ impl TopologyTestDriver {
                 });
             }
             self.metrics.records_out = self.ctx.records_out;
+            self.metrics.late += std::mem::take(&mut self.ctx.late);
             for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
                 written.append(buffer);
             }
@@ -247,6 +252,26 @@ impl TopologyTestDriver {
     ) -> Result<()> {
         let body = serializer.serialize(value)?;
         self.pipe_input(topic, body, timestamp)
+    }
+
+    /// How many keys the job's operators hold in state, over every
+    /// shuffle queue (the engine's own bookkeeping, the shuffle's
+    /// high-water marks, not counted): what shows that windows delete
+    /// their state once closed.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::State`] if a store cannot be read.
+    pub fn state_len(&self) -> Result<usize> {
+        let mut n = 0;
+        for store in self.queues.iter().filter_map(|q| q.store.as_ref()) {
+            n += store
+                .keys_with_prefix(&[])?
+                .iter()
+                .filter(|k| k.first() != Some(&0xFF))
+                .count();
+        }
+        Ok(n)
     }
 
     /// Takes everything written to `topic` so far (oldest first).

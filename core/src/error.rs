@@ -21,6 +21,23 @@ pub enum StreamsError {
         /// The limit (`rocketmq_streams_io::MAX_MESSAGE_BYTES`).
         limit: usize,
     },
+    /// A record came after every window it belongs to had closed (its end
+    /// plus the grace period at or below the stream time). Permanent for
+    /// that record: it is counted (`late`) and goes through the error
+    /// policy, skipped or dead-lettered with this reason.
+    #[error(
+        "late record: event time {timestamp} falls in windows closed by stream time {stream_time} \
+         (the last of them closes at {closed_at}); raise the window's grace to keep such records"
+    )]
+    Late {
+        /// The record's event time.
+        timestamp: i64,
+        /// Where the last of its windows closed (its end plus the grace;
+        /// for a session, its end plus gap and grace).
+        closed_at: i64,
+        /// The queue's stream time (the largest event time it has seen).
+        stream_time: i64,
+    },
     /// A user closure panicked on a record. Permanent for that record.
     #[error("user code panicked: {0}")]
     UserPanic(String),

@@ -22,6 +22,15 @@
 //! processors per owned queue, and a record moves through it by direct
 //! calls — no queues, locks or per-record allocations of the engine's own.
 //!
+//! # Keys, state and windows
+//!
+//! `key_by` sends every record through the job's shuffle topic to the
+//! shard that owns its key's queue; there a [`GroupedStream`]'s
+//! aggregations keep state per key (RocksDB, changelog in a state topic,
+//! exact across crashes and rebalances), and
+//! [`window`](GroupedStream::window) cuts it into event-time windows
+//! (tumbling, hopping, session: the [`window`] module).
+//!
 //! # Testing a job
 //!
 //! [`TopologyTestDriver`] runs a topology in-process without a broker,
@@ -54,10 +63,11 @@ mod processor;
 pub mod runtime;
 pub mod serde;
 mod topology;
+pub mod window;
 
-pub use accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+pub use accumulator::{Accumulator, Avg, Count, Extreme, Merge, Reduce, Sum};
 pub use driver::{DriverMetrics, TopologyTestDriver};
-pub use dsl::{GroupedStream, RStream, StreamBuilder};
+pub use dsl::{GroupedStream, RStream, StreamBuilder, WindowSpec, WindowStream};
 pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
@@ -66,13 +76,15 @@ pub use rocketmq_streams_io as io;
 pub use rocketmq_streams_state::{Compression, RocksDbOptions};
 pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, ShuffleHandOff, StreamRuntime};
 pub use topology::Topology;
+pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 
 /// The types most programs need: `use rocketmq_streams::prelude::*`.
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
         Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder,
-        StreamRuntime, StreamsError, Topology, TopologyTestDriver,
+        StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window, WindowEmit, WindowStream,
+        Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

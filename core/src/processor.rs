@@ -17,8 +17,9 @@ use crate::error::StreamsError;
 pub struct Record<T> {
     /// The value.
     pub value: T,
-    /// Event time in milliseconds since the epoch: the message's store
-    /// timestamp unless `select_timestamp` chose one from the value.
+    /// Event time in milliseconds since the epoch: the message's born
+    /// timestamp (when its producer created it) unless `select_timestamp`
+    /// chose one from the value.
     pub timestamp: i64,
 }
 
@@ -159,6 +160,9 @@ pub struct Context {
     pub(crate) duplicates: u64,
     /// Keyed records taken out of shuffle frames.
     pub(crate) unframed: u64,
+    /// Records late for every window they belong to (see
+    /// [`StreamsError::Late`]).
+    pub(crate) late: u64,
     /// The sinks' buffer lengths at the last [`mark`](Self::mark).
     marked: Vec<usize>,
     /// Held results that failed when a flush emitted them: what a dead
@@ -259,9 +263,10 @@ pub trait Processor<T> {
     /// cannot be serialized); the record then goes through the error policy.
     fn process(&mut self, record: Record<T>, ctx: &mut Context) -> Result<(), StreamsError>;
 
-    /// Emits what the operator held back (the latest results of an
-    /// [`Emit::OnCommit`](crate::Emit::OnCommit) aggregation), then passes
-    /// the flush on. The runtime calls it on a queue's pipeline before each
+    /// Makes the operator's state ready for a checkpoint (an aggregation
+    /// encodes the states it keeps decoded) and emits what it held back
+    /// (the latest results of an [`Emit::OnCommit`](crate::Emit::OnCommit)
+    /// aggregation), then passes the flush on. The runtime calls it on a queue's pipeline before each
     /// checkpoint of the queue; the test driver on
     /// [`commit`](crate::TopologyTestDriver::commit). An operator with a
     /// next one passes it on; the default, for operators that end a
@@ -269,10 +274,29 @@ pub trait Processor<T> {
     ///
     /// # Errors
     ///
-    /// A failure that is no one record's (the state store). A held result
+    /// A failure that is no one record's (the state store, a state that
+    /// does not encode: the checkpoint must not run). A held result
     /// that fails downstream is rolled back and left in the context for
     /// the error policy.
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Lets event time act: a windowed aggregation emits the windows the
+    /// watermark has closed and deletes their state. The runtime (and the
+    /// test driver) calls it on a keyed queue's pipeline after each
+    /// shuffle frame, outside any one record; what it emits is numbered by
+    /// its place after that frame, so a replay emits the same. An operator
+    /// with a next one passes it on; the default, for operators that end a
+    /// stream, does nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush): a failure that is no one record's. A
+    /// result that fails downstream is rolled back and left in the
+    /// context for the error policy.
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         let _ = ctx;
         Ok(())
     }

@@ -59,6 +59,16 @@ pub enum StateError {
         /// The queue's first offset.
         first: i64,
     },
+    /// A state value that does not decode as its operator's type (written
+    /// by another release, or before the state type changed), or a decoded
+    /// value that does not encode. Permanent for that value.
+    #[error("state value of key {key}: {message}")]
+    Codec {
+        /// The store key, debug-printed.
+        key: String,
+        /// What the codec said.
+        message: String,
+    },
     /// A newer owner claimed the queue: this owner's writes no longer count
     /// and it must drop the queue (not an error of the job).
     #[error("state topic {queue}: owner of epoch {epoch} was fenced by a newer claim at {newer}")]
@@ -82,7 +92,10 @@ impl StateError {
         match self {
             StateError::RocksDb { .. } | StateError::NotVisible { .. } => true,
             StateError::Log { retriable, .. } => *retriable,
-            StateError::Malformed(_) | StateError::Truncated { .. } | StateError::Fenced { .. } => false,
+            StateError::Malformed(_)
+            | StateError::Codec { .. }
+            | StateError::Truncated { .. }
+            | StateError::Fenced { .. } => false,
         }
     }
 }

@@ -7,8 +7,10 @@
 //! own. The layers, over raw bytes:
 //!
 //! ```text
-//!  typed access (serde, in the operators)
-//!      │  get / put / delete
+//!  operators: aggregations update / read decoded values; other state get / put / delete bytes
+//!      │
+//!  decoded layers (one per aggregation: key → its own state type, dirty flags)
+//!      │  encode_decoded, once per key per checkpoint (from the operator's flush)
 //!  QueueStore: write-back cache (HashMap, dirty keys) ── commit ──► RocksDB (one per owned queue)
 //!      │ changes(epoch)                                   (entries + checkpoint, one atomic batch)
 //!      ▼
@@ -41,7 +43,9 @@
 //! and on stop, the owner of a queue *q*:
 //!
 //! 1. has already sent every sink output of the records processed so far
-//!    and awaited their acknowledgements;
+//!    and awaited their acknowledgements, and encoded the values its
+//!    aggregations keep decoded ([`QueueStore::encode_decoded`]; one that
+//!    does not encode stops the checkpoint here);
 //! 2. sends the store's dirty entries, framed as [`Change::Batch`]es of up to
 //!    [`MAX_BATCH_BYTES`] (a release before issue 11 sent one
 //!    [`Change::Put`] / [`Change::Delete`] per key; restores still read them)
@@ -194,14 +198,17 @@
 #![warn(missing_docs)]
 
 mod changelog;
+mod decoded;
 mod error;
 mod failpoint;
+mod journal;
 mod log;
 mod owner;
 mod restore;
 mod store;
 
 pub use changelog::{Change, Epoch, MAX_BATCH_BYTES};
+pub use decoded::ValueCodec;
 pub use error::{Result, StateError};
 pub use failpoint::{failpoint, STEPS as FAILPOINTS};
 pub use log::{LogChunk, LogRecord, MemoryLog, StateLog};

@@ -302,6 +302,18 @@ impl OwnedQueue {
                 newer,
             });
         }
+        // The operators encoded their decoded values in their flush; any
+        // left (a path that checkpoints without flushing) are encoded here,
+        // and one that cannot be is an error, never a silent loss.
+        let store = self.store.as_mut().expect("the store is back before a checkpoint");
+        if store.decoded_dirty() > 0 {
+            if let Some((key, message)) = store.encode_all_decoded().into_iter().next() {
+                return Err(StateError::Codec {
+                    key: format!("{key:?}"),
+                    message,
+                });
+            }
+        }
         let changes = self.store_ref().changes(self.epoch);
         let entries = changes.len() as u64;
         let bodies = Change::frame(self.epoch, &changes);
@@ -696,6 +708,29 @@ mod tests {
     fn value(owner: &mut OwnedQueue, key: &str) -> Option<String> {
         let v = owner.store().expect("store").get(key.as_bytes()).expect("get")?;
         Some(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    #[test]
+    fn a_checkpoint_encodes_decoded_values_an_operator_left_and_refuses_one_that_cannot_be() {
+        use crate::decoded::Decimal;
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut owner, _) = claim(&log, &dir.path().join("q")).expect("claim");
+        let store = owner.store().expect("store");
+        store.update::<Decimal, _>(1, b"a", |v| *v = Some(12)).expect("update");
+        block_on(owner.checkpoint(&log, 1)).expect("checkpoint");
+        owner
+            .store()
+            .expect("store")
+            .update::<Decimal, _>(1, b"a", |v| *v = Some(13))
+            .expect("update");
+        let err = block_on(owner.checkpoint(&log, 2)).expect_err("13 does not encode");
+        assert!(matches!(err, StateError::Codec { .. }), "{err}");
+        owner.close();
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, _) = claim(&log, &other.path().join("q")).expect("restore");
+        assert_eq!(moved.source_next(), Some(1));
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("12"));
     }
 
     /// The failure of issue 10, without a broker: the broker acknowledged a

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBatch, DB};
 
 use crate::changelog::Change;
+use crate::decoded::{Decoded, Entry, Layer, ValueCodec};
 use crate::error::{Result, StateError};
+use crate::journal::{Dirty, Journal};
 
 /// The RocksDB key of the checkpoint; never a user key (the runtime's keys
 /// start with a 2-byte node id below `0xFFFF`) and never in the changelog.
@@ -79,6 +81,12 @@ struct Slot {
     dirty: bool,
 }
 
+impl Dirty for Slot {
+    fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+}
+
 impl Slot {
     /// Writes `value`, counting the slot in `dirty` the first time.
     fn set(&mut self, value: Option<Bytes>, dirty: &mut usize) {
@@ -123,7 +131,10 @@ pub struct QueueStore {
     metrics: StoreMetrics,
     /// Each key written since [`begin_record`](QueueStore::begin_record)
     /// with its slot before (`None`: not cached), for a rollback.
-    journal: Vec<(Bytes, Option<Slot>)>,
+    journal: Journal<Slot>,
+    /// The decoded layers over the byte cache, one per operator that asked
+    /// for one ([`update`](QueueStore::update)), by the operator's id.
+    layers: Vec<(u32, Box<dyn Layer>)>,
 }
 
 impl std::fmt::Debug for QueueStore {
@@ -132,6 +143,7 @@ impl std::fmt::Debug for QueueStore {
             .field("path", &self.path)
             .field("cached", &self.cache.len())
             .field("dirty", &self.dirty)
+            .field("decoded", &self.layers.iter().map(|(_, l)| l.len()).sum::<usize>())
             .finish()
     }
 }
@@ -232,7 +244,8 @@ impl QueueStore {
             dirty: 0,
             capacity,
             metrics: StoreMetrics::default(),
-            journal: Vec::new(),
+            journal: Journal::default(),
+            layers: Vec::new(),
         })
     }
 
@@ -283,6 +296,7 @@ impl QueueStore {
     ///
     /// [`StateError::RocksDb`] on a read failure.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>> {
+        debug_assert!(!self.decoded_holds(key), "a decoded key read as bytes");
         self.metrics.gets += 1;
         if let Some(slot) = self.cache.get(key) {
             self.metrics.cache_hits += 1;
@@ -307,41 +321,24 @@ impl QueueStore {
     /// [`rollback_record`](Self::rollback_record) until the next call.
     pub fn begin_record(&mut self) {
         self.journal.clear();
+        for (_, layer) in &mut self.layers {
+            layer.begin_record();
+        }
     }
 
     /// Undoes the writes since [`begin_record`](Self::begin_record): a
     /// record that failed half-way (an error or a panic downstream of one
     /// of its aggregations) leaves the state as it was.
     pub fn rollback_record(&mut self) {
-        while let Some((key, before)) = self.journal.pop() {
-            let now_dirty = self.cache.get(&key).is_some_and(|s| s.dirty);
-            let was_dirty = before.as_ref().is_some_and(|s| s.dirty);
-            match before {
-                Some(slot) => {
-                    self.cache.insert(key, slot);
-                }
-                None => {
-                    self.cache.remove(&key);
-                }
-            }
-            match (was_dirty, now_dirty) {
-                (false, true) => self.dirty -= 1,
-                (true, false) => self.dirty += 1,
-                _ => {}
-            }
+        for (_, layer) in &mut self.layers {
+            layer.rollback_record();
         }
+        self.journal.undo(&mut self.cache, &mut self.dirty);
     }
 
     /// Remembers `key`'s slot before its first write of this record.
     fn journal(&mut self, key: &[u8]) {
-        if self.journal.iter().any(|(k, _)| k.as_ref() == key) {
-            return;
-        }
-        let entry = match self.cache.get_key_value(key) {
-            Some((k, slot)) => (k.clone(), Some(slot.clone())),
-            None => (Bytes::copy_from_slice(key), None),
-        };
-        self.journal.push(entry);
+        self.journal.remember(&self.cache, key);
     }
 
     /// Sets `key` to `value` (in the cache until the next commit).
@@ -352,6 +349,7 @@ impl QueueStore {
     /// Like [`put`](Self::put), copying `key` only if the cache does not
     /// hold it yet (the common case of an update needs no allocation).
     pub fn put_slice(&mut self, key: &[u8], value: Bytes) {
+        debug_assert!(!self.decoded_holds(key), "a decoded key written as bytes");
         self.journal(key);
         match self.cache.get_mut(key) {
             Some(slot) => {
@@ -368,6 +366,7 @@ impl QueueStore {
     }
 
     fn write(&mut self, key: Bytes, value: Option<Bytes>) {
+        debug_assert!(!self.decoded_holds(&key), "a decoded key written as bytes");
         self.journal(&key);
         self.metrics.writes += 1;
         let slot = self.cache.entry(key).or_insert(Slot {
@@ -377,18 +376,194 @@ impl QueueStore {
         slot.set(value, &mut self.dirty);
     }
 
-    /// Keys written since the last commit.
+    /// Keys written since the last commit (a key written both as bytes
+    /// and decoded since counts twice: an upper bound, 0 only when
+    /// nothing is to commit).
     pub fn dirty_len(&self) -> usize {
-        self.dirty
+        self.dirty + self.decoded_dirty()
+    }
+
+    /// Decoded values not encoded yet.
+    pub fn decoded_dirty(&self) -> usize {
+        self.layers.iter().map(|(_, l)| l.dirty()).sum()
     }
 
     /// Whether the cache is over its capacity: time to commit early.
     pub fn is_full(&self) -> bool {
-        self.dirty >= self.capacity
+        self.dirty_len() >= self.capacity
+    }
+
+    /// The value of `key` as bytes, from the byte cache or RocksDB, without
+    /// caching it (the decoded layer above keeps it).
+    fn read_bytes(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.cache.get(key) {
+            Some(slot) => Ok(slot.value.clone()),
+            None => Ok(self
+                .db
+                .get(key)
+                .map_err(|e| rocks_error(&self.path, e))?
+                .map(Bytes::from)),
+        }
+    }
+
+    /// The decoded layer of operator `layer`, created on first use.
+    ///
+    /// # Panics
+    ///
+    /// If the operator asked for its layer before with another codec (two
+    /// operators under one id: a bug of the engine).
+    fn layer<C: ValueCodec>(&mut self, layer: u32) -> &mut Decoded<C> {
+        let at = match self.layers.iter().position(|(id, _)| *id == layer) {
+            Some(at) => at,
+            None => {
+                self.layers.push((layer, Box::new(Decoded::<C>::default())));
+                self.layers.len() - 1
+            }
+        };
+        self.layers[at]
+            .1
+            .as_any_mut()
+            .downcast_mut::<Decoded<C>>()
+            .expect("one codec per decoded layer")
+    }
+
+    /// Makes sure `key` is cached in `layer`, decoding it from the bytes
+    /// below on a miss; counts the read.
+    fn load<C: ValueCodec>(&mut self, layer: u32, key: &[u8]) -> Result<()> {
+        self.metrics.gets += 1;
+        if self.layer::<C>(layer).entries.contains_key(key) {
+            self.metrics.cache_hits += 1;
+            return Ok(());
+        }
+        let value = match self.read_bytes(key)? {
+            Some(bytes) => Some(C::decode(&bytes).map_err(|message| StateError::Codec {
+                key: format!("{key:?}"),
+                message,
+            })?),
+            None => None,
+        };
+        self.layer::<C>(layer)
+            .entries
+            .insert(Bytes::copy_from_slice(key), Entry { value, dirty: false });
+        Ok(())
+    }
+
+    /// Applies `f` to the decoded value of `key` (`None`: no value; set it
+    /// to `None` to delete the key) in operator `layer`'s decoded layer,
+    /// and returns what `f` returns. The value stays decoded until
+    /// [`encode_decoded`](Self::encode_decoded); a
+    /// [`rollback_record`](Self::rollback_record) undoes the update.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Codec`] if the stored bytes of `key` do not decode
+    /// (another release's format, another state type): nothing changes;
+    /// [`StateError::RocksDb`] on a read failure.
+    ///
+    /// # Panics
+    ///
+    /// If `layer` was used with another codec before.
+    pub fn update<C: ValueCodec, R>(
+        &mut self,
+        layer: u32,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<C::Value>) -> R,
+    ) -> Result<R> {
+        self.load::<C>(layer, key)?;
+        self.metrics.writes += 1;
+        let decoded = self.layer::<C>(layer);
+        decoded.journal(key);
+        let out = match decoded.entries.get_mut(key) {
+            Some(entry) => f(&mut entry.value),
+            None => unreachable!("loaded above"),
+        };
+        decoded.mark_dirty(key);
+        Ok(out)
+    }
+
+    /// Applies `f` to the decoded value of `key` in operator `layer`'s
+    /// decoded layer (`None`: no value), and returns what `f` returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](Self::update).
+    ///
+    /// # Panics
+    ///
+    /// If `layer` was used with another codec before.
+    pub fn read<C: ValueCodec, R>(
+        &mut self,
+        layer: u32,
+        key: &[u8],
+        f: impl FnOnce(Option<&C::Value>) -> R,
+    ) -> Result<R> {
+        self.load::<C>(layer, key)?;
+        let value = self.layer::<C>(layer).entries.get(key).and_then(|e| e.value.as_ref());
+        Ok(f(value))
+    }
+
+    /// Encodes operator `layer`'s decoded values updated since its last
+    /// encode into the byte cache, where [`changes`](Self::changes) and
+    /// [`commit`](Self::commit) find them. A value that fails to encode is
+    /// handed to `failed` with its key and why, and stays dirty: the next
+    /// [`commit`](Self::commit) refuses to run (and a checkpoint stops
+    /// before its changelog): the value is never lost. Call it before every checkpoint (the operators do, from their
+    /// flush).
+    pub fn encode_decoded(&mut self, layer: u32, mut failed: impl FnMut(Bytes, String)) {
+        let mut layers = std::mem::take(&mut self.layers);
+        for (_, l) in layers.iter_mut().filter(|(id, _)| *id == layer) {
+            l.encode(&mut |key, value| self.write_encoded(key, value), &mut failed);
+        }
+        self.layers = layers;
+    }
+
+    /// Encodes every layer's decoded values, as
+    /// [`encode_decoded`](Self::encode_decoded) does one's, and returns the
+    /// failures. The state protocol's guard: the operators have encoded
+    /// their layers by then.
+    pub fn encode_all_decoded(&mut self) -> Vec<(Bytes, String)> {
+        let mut failures = Vec::new();
+        let mut layers = std::mem::take(&mut self.layers);
+        for (_, layer) in &mut layers {
+            layer.encode(&mut |key, value| self.write_encoded(key, value), &mut |key, message| {
+                failures.push((key, message))
+            });
+        }
+        self.layers = layers;
+        failures
+    }
+
+    /// [`StateError::Codec`] if a decoded value is not encoded yet: a
+    /// commit (or restore) now would lose it.
+    fn refuse_unencoded(&self, what: &str) -> Result<()> {
+        match self.decoded_dirty() {
+            0 => Ok(()),
+            n => Err(StateError::Codec {
+                key: format!("({n} keys)"),
+                message: format!("decoded values not encoded before a {what} (it would lose them)"),
+            }),
+        }
+    }
+
+    /// Whether a decoded layer holds `key` (whose bytes are then not the
+    /// byte API's to read or write).
+    fn decoded_holds(&self, key: &[u8]) -> bool {
+        self.layers.iter().any(|(_, l)| l.contains(key))
+    }
+
+    /// Writes an encoded value below its decoded layer: dirty, counted,
+    /// not journaled (an encode is no record's write).
+    fn write_encoded(&mut self, key: Bytes, value: Option<Bytes>) {
+        let slot = self.cache.entry(key).or_insert(Slot {
+            value: None,
+            dirty: false,
+        });
+        slot.set(value, &mut self.dirty);
     }
 
     /// The writes since the last commit, as changelog messages of the
-    /// owner of `epoch`.
+    /// owner of `epoch`. Decoded values must be encoded first
+    /// ([`encode_decoded`](Self::encode_decoded)): they are not listed.
     pub fn changes(&self, epoch: i64) -> Vec<Change> {
         self.cache
             .iter()
@@ -412,7 +587,10 @@ impl QueueStore {
     /// # Errors
     ///
     /// [`StateError::RocksDb`] if the write fails; the entries stay dirty.
+    /// [`StateError::Codec`] if a decoded value is not encoded yet
+    /// ([`encode_decoded`](Self::encode_decoded)): nothing is written.
     pub fn commit(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        self.refuse_unencoded("commit")?;
         let mut batch = WriteBatch::default();
         for (k, s) in self.cache.iter().filter(|(_, s)| s.dirty) {
             match &s.value {
@@ -426,8 +604,19 @@ impl QueueStore {
             slot.dirty = false;
         }
         self.dirty = 0;
-        if self.cache.len() > self.capacity {
+        // The bytes of decoded values are now in RocksDB; the decoded
+        // layers answer for those keys.
+        for (_, layer) in &self.layers {
+            layer.for_each_entry(&mut |key, _| {
+                self.cache.remove(key);
+            });
+        }
+        let decoded: usize = self.layers.iter().map(|(_, l)| l.len()).sum();
+        if self.cache.len() + decoded > self.capacity {
             self.cache.clear();
+            for (_, layer) in &mut self.layers {
+                layer.clear();
+            }
         }
         self.metrics.commits += 1;
         Ok(())
@@ -438,8 +627,14 @@ impl QueueStore {
     ///
     /// # Errors
     ///
-    /// [`StateError::RocksDb`] if the write fails.
+    /// [`StateError::RocksDb`] if the write fails; [`StateError::Codec`] if
+    /// a decoded value is not encoded yet (nothing is written).
     pub fn apply_restored(&mut self, changes: &[Change], checkpoint: Checkpoint) -> Result<()> {
+        self.refuse_unencoded("restore")?;
+        // Clean (as the cache must be): the restored values replace them.
+        for (_, layer) in &mut self.layers {
+            layer.clear();
+        }
         let mut batch = WriteBatch::default();
         for c in changes {
             match c {
@@ -476,6 +671,45 @@ impl QueueStore {
                     .map_err(|e| rocks_error(&self.path, e))
             })
             .filter(|item| !matches!(item, Ok((k, _)) if k.as_ref() == CHECKPOINT_KEY))
+    }
+
+    /// Every key starting with `prefix` that has a value now, in key
+    /// order: RocksDB's, overlaid with the byte cache's writes and the
+    /// decoded layers' (so a key written or deleted since the last commit
+    /// is listed as it is now). An operator rebuilds what it indexes in
+    /// memory from it (a window operator its open windows).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::RocksDb`] on a read failure.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Bytes>> {
+        let mut keys = std::collections::BTreeSet::new();
+        let from = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator(from) {
+            let (key, _) = item.map_err(|e| rocks_error(&self.path, e))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if key.as_ref() != CHECKPOINT_KEY {
+                keys.insert(Bytes::from(key.into_vec()));
+            }
+        }
+        let mut overlay = |key: &Bytes, present: bool| {
+            if key.starts_with(prefix) {
+                if present {
+                    keys.insert(key.clone());
+                } else {
+                    keys.remove(key);
+                }
+            }
+        };
+        for (key, slot) in self.cache.iter().filter(|(_, s)| s.dirty) {
+            overlay(key, slot.value.is_some());
+        }
+        for (_, layer) in &self.layers {
+            layer.for_each_entry(&mut overlay);
+        }
+        Ok(keys.into_iter().collect())
     }
 
     /// Every key and value in RocksDB, except the checkpoint (for tests and
@@ -522,6 +756,190 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    use crate::decoded::Decimal;
+
+    fn add(store: &mut QueueStore, key: &[u8], n: u64) -> u64 {
+        store
+            .update::<Decimal, _>(7, key, |v| {
+                let v = v.get_or_insert(0);
+                *v += n;
+                *v
+            })
+            .expect("update")
+    }
+
+    fn cp(n: i64) -> Checkpoint {
+        Checkpoint {
+            state_next: n,
+            source_next: Some(n),
+            epoch: 0,
+            token: 1,
+        }
+    }
+
+    #[test]
+    fn decoded_values_reach_the_changelog_and_rocksdb_once_encoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        {
+            let mut store = QueueStore::open(&path, 100).expect("open");
+            assert_eq!(add(&mut store, b"a", 2), 2);
+            assert_eq!(add(&mut store, b"a", 3), 5);
+            assert_eq!(add(&mut store, b"b", 1), 1);
+            store.update::<Decimal, _>(7, b"b", |v| *v = None).expect("delete");
+            assert_eq!(store.decoded_dirty(), 2);
+            assert!(store.changes(0).is_empty(), "nothing is bytes yet");
+            store.encode_decoded(7, |k, m| panic!("{k:?}: {m}"));
+            assert_eq!(store.decoded_dirty(), 0);
+            let mut changes = store.changes(0);
+            changes.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+            assert_eq!(
+                changes,
+                [
+                    Change::Delete { epoch: 0, key: b("b") },
+                    Change::Put {
+                        epoch: 0,
+                        key: b("a"),
+                        value: b("5")
+                    }
+                ]
+            );
+            store.commit(cp(1)).expect("commit");
+            assert_eq!(store.dirty_len(), 0);
+            // The decoded layer still answers, from memory.
+            let hits = store.metrics().cache_hits;
+            assert_eq!(
+                store.read::<Decimal, _>(7, b"a", |v| v.copied()).expect("read"),
+                Some(5)
+            );
+            assert_eq!(store.metrics().cache_hits, hits + 1);
+        }
+        let mut store = QueueStore::open(&path, 100).expect("reopen");
+        assert_eq!(store.scan().expect("scan"), [(b("a"), b("5"))]);
+        assert_eq!(add(&mut store, b"a", 1), 6, "decoded from RocksDB on a miss");
+        assert_eq!(store.read::<Decimal, _>(7, b"b", |v| v.copied()).expect("read"), None);
+    }
+
+    #[test]
+    fn a_rolled_back_record_undoes_its_decoded_updates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 100).expect("open");
+        store.begin_record();
+        add(&mut store, b"a", 1);
+        store.begin_record();
+        add(&mut store, b"a", 10);
+        add(&mut store, b"a", 100);
+        add(&mut store, b"new", 1);
+        store.put(b("bytes"), b("x"));
+        store.rollback_record();
+        assert_eq!(
+            store.read::<Decimal, _>(7, b"a", |v| v.copied()).expect("read"),
+            Some(1)
+        );
+        assert_eq!(store.read::<Decimal, _>(7, b"new", |v| v.copied()).expect("read"), None);
+        assert_eq!(store.get(b"bytes").expect("get"), None);
+        assert_eq!(store.decoded_dirty(), 1, "the earlier record's update stays");
+        assert_eq!(store.dirty_len(), 1);
+        // A rollback right after an encode undoes nothing that is bytes.
+        store.begin_record();
+        add(&mut store, b"a", 1);
+        store.encode_decoded(7, |k, m| panic!("{k:?}: {m}"));
+        store.rollback_record();
+        assert_eq!(
+            store.read::<Decimal, _>(7, b"a", |v| v.copied()).expect("read"),
+            Some(2)
+        );
+        assert_eq!(store.changes(0).len(), 1);
+    }
+
+    #[test]
+    fn a_value_that_does_not_encode_is_reported_kept_and_stops_the_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 100).expect("open");
+        add(&mut store, b"k", 10);
+        add(&mut store, b"j", 1);
+        store.encode_decoded(7, |k, m| panic!("{k:?}: {m}"));
+        store.commit(cp(1)).expect("commit");
+        add(&mut store, b"k", 3);
+        add(&mut store, b"j", 1);
+        let mut failed = Vec::new();
+        store.encode_decoded(7, |k, m| failed.push((k, m)));
+        assert_eq!(failed, [(b("k"), "13 is unlucky".to_string())]);
+        assert_eq!(
+            store.changes(0),
+            [Change::Put {
+                epoch: 0,
+                key: b("j"),
+                value: b("2")
+            }]
+        );
+        assert_eq!(store.decoded_dirty(), 1, "kept, not dropped");
+        assert_eq!(
+            store.read::<Decimal, _>(7, b"k", |v| v.copied()).expect("read"),
+            Some(13)
+        );
+        let err = store.commit(cp(2)).expect_err("a commit would lose k");
+        assert!(matches!(err, StateError::Codec { .. }), "{err}");
+        assert_eq!(store.checkpoint().expect("checkpoint"), Some(cp(1)), "nothing written");
+        // The guard of the state protocol sees the same failure.
+        assert_eq!(store.encode_all_decoded(), [(b("k"), "13 is unlucky".to_string())]);
+        // Once the value encodes, the commit goes through.
+        add(&mut store, b"k", 1);
+        assert!(store.encode_all_decoded().is_empty());
+        store.commit(cp(2)).expect("commit");
+        assert_eq!(store.scan().expect("scan"), [(b("j"), b("2")), (b("k"), b("14"))]);
+    }
+
+    #[test]
+    fn a_panicking_encode_is_a_failure_of_its_value_not_of_the_store() {
+        struct Panics;
+        impl ValueCodec for Panics {
+            type Value = u64;
+            fn encode(_: &u64) -> std::result::Result<Bytes, String> {
+                panic!("no serializer for you")
+            }
+            fn decode(_: &[u8]) -> std::result::Result<u64, String> {
+                Ok(0)
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 100).expect("open");
+        store.update::<Panics, _>(3, b"p", |v| *v = Some(1)).expect("update");
+        add(&mut store, b"k", 1);
+        let failures = store.encode_all_decoded();
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].1.contains("no serializer for you"), "{failures:?}");
+        assert_eq!(store.decoded_dirty(), 1);
+        assert_eq!(store.changes(0).len(), 1, "the other layer encoded");
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_decode_is_a_codec_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 100).expect("open");
+        store.put(b("k"), b("not a number"));
+        let err = store.update::<Decimal, _>(7, b"k", |_| ()).expect_err("no decode");
+        assert!(matches!(err, StateError::Codec { .. }), "{err}");
+        assert!(!err.is_retriable());
+        assert_eq!(store.decoded_dirty(), 0);
+        assert_eq!(store.get(b"k").expect("get"), Some(b("not a number")));
+    }
+
+    #[test]
+    fn a_commit_over_capacity_empties_the_decoded_layers_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = QueueStore::open(dir.path().join("q"), 2).expect("open");
+        for k in [&b"a"[..], b"b", b"c"] {
+            add(&mut store, k, 1);
+        }
+        assert!(store.is_full());
+        store.encode_decoded(7, |k, m| panic!("{k:?}: {m}"));
+        store.commit(cp(1)).expect("commit");
+        assert_eq!(format!("{store:?}").matches("cached: 0").count(), 1, "{store:?}");
+        assert!(format!("{store:?}").contains("decoded: 0"), "{store:?}");
+        assert_eq!(add(&mut store, b"c", 1), 2, "read back from RocksDB");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use crate::processor::{BoxProcessor, Context, Record};
 use crate::serde::Deserializer;
 use crate::topology::{guarded, NodeInfo, OnFailure, SourceDef, SourcePipeline, Topology};
 
+/// Operators a topology may have: node ids below `0xFF00`.
+const MAX_NODES: usize = 0xFF00;
 /// The graph under construction, shared by the builder and its streams.
 /// Only touched while the DSL is written, never on the record path.
 #[derive(Default)]
@@ -23,6 +25,9 @@ pub(crate) struct Graph {
     pub(crate) keyed: Vec<KeyedFactory>,
     /// Nodes of `Emit::OnCommit` aggregations.
     pub(crate) on_commit: Vec<usize>,
+    /// Nodes of windowed aggregations: no aggregation may follow one in
+    /// its keyed stage (it would group by the key without its window).
+    pub(crate) windowed: Vec<usize>,
     /// What `build` will refuse the graph for, found while it was written.
     pub(crate) errors: Vec<String>,
 }
@@ -106,7 +111,8 @@ impl StreamBuilder {
     /// `print`, a topic name is one RocketMQ would reject, or two sources
     /// read the same topic (the job's shuffle topic `<job_id>-shuffle`
     /// included), or a `key_by` or an aggregation follows an
-    /// [`Emit::OnCommit`](crate::Emit::OnCommit) aggregation.
+    /// [`Emit::OnCommit`](crate::Emit::OnCommit) aggregation, or it has
+    /// more than 65,279 operators.
     pub fn build(&self) -> Result<Topology> {
         if self.job_id.is_empty() {
             return Err(StreamsError::Topology("the job id is empty".into()));
@@ -135,6 +141,14 @@ impl StreamBuilder {
         }
         if graph.sources.is_empty() {
             return Err(StreamsError::Topology("the topology has no source".into()));
+        }
+        // A stateful operator's node id prefixes its store keys; ids from
+        // 0xFF00 on are the engine's own (the shuffle's high-water marks).
+        if graph.nodes.len() >= MAX_NODES {
+            return Err(StreamsError::Topology(format!(
+                "{} operators; a topology has at most {MAX_NODES}",
+                graph.nodes.len()
+            )));
         }
         if graph.terminals == 0 {
             return Err(StreamsError::Topology(

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::rstream::RStream;
-use crate::accumulator::{Accumulator, Avg, Count, Extreme, Sum};
+use super::windowed::{WindowSpec, WindowStream};
+use crate::accumulator::{Accumulator, Avg, Count, Extreme, Reduce, Sum};
 use crate::emit::Emit;
 use crate::operators::aggregate::Aggregate;
 use crate::processor::{BoxProcessor, Keyed};
@@ -60,6 +61,7 @@ where
         let acc = Arc::new(acc);
         let emit = self.emit;
         self.inner.refuse_after_on_commit(kind);
+        self.inner.refuse_after_window(kind);
         let grouped = GroupedStream::new(self.inner.then_node(kind, move |node, next| {
             Box::new(Aggregate {
                 prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
@@ -74,6 +76,45 @@ where
             grouped.inner.mark_on_commit();
         }
         grouped
+    }
+
+    /// Combines the values of each key with `f`: the first value as it
+    /// is, then `f(so_far, next)`.
+    pub fn reduce<F>(&self, f: F) -> GroupedStream<K, V>
+    where
+        V: Serialize + DeserializeOwned,
+        F: Fn(&V, &V) -> V + Send + Sync + 'static,
+    {
+        self.aggregate_as("Reduce", Reduce { f })
+    }
+
+    /// Groups each key's values by event-time window as well: the
+    /// aggregations of the returned [`WindowStream`] keep a state per key
+    /// and window, and emit [`Windowed`](crate::Windowed) results (see
+    /// [`crate::window`] for the semantics). They emit as the window's
+    /// [`WindowEmit`](crate::WindowEmit) says; this stream's
+    /// [`emit`](Self::emit) does not apply to them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("clicks");
+    /// builder
+    ///     .source("clicks", Utf8)
+    ///     .key_by(|page: &String| page.clone())
+    ///     .window(Window::tumbling(Duration::from_secs(60)).grace(Duration::from_secs(5)))
+    ///     .count()
+    ///     .sink("clicks-per-minute", Json::<(Windowed<String>, u64)>::new());
+    /// builder.build().unwrap();
+    /// ```
+    pub fn window<W: WindowSpec>(&self, spec: W) -> WindowStream<K, V, W>
+    where
+        K: DeserializeOwned,
+    {
+        self.inner.refuse_after_on_commit("Window");
+        self.inner.refuse_after_window("Window");
+        WindowStream::new(self.inner.clone(), spec)
     }
 
     /// The number of values of each key so far.

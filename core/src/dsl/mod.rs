@@ -2,13 +2,17 @@
 //!
 //! [`StreamBuilder`] → [`RStream`] (map, filter, flat_map, foreach, print,
 //! select_timestamp, key_by, sink) → [`GroupedStream`] (count, sum, min,
-//! max, avg, aggregate, map, filter, flat_map, to_rstream, sink). Windows
-//! will add a `WindowStream` stage after `GroupedStream`.
+//! max, avg, aggregate, reduce, window, map, filter, flat_map, to_rstream,
+//! sink) → [`WindowStream`] (count, sum, min, max, avg, aggregate, reduce,
+//! each per key and window: back to a [`GroupedStream`] of
+//! [`Windowed`](crate::Windowed) keys).
 
 mod builder;
 mod grouped;
 mod rstream;
+mod windowed;
 
 pub use builder::StreamBuilder;
 pub use grouped::GroupedStream;
 pub use rstream::RStream;
+pub use windowed::{WindowSpec, WindowStream};

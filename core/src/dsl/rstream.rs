@@ -99,6 +99,35 @@ impl<T: Clone + 'static> RStream<T> {
         }
     }
 
+    /// Records a build error if this stream follows a windowed
+    /// aggregation in the same keyed stage (no `key_by` in between): `kind`
+    /// (an aggregation or a window) would group windowed results by their
+    /// key alone.
+    pub(crate) fn refuse_after_window(&self, kind: &str) {
+        let mut graph = lock(&self.graph);
+        let mut node = Some(self.node);
+        while let Some(n) = node {
+            if graph.nodes[n].kind == "KeyBy" {
+                return;
+            }
+            if graph.windowed.contains(&n) {
+                let message = format!(
+                    "{kind} after the windowed aggregation {}[{n}] in the same keyed stage: it would group \
+                     the windows' results by key alone; re-key them first (to_rstream().key_by(..))",
+                    graph.nodes[n].kind
+                );
+                graph.errors.push(message);
+                return;
+            }
+            node = graph.nodes[n].parent;
+        }
+    }
+
+    /// Marks this stream's node as a windowed aggregation.
+    pub(crate) fn mark_windowed(&self) {
+        lock(&self.graph).windowed.push(self.node);
+    }
+
     /// Marks this stream's node as an `Emit::OnCommit` aggregation.
     pub(crate) fn mark_on_commit(&self) {
         lock(&self.graph).on_commit.push(self.node);

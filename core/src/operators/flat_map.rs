@@ -36,4 +36,8 @@ where
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         self.next.flush(ctx)
     }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.advance(ctx)
+    }
 }

@@ -26,4 +26,8 @@ impl<T, U> Processor<T> for Map<T, U> {
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         self.next.flush(ctx)
     }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.advance(ctx)
+    }
 }

@@ -10,3 +10,4 @@ pub mod select_timestamp;
 pub(crate) mod shuffle_source;
 pub mod sink;
 pub mod tee;
+pub mod window;

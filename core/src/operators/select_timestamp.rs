@@ -20,4 +20,8 @@ impl<T> Processor<T> for SelectTimestamp<T> {
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         self.next.flush(ctx)
     }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.advance(ctx)
+    }
 }

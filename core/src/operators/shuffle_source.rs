@@ -13,6 +13,7 @@ use crate::topology::{guarded, OnFailure, SourcePipeline};
 pub(crate) trait KeyedEntry {
     fn process(&mut self, record: &ShuffleRecord, ctx: &mut Context) -> Result<(), StreamsError>;
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError>;
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError>;
 }
 
 /// The chain after a `key_by` of keys `K` and values `V`.
@@ -39,6 +40,10 @@ impl<K: DeserializeOwned, V: DeserializeOwned> KeyedEntry for TypedKeyedEntry<K,
 
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         self.next.flush(ctx)
+    }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.next.advance(ctx)
     }
 }
 
@@ -113,6 +118,23 @@ impl ShuffleSource {
             moved: false,
         });
         Ok(self.marks.len() - 1)
+    }
+
+    /// Lets event time act after a frame (see [`Processor::advance`]):
+    /// what it emits is numbered as if by a record just after the frame's
+    /// last, and results that fail go to `failed` with their serialized
+    /// key.
+    ///
+    /// [`Processor::advance`]: crate::Processor::advance
+    fn advance(&mut self, frame: &Frame, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        ctx.seq = u64::from(frame.count) << 32;
+        for entry in &mut self.entries {
+            entry.advance(ctx)?;
+        }
+        for (key, error) in std::mem::take(&mut ctx.flush_failures) {
+            failed(&key, None, error)?;
+        }
+        Ok(())
     }
 
     /// Runs the frame's records; returns at the first `Err` of `failed`.
@@ -193,7 +215,10 @@ impl SourcePipeline for ShuffleSource {
             }
         };
         self.marks.clear();
-        let outcome = self.run(&frame, body, ctx, failed);
+        let mut outcome = self.run(&frame, body, ctx, failed);
+        if outcome.is_ok() {
+            outcome = self.advance(&frame, ctx, failed);
+        }
         // Every record taken (applied, or judged by the policy) moves the
         // mark: a replay of the frame applies none of them again.
         if self.marks.iter().any(|m| m.moved) {

@@ -26,4 +26,11 @@ impl<T: Clone> Processor<T> for Tee<T> {
         }
         Ok(())
     }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        for p in &mut self.next {
+            p.advance(ctx)?;
+        }
+        Ok(())
+    }
 }

@@ -29,6 +29,7 @@ pub(crate) struct ShardCounters {
     pub(crate) batches: AtomicU64,
     pub(crate) shuffled: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) late: AtomicU64,
     pub(crate) restored: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     /// Queues this shard built a pipeline for, and the OS thread it ran on.
@@ -54,6 +55,7 @@ impl ShardCounters {
             batches: get(&self.batches),
             shuffled: get(&self.shuffled),
             duplicates: get(&self.duplicates),
+            late: get(&self.late),
             restored: get(&self.restored),
             checkpoints: get(&self.checkpoints),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
@@ -82,6 +84,9 @@ pub struct ShardMetrics {
     pub shuffled: u64,
     /// Shuffled records dropped as replays already in the state.
     pub duplicates: u64,
+    /// Records late for every window they belong to (also counted as
+    /// skipped or dead-lettered, by the error policy).
+    pub late: u64,
     /// State changes applied while restoring from the state topic.
     pub restored: u64,
     /// State checkpoints (changelog + marker + RocksDB) completed.

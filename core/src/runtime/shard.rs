@@ -908,6 +908,7 @@ impl Shard {
         // Left over by a batch that failed half-way: not this batch's.
         ctx.unframed = 0;
         ctx.duplicates = 0;
+        ctx.late = 0;
         for record in &batch.records {
             ctx.begin_record(origin, record.offset.0);
             let mut failed = |body: &bytes::Bytes, index: Option<u32>, error: StreamsError| {
@@ -917,7 +918,7 @@ impl Shard {
                 };
                 s.judge(body, &error, at, &mut dead)
             };
-            pipeline.process(&record.body, record.store_timestamp, ctx, &mut failed)?;
+            pipeline.process(&record.body, record.born_timestamp, ctx, &mut failed)?;
         }
         // A shuffle message is a frame of records: count those (a message
         // that is no frame counts as one).
@@ -929,6 +930,7 @@ impl Shard {
         };
         ShardCounters::add(&s.counters.records_in, records);
         ShardCounters::add(&s.counters.duplicates, std::mem::take(&mut ctx.duplicates));
+        ShardCounters::add(&s.counters.late, std::mem::take(&mut ctx.late));
         Ok(dead)
     }
 

@@ -1,0 +1,833 @@
+//! Windowed aggregations: fixed (tumbling, hopping) and session windows,
+//! their state per key and window, and the queue's stream time.
+//!
+//! State, in the queue's store (see [`crate::window`] for the semantics):
+//!
+//! ```text
+//!  [node 2 B][0x00][end 8 B][start 8 B][serialized key]  → the accumulator's state   (decoded layer `node`)
+//!  [node 2 B][0x01]                                       → the stream time (i64)     (decoded layer `node | 1 << 16`)
+//! ```
+//!
+//! Times are stored big-endian with the sign bit flipped, so keys sort by
+//! end, then start: the open windows are read back in firing order when a
+//! queue's pipeline starts ([`QueueStore::keys_with_prefix`]). In memory the
+//! operator keeps an index of the open windows by closing time (and, for
+//! sessions, per key); it may hold windows a rolled-back record created
+//! (their state is then absent), never miss one, and every use checks the
+//! state.
+//!
+//! [`QueueStore::keys_with_prefix`]: rocketmq_streams_state::QueueStore::keys_with_prefix
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rocketmq_streams_state::{QueueStore, StateError};
+use serde::de::DeserializeOwned;
+
+use crate::accumulator::Accumulator;
+use crate::codec::{self, StateCodec};
+use crate::error::StreamsError;
+use crate::operators::aggregate::state_error;
+use crate::processor::{BoxProcessor, Context, Keyed, Processor, Record};
+use crate::topology::guarded;
+use crate::window::{FixedWindows, SessionWindows, TimeWindow, WindowEmit, Windowed};
+
+/// Which windows a record falls in (what a [`WindowSpec`](crate::WindowSpec)
+/// stands for inside).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Tumbling or hopping windows.
+    Fixed(FixedWindows),
+    /// Session windows.
+    Session(SessionWindows),
+}
+
+impl Kind {
+    fn grace(&self) -> i64 {
+        match self {
+            Kind::Fixed(f) => f.common.grace,
+            Kind::Session(s) => s.common.grace,
+        }
+    }
+
+    fn emit(&self) -> WindowEmit {
+        match self {
+            Kind::Fixed(f) => f.common.emit,
+            Kind::Session(s) => s.common.emit,
+        }
+    }
+
+    /// When a window closes: its end, or for a session its end plus the
+    /// gap (until then a record can still extend it).
+    fn closes_at(&self, w: TimeWindow) -> i64 {
+        match self {
+            Kind::Fixed(_) => w.end,
+            Kind::Session(s) => w.end.saturating_add(s.gap),
+        }
+    }
+}
+
+/// Combines two states of one key (session windows that a record joins).
+pub(crate) type MergeFn<S> = Arc<dyn Fn(&mut S, S) + Send + Sync>;
+
+/// What the operator indexes in memory: the open windows.
+#[derive(Default)]
+pub(crate) struct Open {
+    /// By closing time, then start, then key.
+    by_close: BTreeSet<(i64, i64, Bytes)>,
+    /// Sessions: per serialized key, (start, end) of each.
+    sessions: HashMap<Bytes, BTreeSet<(i64, i64)>, ahash::RandomState>,
+}
+
+/// A windowed aggregation of `A` over keyed values of `V`.
+pub struct WindowAggregate<K, V, A: Accumulator<V>> {
+    pub(crate) node: u16,
+    pub(crate) kind: Kind,
+    pub(crate) acc: Arc<A>,
+    /// Sessions only.
+    pub(crate) merge: Option<MergeFn<A::State>>,
+    pub(crate) next: BoxProcessor<Keyed<Windowed<K>, A::Output>>,
+    /// The windows of the record being processed.
+    pub(crate) windows: Vec<TimeWindow>,
+    pub(crate) key_buf: Vec<u8>,
+    /// `None` until the first use after the pipeline starts.
+    pub(crate) open: Option<Open>,
+}
+
+impl<K, V, A: Accumulator<V>> WindowAggregate<K, V, A> {
+    pub(crate) fn new(
+        node: u16,
+        kind: Kind,
+        acc: Arc<A>,
+        merge: Option<MergeFn<A::State>>,
+        next: BoxProcessor<Keyed<Windowed<K>, A::Output>>,
+    ) -> Self {
+        WindowAggregate {
+            node,
+            kind,
+            acc,
+            merge,
+            next,
+            windows: Vec::new(),
+            key_buf: Vec::new(),
+            open: None,
+        }
+    }
+}
+
+/// Sorts as the signed value does.
+fn ordered(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(b: &[u8]) -> Option<i64> {
+    let b: [u8; 8] = b.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+impl<K, V, A> WindowAggregate<K, V, A>
+where
+    K: Clone + DeserializeOwned + 'static,
+    A: Accumulator<V>,
+{
+    fn states(&self) -> u32 {
+        u32::from(self.node)
+    }
+
+    fn clock(&self) -> u32 {
+        u32::from(self.node) | 1 << 16
+    }
+
+    fn clock_key(&self) -> [u8; 3] {
+        let [a, b] = self.node.to_be_bytes();
+        [a, b, 0x01]
+    }
+
+    fn state_prefix(&self) -> [u8; 3] {
+        let [a, b] = self.node.to_be_bytes();
+        [a, b, 0x00]
+    }
+
+    /// Sets `key_buf` to the store key of `raw_key`'s state in `w`.
+    fn state_key(key_buf: &mut Vec<u8>, prefix: [u8; 3], w: TimeWindow, raw_key: &[u8]) {
+        key_buf.clear();
+        key_buf.extend_from_slice(&prefix);
+        key_buf.extend_from_slice(&ordered(w.end));
+        key_buf.extend_from_slice(&ordered(w.start));
+        key_buf.extend_from_slice(raw_key);
+    }
+
+    /// The open windows, read from the store on first use.
+    fn open(&mut self, store: &QueueStore) -> Result<&mut Open, StreamsError> {
+        if self.open.is_none() {
+            let mut open = Open::default();
+            let prefix = self.state_prefix();
+            for key in store.keys_with_prefix(&prefix)? {
+                let parsed = (|| {
+                    let end = unordered(key.get(3..11)?)?;
+                    let start = unordered(key.get(11..19)?)?;
+                    Some((TimeWindow { start, end }, key.slice(19..)))
+                })();
+                let Some((w, raw_key)) = parsed else {
+                    return Err(StateError::Malformed(format!("window state key {key:?}")).into());
+                };
+                open.by_close.insert((self.kind.closes_at(w), w.start, raw_key.clone()));
+                if let Kind::Session(_) = self.kind {
+                    open.sessions.entry(raw_key).or_default().insert((w.start, w.end));
+                }
+            }
+            self.open = Some(open);
+        }
+        Ok(self.open.get_or_insert_with(Open::default))
+    }
+
+    /// The queue's stream time (`i64::MIN` before any record).
+    fn stream_time(&self, store: &mut QueueStore) -> Result<i64, StreamsError> {
+        let key = self.clock_key();
+        Ok(store
+            .read::<StateCodec<i64>, _>(self.clock(), &key, |t| t.copied())
+            .map_err(|e| state_error(&key, e))?
+            .unwrap_or(i64::MIN))
+    }
+
+    /// The windows of a session key's record at `t`: the open sessions it
+    /// joins (within the gap of it), which it merges into one. A session
+    /// closed by stream time `now` is not joined even before it has fired
+    /// (it fires after this frame): what a record joins must not depend on
+    /// how records were batched into frames.
+    fn sessions_of(
+        &mut self,
+        store: &mut QueueStore,
+        raw_key: &Bytes,
+        t: i64,
+        gap: i64,
+        now: i64,
+    ) -> Result<(), StreamsError> {
+        let grace = self.kind.grace();
+        self.windows.clear();
+        let prefix = self.state_prefix();
+        let candidates: Vec<(i64, i64)> = match self.open(store)?.sessions.get(raw_key) {
+            // A session [s, e) holds records from s to e - 1: t joins it
+            // when s - gap ≤ t ≤ e - 1 + gap.
+            Some(sessions) => sessions
+                .range(..=(t.saturating_add(gap), i64::MAX))
+                .filter(|&&(_, e)| e.saturating_sub(1).saturating_add(gap) >= t)
+                .filter(|&&(_, e)| e.saturating_add(gap).saturating_add(grace) > now)
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        };
+        for (start, end) in candidates {
+            let w = TimeWindow { start, end };
+            Self::state_key(&mut self.key_buf, prefix, w, raw_key);
+            // The index may hold sessions a rolled-back record made.
+            if store
+                .read::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |s| s.is_some())
+                .map_err(|e| state_error(raw_key, e))?
+            {
+                self.windows.push(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds `value` into `raw_key`'s state in `w`, creating it (and
+    /// indexing the window) if new; returns the new result when
+    /// [`WindowEmit::OnUpdate`].
+    fn fold(
+        &mut self,
+        store: &mut QueueStore,
+        raw_key: &Bytes,
+        w: TimeWindow,
+        value: &V,
+    ) -> Result<Option<A::Output>, StreamsError> {
+        let prefix = self.state_prefix();
+        Self::state_key(&mut self.key_buf, prefix, w, raw_key);
+        let (acc, on_update) = (&self.acc, self.kind.emit() == WindowEmit::OnUpdate);
+        let (created, result) = store
+            .update::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |state| {
+                let created = state.is_none();
+                let state = state.get_or_insert_with(|| acc.init());
+                acc.add(state, value);
+                (created, on_update.then(|| acc.result(state)))
+            })
+            .map_err(|e| state_error(raw_key, e))?;
+        if created {
+            self.index(store, raw_key, w)?;
+        }
+        Ok(result)
+    }
+
+    fn index(&mut self, store: &QueueStore, raw_key: &Bytes, w: TimeWindow) -> Result<(), StreamsError> {
+        let closes = self.kind.closes_at(w);
+        let session = matches!(self.kind, Kind::Session(_));
+        let open = self.open(store)?;
+        open.by_close.insert((closes, w.start, raw_key.clone()));
+        if session {
+            open.sessions
+                .entry(raw_key.clone())
+                .or_default()
+                .insert((w.start, w.end));
+        }
+        Ok(())
+    }
+
+    /// Merges the sessions in `self.windows` and a record at `t` into one
+    /// session: their states are combined (in start order) under the
+    /// merged bounds, the old ones deleted. Returns the merged window.
+    fn merge_sessions(&mut self, store: &mut QueueStore, raw_key: &Bytes, t: i64) -> Result<TimeWindow, StreamsError> {
+        let merged = self.windows.iter().fold(
+            TimeWindow {
+                start: t,
+                end: t.saturating_add(1),
+            },
+            |m, w| TimeWindow {
+                start: m.start.min(w.start),
+                end: m.end.max(w.end),
+            },
+        );
+        if self.windows.is_empty() || self.windows == [merged] {
+            return Ok(merged);
+        }
+        let prefix = self.state_prefix();
+        let mut combined: Option<A::State> = None;
+        let mut parts = std::mem::take(&mut self.windows);
+        parts.sort_unstable();
+        for &w in &parts {
+            Self::state_key(&mut self.key_buf, prefix, w, raw_key);
+            let state = store
+                .update::<StateCodec<A::State>, _>(self.states(), &self.key_buf, Option::take)
+                .map_err(|e| state_error(raw_key, e))?;
+            match (combined.as_mut(), state) {
+                (_, None) => {}
+                (None, Some(state)) => combined = Some(state),
+                (Some(c), Some(state)) => match &self.merge {
+                    Some(merge) => merge(c, state),
+                    None => return Err(StreamsError::Topology("session windows need a merge".into())),
+                },
+            }
+        }
+        self.windows = parts;
+        if let Some(combined) = combined {
+            Self::state_key(&mut self.key_buf, prefix, merged, raw_key);
+            store
+                .update::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |s| *s = Some(combined))
+                .map_err(|e| state_error(raw_key, e))?;
+            self.index(store, raw_key, merged)?;
+        }
+        Ok(merged)
+    }
+
+    /// Emits (when [`WindowEmit::OnClose`]) and deletes every window the
+    /// watermark has closed, each guarded as a record of its own.
+    fn fire(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        let kind = self.kind;
+        let watermark = self.stream_time(ctx.store()?)?.saturating_sub(kind.grace());
+        let prefix = self.state_prefix();
+        let (states, on_close) = (self.states(), kind.emit() == WindowEmit::OnClose);
+        loop {
+            let open = self.open(ctx.store()?)?;
+            let Some((closes, start, raw_key)) = open.by_close.first().cloned() else {
+                return Ok(());
+            };
+            if closes > watermark {
+                return Ok(());
+            }
+            let end = match kind {
+                Kind::Fixed(f) => start.saturating_add(f.size),
+                Kind::Session(s) => closes.saturating_sub(s.gap),
+            };
+            let window = TimeWindow { start, end };
+            Self::state_key(&mut self.key_buf, prefix, window, &raw_key);
+            let live = ctx
+                .store()?
+                .read::<StateCodec<A::State>, _>(states, &self.key_buf, |s| s.is_some())
+                .map_err(|e| state_error(&raw_key, e))?;
+            if !live {
+                // Made by a record that was rolled back, or merged away.
+                self.forget(closes, window, &raw_key);
+                continue;
+            }
+            let (acc, next, key_buf) = (&self.acc, &mut self.next, &self.key_buf);
+            let emitted = guarded(ctx, |ctx| {
+                let result = ctx
+                    .store()?
+                    .update::<StateCodec<A::State>, _>(states, key_buf, |s| {
+                        let state = s.take();
+                        // `result` is user code: not run for nothing.
+                        if on_close {
+                            state.map(|s| acc.result(&s))
+                        } else {
+                            None
+                        }
+                    })
+                    .map_err(|e| state_error(&raw_key, e))?;
+                match result {
+                    Some(value) => {
+                        let key: K = codec::decode(&raw_key, "windowed key")?;
+                        let out = Keyed {
+                            key: Windowed { key, window },
+                            raw_key: raw_key.clone(),
+                            value,
+                        };
+                        next.process(
+                            Record {
+                                value: out,
+                                timestamp: window.end.saturating_sub(1),
+                            },
+                            ctx,
+                        )
+                    }
+                    _ => Ok(()),
+                }
+            });
+            match emitted {
+                Ok(()) => {}
+                // Still indexed: the next advance fires it.
+                Err(e @ StreamsError::State(_)) => return Err(e),
+                Err(e) => {
+                    // Rolled back: the window is closed all the same, its
+                    // result goes to the error policy.
+                    ctx.store()?
+                        .update::<StateCodec<A::State>, _>(states, &self.key_buf, |s| *s = None)
+                        .map_err(|e| state_error(&raw_key, e))?;
+                    ctx.flush_failures.push((raw_key.clone(), e));
+                }
+            }
+            self.forget(closes, window, &raw_key);
+        }
+    }
+
+    /// Drops a fired (or phantom) window from the index.
+    fn forget(&mut self, closes: i64, window: TimeWindow, raw_key: &Bytes) {
+        let Some(open) = self.open.as_mut() else { return };
+        open.by_close.remove(&(closes, window.start, raw_key.clone()));
+        if let Some(sessions) = open.sessions.get_mut(raw_key) {
+            sessions.remove(&(window.start, window.end));
+            if sessions.is_empty() {
+                open.sessions.remove(raw_key);
+            }
+        }
+    }
+}
+
+impl<K, V, A> Processor<Keyed<K, V>> for WindowAggregate<K, V, A>
+where
+    K: Clone + DeserializeOwned + 'static,
+    A: Accumulator<V>,
+{
+    fn process(&mut self, record: Record<Keyed<K, V>>, ctx: &mut Context) -> Result<(), StreamsError> {
+        let Keyed { key, raw_key, value } = record.value;
+        let t = record.timestamp;
+        let store = ctx.store()?;
+        let before = self.stream_time(store)?;
+        let now = before.max(t);
+        let grace = self.kind.grace();
+        let closed = |closes: i64| closes.saturating_add(grace) <= now;
+        match self.kind {
+            Kind::Fixed(f) => {
+                self.windows.clear();
+                f.windows_of(t, &mut self.windows);
+                self.windows.retain(|&w| !closed(w.end));
+                if self.windows.is_empty() {
+                    ctx.late += 1;
+                    return Err(StreamsError::Late {
+                        timestamp: t,
+                        closed_at: t
+                            .div_euclid(f.advance)
+                            .saturating_mul(f.advance)
+                            .saturating_add(f.size)
+                            .saturating_add(grace),
+                        stream_time: now,
+                    });
+                }
+            }
+            Kind::Session(s) => {
+                self.sessions_of(store, &raw_key, t, s.gap, now)?;
+                let own = TimeWindow {
+                    start: t,
+                    end: t.saturating_add(1),
+                };
+                let merged_end = self.windows.iter().map(|w| w.end).max().unwrap_or(own.end).max(own.end);
+                let closes = merged_end.saturating_add(s.gap);
+                if closed(closes) {
+                    ctx.late += 1;
+                    return Err(StreamsError::Late {
+                        timestamp: t,
+                        closed_at: closes.saturating_add(grace),
+                        stream_time: now,
+                    });
+                }
+                let merged = self.merge_sessions(store, &raw_key, t)?;
+                self.windows.clear();
+                self.windows.push(merged);
+            }
+        }
+        if now > before {
+            let key = self.clock_key();
+            store
+                .update::<StateCodec<i64>, _>(self.clock(), &key, |c| *c = Some(now))
+                .map_err(|e| state_error(&key, e))?;
+        }
+        let windows = std::mem::take(&mut self.windows);
+        let mut outcome = Ok(());
+        for &w in &windows {
+            let store = ctx.store()?;
+            match self.fold(store, &raw_key, w, &value) {
+                Ok(None) => {}
+                Ok(Some(result)) => {
+                    let out = Keyed {
+                        key: Windowed {
+                            key: key.clone(),
+                            window: w,
+                        },
+                        raw_key: raw_key.clone(),
+                        value: result,
+                    };
+                    if let Err(e) = self.next.process(
+                        Record {
+                            value: out,
+                            timestamp: t,
+                        },
+                        ctx,
+                    ) {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        self.windows = windows;
+        outcome
+    }
+
+    /// Encodes the window states and the stream time updated since the
+    /// last flush; a state that does not encode fails the flush (and the
+    /// checkpoint), as for [`Aggregate`](crate::operators::aggregate::Aggregate).
+    fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        let store = ctx.store()?;
+        let mut failure = None;
+        for layer in [self.states(), self.clock()] {
+            store.encode_decoded(layer, |key, message| {
+                failure.get_or_insert((key, message));
+            });
+        }
+        if let Some((key, message)) = failure {
+            return Err(StateError::Codec {
+                key: format!("{key:?}"),
+                message: format!("the window state does not encode, so the queue cannot checkpoint: {message}"),
+            }
+            .into());
+        }
+        self.next.flush(ctx)
+    }
+
+    fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        self.fire(ctx)?;
+        self.next.advance(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use rocketmq_streams_state::Checkpoint;
+
+    use super::*;
+    use crate::accumulator::Count;
+    use crate::prelude::*;
+    use crate::window::Window;
+    use crate::WindowSpec;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    type Out = (Windowed<String>, u64);
+
+    /// Words of topic `in`, counted per window of `spec`.
+    fn counted<W: WindowSpec>(builder: &StreamBuilder, spec: W) -> GroupedStream<Windowed<String>, u64> {
+        builder
+            .source("in", Utf8)
+            .key_by(|w: &String| w.clone())
+            .window(spec)
+            .count()
+    }
+
+    fn counting<W: WindowSpec>(spec: W) -> TopologyTestDriver {
+        let builder = StreamBuilder::new("win");
+        counted(&builder, spec).sink("out", Json::<Out>::new());
+        TopologyTestDriver::new(builder.build().expect("topology"))
+    }
+
+    fn pipe(d: &mut TopologyTestDriver, key: &str, t: i64) {
+        d.pipe_input("in", key.to_string(), t).expect("pipe");
+    }
+
+    /// (key, start, end, count) of what the sink got since the last read.
+    fn read(d: &mut TopologyTestDriver) -> Vec<(String, i64, i64, u64)> {
+        d.read_values("out", &Json::<Out>::new())
+            .into_iter()
+            .map(|(w, n)| (w.key, w.window.start, w.window.end, n))
+            .collect()
+    }
+
+    fn w(key: &str, start: i64, end: i64, n: u64) -> (String, i64, i64, u64) {
+        (key.to_string(), start, end, n)
+    }
+
+    #[test]
+    fn a_tumbling_window_fires_once_the_stream_passes_its_end_and_then_forgets_it() {
+        let mut d = counting(Window::tumbling(ms(10)));
+        for t in [0, 5, 9] {
+            pipe(&mut d, "a", t);
+        }
+        assert!(read(&mut d).is_empty(), "open windows emit nothing");
+        // Exactly at the end: the record opens the next window and closes this one.
+        pipe(&mut d, "a", 10);
+        assert_eq!(read(&mut d), [w("a", 0, 10, 3)]);
+        pipe(&mut d, "a", 25);
+        assert_eq!(read(&mut d), [w("a", 10, 20, 1)]);
+        // [20, 30) holds the record at 25, plus the stream time.
+        assert_eq!(d.state_len().expect("state"), 2);
+        // Its window closed at 10 (stream time 25): late, counted, skipped.
+        pipe(&mut d, "a", 3);
+        assert!(read(&mut d).is_empty());
+        assert_eq!((d.metrics().late, d.metrics().skipped), (1, 1));
+        pipe(&mut d, "a", 100);
+        assert_eq!(read(&mut d), [w("a", 20, 30, 1)]);
+        assert_eq!(d.state_len().expect("state"), 2, "closed windows leave no state");
+    }
+
+    #[test]
+    fn grace_keeps_a_window_open_for_late_records() {
+        let mut d = counting(Window::tumbling(ms(10)).grace(ms(5)));
+        pipe(&mut d, "a", 0);
+        pipe(&mut d, "a", 12);
+        pipe(&mut d, "a", 8);
+        assert!(read(&mut d).is_empty(), "[0, 10) closes at 15");
+        pipe(&mut d, "a", 15);
+        assert_eq!(read(&mut d), [w("a", 0, 10, 2)]);
+        pipe(&mut d, "a", 9);
+        assert_eq!(d.metrics().late, 1);
+        pipe(&mut d, "a", 40);
+        assert_eq!(read(&mut d), [w("a", 10, 20, 2)]);
+    }
+
+    #[test]
+    fn hopping_windows_count_what_a_reference_counts() {
+        let mut d = counting(Window::hopping(ms(10), ms(3)));
+        let mut times = Vec::new();
+        let mut t = 0i64;
+        for i in 0..300i64 {
+            t += (i * 7919) % 5;
+            times.push(t);
+            pipe(&mut d, "k", t);
+        }
+        // Far ahead: every window of the records above closes.
+        pipe(&mut d, "k", t + 1_000);
+        let mut got = read(&mut d);
+        got.sort();
+        let mut expected = Vec::new();
+        let mut start = (times[0] - 10).div_euclid(3) * 3 + 3;
+        while start <= t {
+            let n = times.iter().filter(|&&x| start <= x && x < start + 10).count() as u64;
+            if n > 0 {
+                expected.push(w("k", start, start + 10, n));
+            }
+            start += 3;
+        }
+        assert_eq!(got, expected);
+        assert_eq!(d.metrics().late, 0);
+    }
+
+    #[test]
+    fn sessions_merge_as_records_bridge_them_and_fire_after_their_gap() {
+        // A grace of 20 keeps [0, 6) open (it closes at 16 + 20) while 30 comes.
+        let mut d = counting(Window::session(ms(10)).grace(ms(20)));
+        for t in [0, 5, 30, 15] {
+            pipe(&mut d, "a", t);
+        }
+        assert!(read(&mut d).is_empty(), "[0, 16) and [30, 31) are open");
+        // 22 is within the gap of both: one session.
+        pipe(&mut d, "a", 22);
+        pipe(&mut d, "a", 60);
+        assert!(read(&mut d).is_empty(), "[0, 31) closes at 41 + 20");
+        pipe(&mut d, "a", 61);
+        assert_eq!(read(&mut d), [w("a", 0, 31, 5)]);
+        // Sessions far apart stay apart.
+        pipe(&mut d, "a", 200);
+        assert_eq!(read(&mut d), [w("a", 60, 62, 2)]);
+        assert_eq!(d.metrics().late, 0);
+        assert_eq!(d.state_len().expect("state"), 2, "[200, 201) and the stream time");
+    }
+
+    #[test]
+    fn a_session_record_that_comes_after_its_session_closed_is_late() {
+        let mut d = counting(Window::session(ms(10)));
+        pipe(&mut d, "a", 0);
+        pipe(&mut d, "a", 50);
+        assert_eq!(read(&mut d), [w("a", 0, 1, 1)]);
+        // It would have joined [0, 1), closed since 11.
+        pipe(&mut d, "a", 3);
+        assert_eq!(d.metrics().late, 1);
+        // Before the open session, within its gap: it joins it.
+        pipe(&mut d, "a", 45);
+        pipe(&mut d, "a", 100);
+        assert_eq!(read(&mut d), [w("a", 45, 51, 2)]);
+    }
+
+    #[test]
+    fn on_update_emits_every_change_and_nothing_more_at_the_close() {
+        let mut d = counting(Window::tumbling(ms(10)).emit(WindowEmit::OnUpdate));
+        pipe(&mut d, "a", 1);
+        pipe(&mut d, "a", 2);
+        pipe(&mut d, "a", 11);
+        assert_eq!(read(&mut d), [w("a", 0, 10, 1), w("a", 0, 10, 2), w("a", 10, 20, 1)]);
+        pipe(&mut d, "a", 50);
+        assert_eq!(read(&mut d), [w("a", 50, 60, 1)]);
+        assert_eq!(d.state_len().expect("state"), 2);
+    }
+
+    #[test]
+    fn a_result_that_fails_downstream_goes_to_the_policy_and_its_window_still_closes() {
+        let builder = StreamBuilder::new("win");
+        counted(&builder, Window::tumbling(ms(10)))
+            .to_rstream()
+            .map(|(w, n): (Windowed<String>, u64)| {
+                assert!(n != 2, "two is too many");
+                (w, n)
+            })
+            .sink("out", Json::<Out>::new());
+        let mut d = TopologyTestDriver::new(builder.build().expect("topology"));
+        for t in [1, 2, 11, 12, 13, 30] {
+            pipe(&mut d, "a", t);
+        }
+        assert_eq!(read(&mut d), [w("a", 10, 20, 3)]);
+        assert_eq!(d.metrics().skipped, 1);
+        assert_eq!(d.state_len().expect("state"), 2, "[30, 40) and the stream time");
+    }
+
+    #[test]
+    fn an_aggregation_may_not_follow_a_window_in_its_stage_but_may_after_a_key_by() {
+        let builder = StreamBuilder::new("win");
+        counted(&builder, Window::tumbling(ms(10)))
+            .count()
+            .sink("bad", Json::<(Windowed<String>, u64)>::new());
+        let err = builder.build().expect_err("refused");
+        assert!(err.to_string().contains("windowed aggregation"), "{err}");
+
+        let builder = StreamBuilder::new("win");
+        counted(&builder, Window::tumbling(ms(10)))
+            .to_rstream()
+            .key_by(|(w, _): &(Windowed<String>, u64)| w.window.start)
+            .sum(|(_, n): &(Windowed<String>, u64)| *n)
+            .sink("per-window", Json::<(i64, u64)>::new());
+        builder.build().expect("a key_by starts a new stage");
+    }
+
+    #[test]
+    fn what_a_session_record_joins_does_not_depend_on_how_records_share_frames() {
+        let run = |lines: &[&str]| {
+            let builder = StreamBuilder::new("win");
+            builder
+                .source("in", Utf8)
+                .flat_map(|line: String| {
+                    line.split(' ')
+                        .filter_map(|t| t.parse::<i64>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .select_timestamp(|t: &i64| *t)
+                .key_by(|_: &i64| "a".to_string())
+                .window(Window::session(ms(10)))
+                .count()
+                .sink("out", Json::<Out>::new());
+            let mut d = TopologyTestDriver::new(builder.build().expect("topology"));
+            for line in lines {
+                d.pipe_input("in", line.to_string(), 0).expect("pipe");
+            }
+            d.pipe_input("in", "1000", 0).expect("pipe");
+            (read(&mut d), d.metrics().late)
+        };
+        // 15 closes [0, 1) (at 11): 7 may not join it, in one frame or not.
+        let apart = run(&["0", "15", "7"]);
+        let together = run(&["0 15 7"]);
+        assert_eq!(apart, (vec![w("a", 0, 1, 1), w("a", 7, 16, 2)], 0));
+        assert_eq!(together, apart);
+    }
+
+    /// Collects what reaches it.
+    struct Collect(Rc<RefCell<Vec<(Windowed<String>, u64)>>>);
+
+    impl Processor<Keyed<Windowed<String>, u64>> for Collect {
+        fn process(&mut self, r: Record<Keyed<Windowed<String>, u64>>, _: &mut Context) -> Result<(), StreamsError> {
+            self.0.borrow_mut().push((r.value.key, r.value.value));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_new_pipeline_on_a_restored_store_fires_and_drops_as_the_old_one_would() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ctx = Context::new(0);
+        ctx.store = Some(QueueStore::open(dir.path().join("q"), 100).expect("open"));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let spec = Kind::Fixed(Window::tumbling(ms(10)));
+        let make = |seen: &Rc<RefCell<Vec<_>>>| {
+            WindowAggregate::<String, (), Count>::new(3, spec, Arc::new(Count), None, Box::new(Collect(seen.clone())))
+        };
+        let record = |t: i64| Record {
+            value: Keyed {
+                key: "k".to_string(),
+                raw_key: Bytes::from(rmp_serde::to_vec("k").expect("key")),
+                value: (),
+            },
+            timestamp: t,
+        };
+        let mut first = make(&seen);
+        for t in [1, 2, 15, 16] {
+            guarded(&mut ctx, |ctx| first.process(record(t), ctx)).expect("process");
+            first.advance(&mut ctx).expect("advance");
+        }
+        assert_eq!(seen.borrow().len(), 1, "[0, 10) fired");
+        first.flush(&mut ctx).expect("flush");
+        let store = ctx.store().expect("store");
+        store
+            .commit(Checkpoint {
+                state_next: 1,
+                source_next: Some(4),
+                epoch: 0,
+                token: 1,
+            })
+            .expect("commit");
+        drop(first);
+        // Reopened as a restore leaves it: nothing cached.
+        ctx.store = None;
+        ctx.store = Some(QueueStore::open(dir.path().join("q"), 100).expect("reopen"));
+        let mut second = make(&seen);
+        // Stream time 16 was restored: 5 is late.
+        let late = guarded(&mut ctx, |ctx| second.process(record(5), ctx));
+        assert!(
+            matches!(late, Err(StreamsError::Late { stream_time: 16, .. })),
+            "{late:?}"
+        );
+        guarded(&mut ctx, |ctx| second.process(record(30), ctx)).expect("process");
+        second.advance(&mut ctx).expect("advance");
+        let seen = seen.borrow();
+        let fired: Vec<(i64, i64, u64)> = seen.iter().map(|(w, n)| (w.window.start, w.window.end, *n)).collect();
+        assert_eq!(
+            fired,
+            [(0, 10, 2), (10, 20, 2)],
+            "the window restored from RocksDB fired"
+        );
+    }
+}
