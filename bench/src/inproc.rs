@@ -20,12 +20,20 @@
 //! - q1: currency conversion (price × 0.908);
 //! - q2: selection (auction % 123 == 0, keep auction and price);
 //! - count: bids per auction (`key_by → count`);
-//! - wordcount: lines of words → `key_by → count`.
+//! - wordcount: lines of words → `key_by → count`;
+//! - q5: bids per auction in hopping windows (10 s every 2 s) of the bids'
+//!   event time, emitted as windows close (`key_by → window → count`);
+//! - q7: the highest bid per tumbling window of 10 s (`key_by` one key →
+//!   `window → max`).
+//!
+//! The windowed queries' results come as windows close (a window's end
+//! passes the stream time of its shuffle queue); the last windows of the
+//! input stay open and are not counted.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nexmark::event::{Bid, Event, EventType};
@@ -53,6 +61,11 @@ pub enum Query {
     Count,
     /// Word count over lines.
     WordCount,
+    /// Hot items: bids per auction in hopping windows of 10 s every 2 s
+    /// (event time: the bid's `date_time`).
+    Q5,
+    /// Highest bid in tumbling windows of 10 s.
+    Q7,
 }
 
 impl Query {
@@ -64,6 +77,8 @@ impl Query {
             Query::Q2 => "nexmark-q2",
             Query::Count => "nexmark-count",
             Query::WordCount => "inproc-wordcount",
+            Query::Q5 => "nexmark-q5",
+            Query::Q7 => "nexmark-q7",
         }
     }
 
@@ -136,6 +151,20 @@ pub fn engine(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> {
             .key_by(|b: &Bid| b.auction)
             .count()
             .sink("out", Json::<(usize, u64)>::new()),
+        Query::Q5 => builder
+            .source("in", Json::<Bid>::new())
+            .select_timestamp(|b: &Bid| b.date_time as i64)
+            .key_by(|b: &Bid| b.auction)
+            .window(Window::hopping(Duration::from_secs(10), Duration::from_secs(2)))
+            .count()
+            .sink("out", Json::<(Windowed<usize>, u64)>::new()),
+        Query::Q7 => builder
+            .source("in", Json::<Bid>::new())
+            .select_timestamp(|b: &Bid| b.date_time as i64)
+            .key_by(|_: &Bid| 0u8)
+            .window(Window::tumbling(Duration::from_secs(10)))
+            .max(|b: &Bid| b.price)
+            .sink("out", Json::<(Windowed<u8>, usize)>::new()),
         Query::WordCount => builder
             .source("in", Utf8)
             .flat_map(|line: String| words(&line).map(str::to_owned).collect::<Vec<_>>())
@@ -296,6 +325,26 @@ mod tests {
         let (_, counts) = engine(Query::Count, &input).expect("count");
         assert_eq!(counts, 2_000, "one count update per bid");
         assert!(timely_peer(Query::Q0, &input).is_err(), "no timely q0");
+    }
+
+    #[test]
+    fn the_windowed_queries_emit_closed_windows() {
+        // The generator's bids are 11 µs apart: 200,000 span 22 s.
+        let input = bids(200_000);
+        let times: Vec<i64> = input
+            .iter()
+            .map(|b| serde_json::from_slice::<Bid>(b).expect("a bid").date_time as i64)
+            .collect();
+        let span = times.iter().max().expect("bids") - times.iter().min().expect("bids");
+        assert!(span > 20_000, "the bids span {span} ms: windows close");
+        let (_, windows) = engine(Query::Q7, &input).expect("q7");
+        // Every 10 s window but the last, which stays open.
+        assert!(
+            windows >= (span / 10_000) as u64 - 1 && windows <= (span / 10_000) as u64 + 1,
+            "{windows}"
+        );
+        let (_, counts) = engine(Query::Q5, &input).expect("q5");
+        assert!(counts > windows, "per auction and window: {counts}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   wordcount       flat_map → key_by → count (state + changelog) → sink
 //! in-process scenarios (no broker; one shard's work through the test driver):
 //!   nexmark-q0 | nexmark-q1 | nexmark-q2 | nexmark-count   Nexmark bids, generated before timing
+//!   nexmark-q5 | nexmark-q7                                windowed: hot items, highest bid
 //!   inproc-wordcount                                       lines of 10 words
 //!   (nexmark-q1 and inproc-wordcount also run a timely-dataflow peer; ratio = engine ÷ timely)
 //! options:
@@ -76,6 +77,8 @@ fn real_main() -> Result<(), String> {
         "nexmark-q2" => Some(Query::Q2),
         "nexmark-count" => Some(Query::Count),
         "inproc-wordcount" => Some(Query::WordCount),
+        "nexmark-q5" => Some(Query::Q5),
+        "nexmark-q7" => Some(Query::Q7),
         _ => None,
     };
     let scenario = match scenario.as_str() {

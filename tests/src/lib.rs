@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rocketmq_streams_io::{ClientConfig, EmbeddedRocketMQ, IoRuntime};
 
+pub mod windows;
 pub mod wordcount;
 
 /// One broker-backed test at a time per test binary: the machine these run
@@ -239,4 +240,44 @@ impl TestCluster {
             out
         })
     }
+}
+
+/// Waits (at most `limit`) until `midway` holds while the job process
+/// `child` runs, then kills it with SIGKILL (no stop, no checkpoint, no
+/// commit) and reaps it.
+///
+/// # Panics
+///
+/// If the process exits on its own first, `midway` never holds, or the
+/// process was not killed by the signal.
+pub fn kill_midway(child: &mut std::process::Child, limit: Duration, mut midway: impl FnMut() -> bool) {
+    let reached = wait_for(limit, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the job process exited early: {status}");
+        }
+        midway().then_some(())
+    });
+    child.kill().expect("SIGKILL the job process");
+    let status = child.wait().expect("reap the job process");
+    assert!(reached.is_some(), "the job process made no progress within {limit:?}");
+    assert!(!status.success(), "killed, not exited: {status}");
+}
+
+/// Runs `runtime` until the process is interrupted (SIGINT, SIGTERM) or
+/// the job stops, then stops it: the main loop of the test job binaries.
+///
+/// # Errors
+///
+/// If the interrupt handler cannot be installed or the stop fails.
+pub fn run_until_interrupted(
+    runtime: rocketmq_streams::StreamRuntime,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let interrupt = rocketmq_streams::io::Interrupt::install()?;
+    eprintln!("{name}: started");
+    while !interrupt.is_set() && !runtime.has_stopped() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    runtime.stop()?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use rocketmq_streams::prelude::*;
 use rocketmq_streams_tests::wordcount::{
     assert_counts, assert_output_counts, config, corpus, run_to_end, spawn_job, start, Latest, WORDS,
 };
-use rocketmq_streams_tests::{unique, wait_for, TestCluster};
+use rocketmq_streams_tests::{kill_midway, unique, wait_for, TestCluster};
 
 fn shuffled(job: &StreamRuntime) -> u64 {
     job.metrics().total(|s| s.shuffled)
@@ -66,16 +66,9 @@ fn word_count_equals_the_reference_after_the_job_process_is_killed() {
         dir.path(),
         None,
     );
-    let midway = wait_for(Duration::from_secs(300), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the job process exited early: {status}");
-        }
-        (cluster.topic_size(&output) >= (WORDS / 3) as u64).then_some(())
+    kill_midway(&mut child, Duration::from_secs(300), || {
+        cluster.topic_size(&output) >= (WORDS / 3) as u64
     });
-    child.kill().expect("SIGKILL the job process");
-    let status = child.wait().expect("reap the job process");
-    assert!(midway.is_some(), "the job process made no progress within 300 s");
-    assert!(!status.success(), "killed, not exited: {status}");
     let before = cluster.topic_size(&output);
 
     // Finish in-process from what the killed job left: the local RocksDB

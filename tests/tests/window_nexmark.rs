@@ -10,44 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rocketmq_streams::prelude::*;
+use rocketmq_streams_tests::windows::{bids, closers, json, q5_reference, q5_window, Bid};
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
-use serde::{Deserialize, Serialize};
 
 const BIDS: usize = 12_000;
-const AUCTIONS: u64 = 30;
-/// Far after every bid: closes every window of the bids before it.
-const CLOSER: i64 = 10_000_000;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Bid {
-    auction: u64,
-    price: u64,
-    /// Event time, ms.
-    time: i64,
-}
-
-fn bids() -> Vec<Bid> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..BIDS)
-        .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            Bid {
-                auction: x % AUCTIONS,
-                price: (x >> 8) % 10_000,
-                // 3 ms apart, up to 400 ms out of order.
-                time: i as i64 * 3 + ((x >> 20) % 400) as i64,
-            }
-        })
-        .collect()
-}
-
-fn json(bids: &[Bid]) -> Vec<Bytes> {
-    bids.iter()
-        .map(|b| Bytes::from(serde_json::to_vec(b).expect("json")))
-        .collect()
-}
 
 /// What the job emitted per (key, window start); a window emitted twice
 /// with two values is a conflict (results may repeat, never change).
@@ -89,7 +55,7 @@ fn start(
     // interleave, no bid is late, and only the closers close windows.
     let grace = Duration::from_secs(120);
     bids.key_by(|b: &Bid| b.auction)
-        .window(Window::hopping(Duration::from_secs(4), Duration::from_secs(2)).grace(grace))
+        .window(q5_window(grace))
         .count()
         .to_rstream()
         .foreach(keep(&counts));
@@ -109,7 +75,7 @@ fn start(
 fn hopping_counts_and_tumbling_maxima_match_their_references_across_a_restart() {
     let cluster = TestCluster::start();
     let (input, job) = (unique("win-bids"), unique("win-job"));
-    let data = bids();
+    let data = bids(BIDS, 400);
     let (first, second) = data.split_at(BIDS / 2);
     cluster.produce(&input, 4, json(first));
     let dir = tempfile::tempdir().expect("state dir");
@@ -125,33 +91,32 @@ fn hopping_counts_and_tumbling_maxima_match_their_references_across_a_restart() 
     assert!(counts_1.lock().expect("lock").values.is_empty());
     assert!(highest_1.lock().expect("lock").values.is_empty());
 
-    // The second half, then a closer per auction: its time closes every
-    // window of the bids (in every shuffle queue that holds an auction).
-    let closers: Vec<Bid> = (0..AUCTIONS)
-        .map(|auction| Bid {
-            auction,
-            price: 0,
-            time: CLOSER,
-        })
-        .collect();
     cluster.produce(&input, 4, json(second));
-    cluster.produce(&input, 4, json(&closers));
 
     // References, without the engine.
-    let mut counts_ref: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    let counts_ref = q5_reference(&data);
     let mut highest_ref: BTreeMap<(u8, i64), u64> = BTreeMap::new();
     for b in &data {
-        let last = b.time.div_euclid(2_000) * 2_000;
-        for start in [last - 2_000, last] {
-            if start <= b.time && b.time < start + 4_000 {
-                *counts_ref.entry((b.auction, start)).or_default() += 1;
-            }
-        }
-        let top = highest_ref.entry((0, last)).or_default();
+        let top = highest_ref.entry((0, b.time.div_euclid(2_000) * 2_000)).or_default();
         *top = (*top).max(b.price);
     }
 
     let (runtime, counts, highest) = start(&cluster, &job, &input, dir.path());
+    // Once every bid is in, a closer per auction: its time closes every
+    // window of the bids (in every shuffle queue that holds an auction).
+    // Sent earlier, one input queue's closer could overtake another
+    // queue's bids and make them late.
+    let in_before = BIDS as u64 / 2 * 3;
+    let all_in = wait_for(Duration::from_secs(180), || {
+        let m = runtime.metrics();
+        (m.lag.len() >= 4 && m.total_lag() == 0 && m.total(|s| s.records_in) >= in_before).then_some(())
+    });
+    assert!(
+        all_in.is_some(),
+        "the second half was not consumed: {:?}",
+        runtime.metrics()
+    );
+    cluster.produce(&input, 4, json(&closers()));
     let done = wait_for(Duration::from_secs(240), || {
         let c = counts.lock().expect("lock").values.len();
         let h = highest.lock().expect("lock").values.len();

@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use rocketmq_streams::io::Interrupt;
 use rocketmq_streams::prelude::*;
+use rocketmq_streams_tests::run_until_interrupted;
 use rocketmq_streams_tests::wordcount::word_count;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,12 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     config.state_dir = Some(state_dir.into());
     config.snapshot_after = rocketmq_streams_tests::wordcount::TEST_SNAPSHOT_AFTER;
-    let interrupt = Interrupt::install()?;
     let runtime = StreamRuntime::start(builder.build()?, config)?;
-    eprintln!("wordcount-job: started");
-    while !interrupt.is_set() && !runtime.has_stopped() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    runtime.stop()?;
-    Ok(())
+    run_until_interrupted(runtime, "wordcount-job")
 }
