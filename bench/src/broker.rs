@@ -1,4 +1,15 @@
-//! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`.
+//! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`, and
+//! the windowed `nexmark-q5` and `nexmark-q7` (`--on-broker`).
+//!
+//! The windowed scenarios run on stamped bids whose event time is their
+//! produce stamp, with early results ([`WindowEmit::OnUpdate`]): every
+//! bid updates each of its windows and each update is an output carrying
+//! the newest stamp it counts, so throughput, latency and completeness
+//! are measured as for the word count. q5 counts bids per auction in
+//! hopping windows of 10 s every 2 s (5 updates a bid); q7 keeps the
+//! highest price per tumbling window of 10 s (1 update a bid). Both
+//! allow 30 s of lateness: the input queues' records interleave, out of
+//! event-time order, on their way through the shuffle.
 //!
 //! Every measurement is repeated ([`Options::repeats`], 3 by default) and
 //! reported as its median with min and max. Each flat-out repeat of a
@@ -38,6 +49,11 @@ pub enum Scenario {
     Stateless,
     /// `flat_map → key_by → count → sink` with state and changelog.
     WordCount,
+    /// Bids per auction in hopping windows (`key_by → window → aggregate`).
+    Q5,
+    /// The highest bid per tumbling window (`key_by` one key → `window →
+    /// aggregate`).
+    Q7,
 }
 
 impl Scenario {
@@ -47,7 +63,59 @@ impl Scenario {
             Scenario::PipeBaseline => "pipe-baseline",
             Scenario::Stateless => "stateless",
             Scenario::WordCount => "wordcount",
+            Scenario::Q5 => "nexmark-q5",
+            Scenario::Q7 => "nexmark-q7",
         }
+    }
+}
+
+/// A bid of the windowed broker scenarios, as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StampedBid {
+    /// The auction, skewed towards low numbers (hot items).
+    pub auction: u64,
+    /// The price.
+    pub price: u64,
+    /// Produce stamp, ns since the epoch; its ms are the event time.
+    pub stamp: u64,
+}
+
+/// Auctions of the windowed broker scenarios.
+const AUCTIONS: u64 = 1_000;
+/// Lateness the windowed broker scenarios allow.
+const WINDOW_GRACE: Duration = Duration::from_secs(30);
+
+/// Bid `seq`, stamped `stamp`, as JSON.
+pub fn stamped_bid(seq: u64, stamp: u64) -> Bytes {
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+    let bid = StampedBid {
+        auction: (u * u * AUCTIONS as f64) as u64,
+        price: (x >> 20) % 10_000,
+        stamp,
+    };
+    Bytes::from(serde_json::to_vec(&bid).unwrap_or_default())
+}
+
+/// A window's count (q5) or highest price (q7), with the newest stamp it
+/// has seen: each early result carries the stamp of the bid that made it.
+struct WithStamp<const MAX: bool>;
+
+impl<const MAX: bool> Accumulator<StampedBid> for WithStamp<MAX> {
+    type State = (u64, u64);
+    type Output = (u64, u64);
+    fn init(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, state: &mut (u64, u64), bid: &StampedBid) {
+        state.0 = if MAX { state.0.max(bid.price) } else { state.0 + 1 };
+        state.1 = state.1.max(bid.stamp);
+    }
+    fn result(&self, state: &(u64, u64)) -> (u64, u64) {
+        *state
     }
 }
 
@@ -218,6 +286,29 @@ impl Ctx<'_> {
                     .to_rstream()
                     .sink(output, Json::<(String, (u64, u64))>::new());
             }
+            Scenario::Q5 | Scenario::Q7 => {
+                let bids = builder
+                    .source(input, Json::<StampedBid>::new())
+                    .select_timestamp(|b: &StampedBid| (b.stamp / 1_000_000) as i64);
+                let ten = Duration::from_secs(10);
+                if scenario == Scenario::Q5 {
+                    bids.key_by(|b: &StampedBid| b.auction)
+                        .window(
+                            Window::hopping(ten, Duration::from_secs(2))
+                                .grace(WINDOW_GRACE)
+                                .emit(WindowEmit::OnUpdate),
+                        )
+                        .aggregate(WithStamp::<false>)
+                        .to_rstream()
+                        .sink(output, Json::<(Windowed<u64>, (u64, u64))>::new());
+                } else {
+                    bids.key_by(|_: &StampedBid| 0u8)
+                        .window(Window::tumbling(ten).grace(WINDOW_GRACE).emit(WindowEmit::OnUpdate))
+                        .aggregate(WithStamp::<true>)
+                        .to_rstream()
+                        .sink(output, Json::<(Windowed<u8>, (u64, u64))>::new());
+                }
+            }
         }
         let mut config = RuntimeConfig::new(self.client.clone());
         config.shards = self.options.shards;
@@ -239,6 +330,7 @@ impl Ctx<'_> {
         let (size, words, vocabulary) = (self.options.size, self.options.words, self.options.vocabulary);
         move |seq, stamp| match scenario {
             Scenario::WordCount => load::stamped_line(seq, stamp, words, vocabulary),
+            Scenario::Q5 | Scenario::Q7 => stamped_bid(seq, stamp),
             _ => load::stamped_binary(seq, stamp, size),
         }
     }
@@ -248,6 +340,9 @@ impl Ctx<'_> {
             Scenario::PipeBaseline => offered,
             Scenario::Stateless => offered - offered.div_ceil(10),
             Scenario::WordCount => offered * self.options.words as u64,
+            // Each bid is in 5 hopping windows, one tumbling window.
+            Scenario::Q5 => offered * 5,
+            Scenario::Q7 => offered,
         }
     }
 
@@ -268,6 +363,12 @@ impl Ctx<'_> {
                     Ok((_, (_, stamp))) => (Some(stamp), 1),
                     Err(_) => (None, 1),
                 },
+                Scenario::Q5 | Scenario::Q7 => {
+                    match serde_json::from_slice::<(serde::de::IgnoredAny, (u64, u64))>(body) {
+                        Ok((_, (_, stamp))) => (Some(stamp), 1),
+                        Err(_) => (None, 1),
+                    }
+                }
                 _ => (load::binary_stamp(body).map(|(s, _)| s), 1),
             }
         }

@@ -7,6 +7,8 @@
 //!   pipe-baseline   consume → produce on rocketmq-client-rust, no engine
 //!   stateless       filter → map → sink on the engine
 //!   wordcount       flat_map → key_by → count (state + changelog) → sink
+//!   nexmark-q5 --on-broker | nexmark-q7 --on-broker
+//!                   stamped bids → key_by → window (hopping / tumbling, early results) → sink
 //! in-process scenarios (no broker; one shard's work through the test driver):
 //!   nexmark-q0 | nexmark-q1 | nexmark-q2 | nexmark-count   Nexmark bids, generated before timing
 //!   nexmark-q5 | nexmark-q7                                windowed: hot items, highest bid
@@ -31,6 +33,7 @@
 //!   --write-buffer-mb N  RocksDB memtable size per queue, wordcount (default 8)
 //!   --block-cache-mb N   RocksDB block cache per queue, wordcount (default 8)
 //!   --compression C   none | lz4 | zstd, RocksDB files, wordcount (default lz4)
+//!   --on-broker       nexmark-q5 and nexmark-q7 on the broker instead of in-process
 //!   --namesrv ADDR    an external cluster instead of the embedded broker
 //!   --out DIR         where the JSON and SVG go (default bench/results)
 //! ```
@@ -71,20 +74,23 @@ fn real_main() -> Result<(), String> {
         println!("{}", usage());
         return Ok(());
     }
+    let on_broker = args.iter().any(|a| a == "--on-broker");
     let in_process = match scenario.as_str() {
         "nexmark-q0" => Some(Query::Q0),
         "nexmark-q1" => Some(Query::Q1),
         "nexmark-q2" => Some(Query::Q2),
         "nexmark-count" => Some(Query::Count),
         "inproc-wordcount" => Some(Query::WordCount),
-        "nexmark-q5" => Some(Query::Q5),
-        "nexmark-q7" => Some(Query::Q7),
+        "nexmark-q5" if !on_broker => Some(Query::Q5),
+        "nexmark-q7" if !on_broker => Some(Query::Q7),
         _ => None,
     };
     let scenario = match scenario.as_str() {
         "pipe-baseline" => Scenario::PipeBaseline,
         "stateless" => Scenario::Stateless,
         "wordcount" => Scenario::WordCount,
+        "nexmark-q5" if on_broker => Scenario::Q5,
+        "nexmark-q7" if on_broker => Scenario::Q7,
         _ if in_process.is_some() => Scenario::PipeBaseline,
         other => return Err(format!("unknown scenario {other:?}")),
     };
@@ -142,6 +148,7 @@ fn real_main() -> Result<(), String> {
                     other => return Err(format!("--compression: {other:?} is not none, lz4 or zstd")),
                 }
             }
+            "--on-broker" => {}
             "--namesrv" => namesrv = Some(value()?),
             "--out" => out = PathBuf::from(value()?),
             other => return Err(format!("unknown option {other:?}")),
@@ -202,6 +209,11 @@ fn real_main() -> Result<(), String> {
                     r.compression
                 ),
             ));
+        }
+        Scenario::Q5 | Scenario::Q7 => {
+            settings.push(("event time".into(), "the bid's produce stamp".into()));
+            settings.push(("emit".into(), "OnUpdate (early results), grace 30 s".into()));
+            settings.push(("shuffle queues".into(), options.shuffle_queues.to_string()));
         }
         _ => settings.push(("message size".into(), format!("{} B", options.size))),
     }

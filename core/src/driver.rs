@@ -7,8 +7,9 @@ use crate::policy::{DeadLetter, ErrorPolicy, Verdict};
 use rocketmq_streams_state::QueueStore;
 
 use crate::processor::{Context, Output};
+use crate::runtime::task::QueueTask;
 use crate::serde::{Deserializer, Serializer};
-use crate::topology::{SourcePipeline, Topology};
+use crate::topology::Topology;
 
 /// Counters of a [`TopologyTestDriver`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,8 +30,10 @@ pub struct DriverMetrics {
 /// Runs a [`Topology`] in-process, single-threaded and deterministic, with
 /// no broker: pipe records into source topics, read what the sinks wrote.
 ///
-/// The same operators, error policy and per-queue pipelines as the runtime;
-/// only RocketMQ is replaced by in-memory topics. Records of a `key_by` go
+/// Each queue runs the per-queue task a shard runs (the same pipeline,
+/// operators, error policy, shuffle deduplication and idle steps); only
+/// RocketMQ is replaced by in-memory topics, and time by a wall clock the
+/// test moves ([`advance_wall_clock`](Self::advance_wall_clock)). Records of a `key_by` go
 /// through an in-memory shuffle topic of 8 queues (by the same key hash as
 /// on a broker) right after the record that produced them, and keyed state
 /// lives in real stores (cache over RocksDB) in a temporary directory. Use
@@ -58,20 +61,24 @@ pub struct TopologyTestDriver {
     dead_letters: Vec<DeadLetter>,
     metrics: DriverMetrics,
     state_dir: tempfile::TempDir,
+    /// The driver's wall clock, ms: moved only by
+    /// [`advance_wall_clock`](Self::advance_wall_clock).
+    wall: i64,
 }
 
 /// One in-memory queue of a source or the shuffle topic.
 struct DriverQueue {
     topic: String,
     queue: u32,
-    pipeline: Box<dyn SourcePipeline>,
+    /// The same per-queue task a shard runs.
+    task: QueueTask,
     /// The offset the next record gets.
     next_offset: i64,
-    /// The queue's origin id, as shuffled records carry it.
-    origin: u64,
     /// A shuffle queue's state: a real store (cache over RocksDB) in a
     /// temporary directory, without a changelog.
     store: Option<QueueStore>,
+    /// The driver's wall clock when the queue last got a message.
+    quiet_since: i64,
 }
 
 /// Shuffle queues of the driver's in-memory shuffle topic.
@@ -101,6 +108,7 @@ impl TopologyTestDriver {
             ctx,
             dead_letters: Vec::new(),
             metrics: DriverMetrics::default(),
+            wall: 0,
         }
     }
 
@@ -128,8 +136,12 @@ impl TopologyTestDriver {
         timestamp: i64,
     ) -> Result<()> {
         self.process_one(topic, queue, body.into(), timestamp)?;
-        // Keyed records go through the shuffle topic at once, in order, in
-        // frames as on a broker.
+        self.shuffle(timestamp)
+    }
+
+    /// Takes keyed records through the shuffle topic at once, in order, in
+    /// frames as on a broker.
+    fn shuffle(&mut self, timestamp: i64) -> Result<()> {
         let Some(shuffle_topic) = self.topology.shuffle_topic().map(str::to_owned) else {
             return Ok(());
         };
@@ -142,6 +154,91 @@ impl TopologyTestDriver {
             }
         }
         Ok(())
+    }
+
+    /// Moves the driver's wall clock on by `by`, as time passes for a
+    /// running job: each keyed queue that has had no record for a
+    /// window's idle timeout (see `FixedWindows::idle_timeout`) takes an
+    /// idle step, its stream time following the wall clock, and the
+    /// windows that closes fire, as on a shard. The wall clock starts at
+    /// 0 and moves only here: piping records does not move it.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::RecordFailed`] if a result fails downstream and the
+    /// policy is `Fail`; [`StreamsError::State`] if a store fails.
+    pub fn advance_wall_clock(&mut self, by: std::time::Duration) -> Result<()> {
+        self.wall = self
+            .wall
+            .saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        for index in 0..self.queues.len() {
+            let q = &mut self.queues[index];
+            if q.store.is_none() {
+                continue;
+            }
+            let idle_ms = self.wall.saturating_sub(q.quiet_since);
+            let last = q.next_offset - 1;
+            self.ctx.store = q.store.take();
+            let (policy, metrics, dead_letters) = (&self.policy, &mut self.metrics, &mut self.dead_letters);
+            let mut judge =
+                |body: &Bytes, error: &StreamsError, at: String| judge(policy, metrics, dead_letters, body, error, at);
+            let task = &mut q.task;
+            // The driver's queues are always consumed: a due step is
+            // durable at once (no broker, no crash), so it fires.
+            let outcome = task.resume(last, &mut self.ctx, &mut judge).and_then(|()| {
+                if task.idle(last, idle_ms, &mut self.ctx)? {
+                    task.fire_idle(last, &mut self.ctx, &mut judge)?;
+                }
+                Ok(())
+            });
+            q.store = self.ctx.store.take();
+            self.collect();
+            outcome?;
+            self.shuffle(self.wall)?;
+        }
+        Ok(())
+    }
+
+    /// The stream time of keyed queue `queue`: the latest event time its
+    /// windowed aggregations have seen, or the wall clock moved it to
+    /// (the largest, if several); `None` before any windowed record. A
+    /// window's watermark is this minus its grace.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::State`] if the store cannot be read.
+    pub fn stream_time(&mut self, queue: u32) -> Result<Option<i64>> {
+        let shuffle = self.topology.shuffle_topic();
+        let Some(store) = self
+            .queues
+            .iter_mut()
+            .find(|q| q.queue == queue && Some(q.topic.as_str()) == shuffle)
+            .and_then(|q| q.store.as_mut())
+        else {
+            return Ok(None);
+        };
+        let mut latest = None;
+        for &node in &self.topology.windowed {
+            // A windowed aggregation's stream time: `[node 2 B][0x01]`.
+            let [a, b] = node.to_be_bytes();
+            let layer = u32::from(node) | 1 << 16;
+            let t = store.read::<crate::codec::StateCodec<i64>, _>(layer, &[a, b, 0x01], |t| t.copied())?;
+            latest = latest.max(t);
+        }
+        Ok(latest)
+    }
+
+    /// Moves what the context holds for the sinks to the driver's topics.
+    fn collect(&mut self) {
+        Self::collect_into(&mut self.ctx, &mut self.metrics, &mut self.outputs);
+    }
+
+    fn collect_into(ctx: &mut Context, metrics: &mut DriverMetrics, outputs: &mut [Vec<Output>]) {
+        metrics.records_out = ctx.records_out;
+        metrics.late += std::mem::take(&mut ctx.late);
+        for (buffer, written) in ctx.outputs.iter_mut().zip(outputs) {
+            written.append(buffer);
+        }
     }
 
     fn process_one(&mut self, topic: &str, queue: u32, body: Bytes, timestamp: i64) -> Result<()> {
@@ -161,10 +258,10 @@ impl TopologyTestDriver {
                 self.queues.push(DriverQueue {
                     topic: topic.to_string(),
                     queue,
-                    pipeline,
+                    task: QueueTask::new(format!("{topic}#{queue}"), pipeline),
                     next_offset: 0,
-                    origin: rocketmq_streams_shuffle::origin_id(&format!("{topic}#{queue}")),
                     store,
+                    quiet_since: self.wall,
                 });
                 self.queues.len() - 1
             }
@@ -172,28 +269,21 @@ impl TopologyTestDriver {
         let q = &mut self.queues[index];
         let offset = q.next_offset;
         q.next_offset += 1;
+        q.quiet_since = self.wall;
         self.ctx.store = q.store.take();
-        self.ctx.begin_record(q.origin, offset);
         let (policy, metrics, dead_letters) = (&self.policy, &mut self.metrics, &mut self.dead_letters);
-        let mut failed = |body: &Bytes, index: Option<u32>, error: StreamsError| {
-            let at = match index {
-                Some(i) => format!("{topic}#{queue}:{offset}#{i}"),
-                None => format!("{topic}#{queue}:{offset}"),
-            };
-            judge(policy, metrics, dead_letters, body, &error, at)
-        };
-        let result = q.pipeline.process(&body, timestamp, &mut self.ctx, &mut failed);
+        let result = q
+            .task
+            .run([(offset, &body, timestamp)], &mut self.ctx, &mut |body, error, at| {
+                judge(policy, metrics, dead_letters, body, error, at)
+            });
         q.store = self.ctx.store.take();
         // A shuffle frame counts its records; any other message is one.
         self.metrics.records_in += match std::mem::take(&mut self.ctx.unframed) {
             0 => 1,
             n => n,
         };
-        self.metrics.records_out = self.ctx.records_out;
-        self.metrics.late += std::mem::take(&mut self.ctx.late);
-        for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
-            written.append(buffer);
-        }
+        self.collect();
         result
     }
 
@@ -212,7 +302,7 @@ impl TopologyTestDriver {
                 continue;
             }
             self.ctx.store = q.store.take();
-            let mut outcome = q.pipeline.flush(&mut self.ctx);
+            let mut outcome = q.task.flush(&mut self.ctx);
             q.store = self.ctx.store.take();
             for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
                 let at = format!("{}#{}:commit", q.topic, q.queue);
@@ -227,11 +317,7 @@ impl TopologyTestDriver {
                     )
                 });
             }
-            self.metrics.records_out = self.ctx.records_out;
-            self.metrics.late += std::mem::take(&mut self.ctx.late);
-            for (buffer, written) in self.ctx.outputs.iter_mut().zip(&mut self.outputs) {
-                written.append(buffer);
-            }
+            Self::collect_into(&mut self.ctx, &mut self.metrics, &mut self.outputs);
             outcome?;
         }
         Ok(())
@@ -371,19 +457,32 @@ mod tests {
         assert!(d.read_output("out").is_empty(), "reading drains the topic");
     }
 
+    fn now_ms() -> i64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.map_or(0, |d| d.as_millis() as i64)
+    }
+
     #[test]
     fn event_time_defaults_to_the_input_and_select_timestamp_overrides_it() {
         let mut d = driver(|b| {
             let s = b.source("in", Json::<Order>::new());
             s.sink("as-is", Json::new());
             s.select_timestamp(|o: &Order| o.ts).sink("by-value", Json::new());
+            s.with_processing_time().sink("processed", Json::new());
         });
         let order = Order {
             id: 1,
             amount: 2.0,
             ts: 42,
         };
+        let before = now_ms();
         d.pipe_value("in", &Json::new(), &order, 1_000).expect("pipe");
+        let after = now_ms();
+        let processed = d.read_output("processed")[0].timestamp;
+        assert!(
+            (before..=after).contains(&processed),
+            "{before} ≤ {processed} ≤ {after}"
+        );
         assert_eq!(d.read_output("as-is")[0].timestamp, 1_000);
         let by_value = d.read_output("by-value");
         assert_eq!(by_value[0].timestamp, 42);

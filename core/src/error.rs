@@ -35,7 +35,8 @@ pub enum StreamsError {
         /// Where the last of its windows closed (its end plus the grace;
         /// for a session, its end plus gap and grace).
         closed_at: i64,
-        /// The queue's stream time (the largest event time it has seen).
+        /// The queue's stream time (the largest event time it has seen,
+        /// or where the wall clock moved an idle queue's).
         stream_time: i64,
     },
     /// A user closure panicked on a record. Permanent for that record.

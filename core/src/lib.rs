@@ -29,12 +29,44 @@
 //! aggregations keep state per key (RocksDB, changelog in a state topic,
 //! exact across crashes and rebalances), and
 //! [`window`](GroupedStream::window) cuts it into event-time windows
-//! (tumbling, hopping, session: the [`window`] module).
+//! (tumbling, hopping, sliding, session: the [`window`] module). A
+//! windowed job, tested on the driver:
+//!
+//! ```
+//! use std::time::Duration;
+//! use rocketmq_streams::prelude::*;
+//!
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
+//! struct Bid { auction: u64, price: u64, time: i64 }
+//!
+//! let builder = StreamBuilder::new("hot-items");
+//! builder
+//!     .source("bids", Json::<Bid>::new())
+//!     .select_timestamp(|b: &Bid| b.time)           // event time, ms
+//!     .key_by(|b: &Bid| b.auction)
+//!     .window(Window::tumbling(Duration::from_secs(10)).grace(Duration::from_secs(1)))
+//!     .count()                                      // per auction and window, when it closes
+//!     .sink("bids-per-window", Json::<(Windowed<u64>, u64)>::new());
+//! let mut driver = TopologyTestDriver::new(builder.build().unwrap());
+//! let bid = |time| Bid { auction: 7, price: 1, time };
+//! for time in [1_000, 4_000, 9_999] {
+//!     driver.pipe_value("bids", &Json::new(), &bid(time), 0).unwrap();
+//! }
+//! // [0 s, 10 s) closes once the stream time passes 11 s (end + grace)...
+//! driver.pipe_value("bids", &Json::new(), &bid(11_000), 0).unwrap();
+//! let out: Vec<(Windowed<u64>, u64)> = driver.read_values("bids-per-window", &Json::new());
+//! assert_eq!((out[0].0.window.start, out[0].0.window.end, out[0].1), (0, 10_000, 3));
+//! // ... and [10 s, 20 s) once the stream is quiet: the wall clock moves it on.
+//! driver.advance_wall_clock(Duration::from_secs(10)).unwrap();
+//! let out: Vec<(Windowed<u64>, u64)> = driver.read_values("bids-per-window", &Json::new());
+//! assert_eq!((out[0].0.window.start, out[0].1), (10_000, 1));
+//! ```
 //!
 //! # Testing a job
 //!
 //! [`TopologyTestDriver`] runs a topology in-process without a broker,
-//! deterministically: pipe input records, read sink outputs.
+//! deterministically, with the per-queue task a shard runs: pipe input
+//! records, move its wall clock, read sink outputs.
 //!
 //! # Failed records
 //!

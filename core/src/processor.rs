@@ -163,6 +163,14 @@ pub struct Context {
     /// Records late for every window they belong to (see
     /// [`StreamsError::Late`]).
     pub(crate) late: u64,
+    /// Set for an idle step ([`Processor::advance`] of a queue that has had
+    /// no record for this many ms of wall-clock time): windowed operators
+    /// move their stream time on instead of firing.
+    pub(crate) idle: Option<i64>,
+    /// Set by an idle step that closed a window.
+    pub(crate) due: bool,
+    /// Set while what an idle step made due fires.
+    pub(crate) idle_firing: bool,
     /// The sinks' buffer lengths at the last [`mark`](Self::mark).
     marked: Vec<usize>,
     /// Held results that failed when a flush emitted them: what a dead

@@ -58,6 +58,45 @@ pub(crate) trait SourcePipeline {
         let _ = ctx;
         Ok(())
     }
+
+    /// Once after the pipeline starts, before any message or idle step
+    /// (the first `process` calls it too): fires what a durable idle step
+    /// left unfired, as [`fire_idle`](Self::fire_idle) would have.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the state store, or the first `Err` of `failed`.
+    fn resume(&mut self, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        let _ = (ctx, failed);
+        Ok(())
+    }
+
+    /// An idle step of a keyed queue that has had no message for
+    /// `idle_ms` of wall-clock time, `ctx.origin` set to its last offset
+    /// (after [`resume`](Self::resume)): returns whether windows are due,
+    /// to fire with [`fire_idle`](Self::fire_idle) once the step is
+    /// durable. It only writes to the store (nothing is emitted), so a
+    /// caller may roll it back. Only keyed stages have windows; the
+    /// default is for source chains.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the state store.
+    fn idle(&mut self, idle_ms: i64, ctx: &mut Context) -> Result<bool, StreamsError> {
+        let _ = (idle_ms, ctx);
+        Ok(false)
+    }
+
+    /// Fires the windows the last idle step made due (results that fail
+    /// go to `failed`).
+    ///
+    /// # Errors
+    ///
+    /// A failure of the state store, or the first `Err` of `failed`.
+    fn fire_idle(&mut self, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        let _ = (ctx, failed);
+        Ok(())
+    }
 }
 
 /// A validated, runnable description of a job: its sources, operators and
@@ -71,6 +110,8 @@ pub struct Topology {
     pub(crate) sink_topics: Vec<String>,
     /// `<job_id>-shuffle` when the job has a `key_by`.
     pub(crate) shuffle_topic: Option<String>,
+    /// The nodes of windowed aggregations (their store key prefixes).
+    pub(crate) windowed: Vec<u16>,
 }
 
 impl Topology {

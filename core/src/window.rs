@@ -8,7 +8,8 @@
 //! with the record through the shuffle.
 //!
 //! ```text
-//!  records of a shuffle queue ──► stream time = max event time seen (state of the queue)
+//!  records of a shuffle queue ──► stream time = max event time seen (state of the queue;
+//!                                   on a quiet queue, the wall clock moves it on)
 //!                                   watermark  = stream time − grace
 //!  record at t ──► its windows ──► late (end + grace ≤ stream time)? ── counted, error policy ("late")
 //!                                   else: fold into the window's state
@@ -29,10 +30,27 @@
 //! stops the job like any failed record); a hopping record late for some
 //! of its windows only is folded into the others.
 //!
-//! **Not built yet** (issue 12): firing on an idle queue (a queue's
-//! windows fire after a frame of that queue, so the last windows of a
-//! quiet queue wait for its next record), Kafka Streams' record-driven
-//! sliding windows.
+//! **Sliding windows** ([`Window::sliding`]) are Kafka Streams': driven by
+//! the records, one window per distinct set of a key's records at most
+//! the difference apart. The operator keeps one state per key and record
+//! time and merges them when a window closes.
+//!
+//! **Idle firing.** A stream that goes quiet would leave its last windows
+//! open until its next record. Once a shuffle queue has had no record for
+//! the window's idle timeout (default 2 s, RocketMQ Streams'
+//! `idleTimeToFireWindow`; [`FixedWindows::idle_timeout`]), and the job's
+//! whole input is consumed (the queue, and the consumer group's committed
+//! offsets on every source topic, the shuffle topic included, at their
+//! ends), its stream time follows the wall clock: the stream time its
+//! records made plus the time it has been idle. The step is checkpointed
+//! before the windows it closes fire, and numbered, so a restart in
+//! between fires the same results under the same numbers. A record that
+//! comes later for a window fired that way is late, like any other.
+//!
+//! **Processing time** instead of event time:
+//! `RStream::with_processing_time` stamps each record with the wall clock
+//! where it is processed (a replay after a failure may stamp it again,
+//! into another window).
 //!
 //! **Stream time is state**: it is kept in the queue's store, checkpointed
 //! and restored with the window states, so a restarted or migrated queue
@@ -97,7 +115,7 @@ pub enum WindowEmit {
 }
 
 /// Window specifications: `Window::tumbling(size)`, `Window::hopping(size,
-/// advance)`, `Window::session(gap)`.
+/// advance)`, `Window::sliding(max_difference)`, `Window::session(gap)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Window;
 
@@ -150,11 +168,55 @@ impl Window {
     }
 }
 
-/// What every window specification has: its grace and when it emits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+impl Window {
+    /// Kafka Streams' sliding windows, driven by the records: a window
+    /// for each distinct set of a key's records at most `max_difference`
+    /// apart. Each record at `t` makes the window ending with it,
+    /// `[t - max_difference, t]`, and the one starting just after it,
+    /// `[t + 1, t + 1 + max_difference]` when a record falls in it; both
+    /// ends are inclusive, so as half-open [`TimeWindow`]s they are
+    /// `max_difference + 1` ms long. Empty windows never emit. Unlike
+    /// hopping windows, the result count depends on the records, not on
+    /// an advance. A record counts in the windows that were open when it
+    /// came (within the grace), as in Kafka Streams; unlike Kafka
+    /// Streams, records before `max_difference` ms after the epoch get
+    /// windows that start before it (Kafka folds them into one
+    /// `[0, max_difference]`).
+    ///
+    /// # Panics
+    ///
+    /// If `max_difference` is under 1 ms.
+    pub fn sliding(max_difference: Duration) -> SlidingWindows {
+        let difference = millis(max_difference);
+        assert!(difference >= 1, "a sliding window's difference is at least 1 ms");
+        SlidingWindows {
+            difference,
+            common: Common::default(),
+        }
+    }
+}
+
+/// What every window specification has: its grace, when it emits, and
+/// after how long an idle queue's stream time follows the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Common {
     pub(crate) grace: i64,
     pub(crate) emit: WindowEmit,
+    /// Milliseconds; `i64::MAX`: never.
+    pub(crate) idle_timeout: i64,
+}
+
+/// RocketMQ Streams' `idleTimeToFireWindow` default.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            grace: 0,
+            emit: WindowEmit::default(),
+            idle_timeout: millis(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
 }
 
 fn millis(d: Duration) -> i64 {
@@ -175,6 +237,17 @@ macro_rules! common_settings {
             /// When results are emitted (default [`WindowEmit::OnClose`]).
             pub fn emit(mut self, emit: WindowEmit) -> Self {
                 self.common.emit = emit;
+                self
+            }
+
+            /// After how long without records a shuffle queue's stream
+            /// time starts to follow the wall clock, so that the last
+            /// windows of a quiet stream fire (RocketMQ Streams'
+            /// `idleTimeToFireWindow`). Default: 2 s. `Duration::MAX`
+            /// turns it off: windows then fire on records only, as in
+            /// Kafka Streams.
+            pub fn idle_timeout(mut self, idle: Duration) -> Self {
+                self.common.idle_timeout = millis(idle);
                 self
             }
         }
@@ -217,6 +290,15 @@ pub struct SessionWindows {
 }
 
 common_settings!(SessionWindows);
+
+/// Record-driven sliding windows (see [`Window::sliding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindows {
+    pub(crate) difference: i64,
+    pub(crate) common: Common,
+}
+
+common_settings!(SlidingWindows);
 
 #[cfg(test)]
 mod tests {

@@ -154,6 +154,31 @@ impl Admin {
     ///
     /// Returns an [`Operation::Admin`] error if the broker cannot report them.
     pub async fn committed_offsets(&self, group: &str, topic: &str) -> Result<HashMap<QueueId, Offset>> {
+        let stats = self.consume_stats(group, topic).await?;
+        Ok(stats
+            .into_iter()
+            .map(|(queue, _, committed)| (queue, Offset(committed)))
+            .collect())
+    }
+
+    /// How far `group`'s committed offsets trail the end of each queue of
+    /// `topic` (messages stored but not committed), as the broker reports
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Admin`] error if the broker cannot report them.
+    pub async fn group_lag(&self, group: &str, topic: &str) -> Result<HashMap<QueueId, u64>> {
+        let stats = self.consume_stats(group, topic).await?;
+        Ok(stats
+            .into_iter()
+            .map(|(queue, end, committed)| (queue, u64::try_from(end - committed.max(0)).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Per queue of `topic`: the broker's end offset and `group`'s
+    /// committed offset, as the broker reports them.
+    async fn consume_stats(&self, group: &str, topic: &str) -> Result<Vec<(QueueId, i64, i64)>> {
         let admin = self.admin.clone();
         let group = group.to_string();
         let name = topic.to_string();
@@ -172,7 +197,7 @@ impl Admin {
                 Ok(stats
                     .offset_table
                     .iter()
-                    .map(|(mq, w)| (QueueId::from_mq(mq), Offset(w.get_consumer_offset())))
+                    .map(|(mq, w)| (QueueId::from_mq(mq), w.get_broker_offset(), w.get_consumer_offset()))
                     .collect())
             })
             .await?

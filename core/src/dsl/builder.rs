@@ -171,6 +171,7 @@ impl StreamBuilder {
             sources,
             sink_topics: graph.sink_topics.clone(),
             shuffle_topic,
+            windowed: graph.windowed.iter().filter_map(|&n| u16::try_from(n).ok()).collect(),
         })
     }
 }

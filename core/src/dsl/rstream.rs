@@ -250,7 +250,8 @@ impl<T: Clone + 'static> RStream<T> {
     }
 
     /// Sets each record's event time to `f(&value)` (ms since the epoch);
-    /// the default event time is the message's store timestamp.
+    /// the default event time is the message's born timestamp (when its
+    /// producer made it).
     pub fn select_timestamp<F>(&self, f: F) -> RStream<T>
     where
         F: Fn(&T) -> i64 + Send + Sync + 'static,
@@ -258,6 +259,21 @@ impl<T: Clone + 'static> RStream<T> {
         let f: Arc<dyn Fn(&T) -> i64 + Send + Sync> = Arc::new(f);
         self.then("SelectTimestamp", move |next| {
             Box::new(SelectTimestamp { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// Processing time: each record's event time becomes the wall-clock
+    /// time at which this step sees it (Kafka Streams'
+    /// `WallclockTimestampExtractor`). Windows then group records by when
+    /// they were processed. A record processed again after a failure
+    /// (at-least-once replay) gets a new time and may land in another
+    /// window: unlike event time, processing-time windows are not
+    /// reproducible.
+    pub fn with_processing_time(&self) -> RStream<T> {
+        self.select_timestamp(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         })
     }
 

@@ -12,7 +12,7 @@ use super::rstream::RStream;
 use crate::accumulator::{Accumulator, Avg, Count, Extreme, Merge, Reduce, Sum};
 use crate::operators::window::{Kind, MergeFn, WindowAggregate};
 use crate::processor::{BoxProcessor, Keyed};
-use crate::window::{FixedWindows, SessionWindows, Windowed};
+use crate::window::{FixedWindows, SessionWindows, SlidingWindows, Windowed};
 
 mod sealed {
     /// Window specifications are this crate's: [`super::FixedWindows`]
@@ -24,7 +24,8 @@ mod sealed {
 
 /// A window specification: [`FixedWindows`] (from
 /// [`Window::tumbling`](crate::Window::tumbling) or
-/// [`Window::hopping`](crate::Window::hopping)) or [`SessionWindows`]
+/// [`Window::hopping`](crate::Window::hopping)), [`SlidingWindows`] (from
+/// [`Window::sliding`](crate::Window::sliding)) or [`SessionWindows`]
 /// (from [`Window::session`](crate::Window::session)).
 pub trait WindowSpec: sealed::Sealed + Copy + Send + Sync + 'static {}
 
@@ -43,6 +44,14 @@ impl sealed::Sealed for SessionWindows {
 }
 
 impl WindowSpec for SessionWindows {}
+
+impl sealed::Sealed for SlidingWindows {
+    fn kind(&self) -> Kind {
+        Kind::Sliding(*self)
+    }
+}
+
+impl WindowSpec for SlidingWindows {}
 
 /// A grouped stream cut into windows of event time: its aggregations keep
 /// one state per key and window and emit results keyed by
@@ -178,6 +187,19 @@ where
 {
     /// Folds the values of each key and session with `acc`, whose states
     /// [`Merge`] when a record joins two sessions.
+    pub fn aggregate<A: Merge<V>>(&self, acc: A) -> GroupedStream<Windowed<K>, A::Output> {
+        self.merged("WindowAggregate", acc)
+    }
+}
+
+impl<K, V> WindowStream<K, V, SlidingWindows>
+where
+    K: Clone + DeserializeOwned + 'static,
+    V: Clone + 'static,
+{
+    /// Folds the values of each key and sliding window with `acc`: the
+    /// records of each time are folded once, and a window's result is the
+    /// [`Merge`] of the times it holds.
     pub fn aggregate<A: Merge<V>>(&self, acc: A) -> GroupedStream<Windowed<K>, A::Output> {
         self.merged("WindowAggregate", acc)
     }

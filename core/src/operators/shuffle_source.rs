@@ -57,6 +57,22 @@ fn high_water_key(node: u16, origin_queue: u64) -> [u8; 12] {
     k
 }
 
+/// The store key of the queue's last idle step: the offset the queue had
+/// reached and the step's number there, with [`PENDING`] while what it
+/// made due has not fired (see [`ShuffleSource::idle`]).
+const IDLE_MARK: [u8; 2] = [0xFF, 0xFD];
+
+/// In an idle mark's step: the step's windows have not fired yet.
+const PENDING: u64 = 1 << 63;
+
+/// `Origin::seq` of what idle step `n` fires: above every seq of the
+/// records of the queue's last message and of its frame's advance
+/// (`index × 2³²`, `count × 2³²`), so downstream high-water marks take
+/// them, in step order.
+fn idle_seq(n: u64) -> u64 {
+    1 << 63 | (n & 0x7FFF_FFFF) << 32
+}
+
 fn encode_mark((offset, seq): (i64, u64)) -> Bytes {
     let mut v = Vec::with_capacity(16);
     v.extend_from_slice(&offset.to_le_bytes());
@@ -88,6 +104,9 @@ pub(crate) struct ShuffleSource {
     pub(crate) entries: Vec<Box<dyn KeyedEntry>>,
     /// The nodes the current frame touched (few; searched in order).
     marks: Vec<FrameMark>,
+    /// Whether what a durable idle step left unfired was fired since the
+    /// pipeline started.
+    resumed: bool,
 }
 
 impl ShuffleSource {
@@ -95,6 +114,7 @@ impl ShuffleSource {
         ShuffleSource {
             entries,
             marks: Vec::new(),
+            resumed: false,
         }
     }
 
@@ -128,13 +148,30 @@ impl ShuffleSource {
     /// [`Processor::advance`]: crate::Processor::advance
     fn advance(&mut self, frame: &Frame, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
         ctx.seq = u64::from(frame.count) << 32;
-        for entry in &mut self.entries {
-            entry.advance(ctx)?;
-        }
+        self.advance_entries(ctx)?;
         for (key, error) in std::mem::take(&mut ctx.flush_failures) {
             failed(&key, None, error)?;
         }
         Ok(())
+    }
+
+    /// [`Processor::advance`](crate::Processor::advance) of every keyed
+    /// chain, stopping at the first error.
+    fn advance_entries(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
+        for entry in &mut self.entries {
+            entry.advance(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The queue's last idle step: (offset, number), if it had one.
+    fn idle_mark(ctx: &mut Context) -> Result<Option<(i64, u64)>, StreamsError> {
+        match ctx.store()?.get(&IDLE_MARK)? {
+            None => Ok(None),
+            Some(bytes) => decode_mark(&bytes)
+                .map(Some)
+                .ok_or_else(|| StreamsError::State(rocketmq_streams_state::StateError::Malformed("idle mark".into()))),
+        }
     }
 
     /// Runs the frame's records; returns at the first `Err` of `failed`.
@@ -214,6 +251,7 @@ impl SourcePipeline for ShuffleSource {
                 return failed(body, None, e.into());
             }
         };
+        self.resume(ctx, failed)?;
         self.marks.clear();
         let mut outcome = self.run(&frame, body, ctx, failed);
         if outcome.is_ok() {
@@ -236,6 +274,66 @@ impl SourcePipeline for ShuffleSource {
         for entry in &mut self.entries {
             entry.flush(ctx)?;
         }
+        Ok(())
+    }
+
+    /// Fires what a durable idle step left unfired (the job stopped
+    /// between the two), numbered as that step would have numbered it.
+    fn resume(&mut self, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        if self.resumed {
+            return Ok(());
+        }
+        self.resumed = true;
+        self.fire_idle(ctx, failed)
+    }
+
+    /// An idle step: the windowed operators move their stream time on by
+    /// the wall-clock time the queue has been idle; when that closes a
+    /// window, the step is numbered (after the queue's last step at the
+    /// same offset, `ctx.origin`'s) and recorded in the store, and `true`
+    /// says so. The caller makes that durable, then calls
+    /// [`fire_idle`](SourcePipeline::fire_idle): a restart in between
+    /// fires the same windows, numbered the same, before anything else.
+    fn idle(&mut self, idle_ms: i64, ctx: &mut Context) -> Result<bool, StreamsError> {
+        ctx.idle = Some(idle_ms);
+        ctx.due = false;
+        let outcome = self.advance_entries(ctx);
+        ctx.idle = None;
+        outcome?;
+        if !std::mem::take(&mut ctx.due) {
+            return Ok(false);
+        }
+        let offset = ctx.origin.1;
+        let step = match Self::idle_mark(ctx)? {
+            Some((at, n)) if at == offset => (n & !PENDING) + 1,
+            _ => 1,
+        };
+        ctx.store()?
+            .put_slice(&IDLE_MARK, encode_mark((offset, step | PENDING)));
+        Ok(true)
+    }
+
+    fn fire_idle(&mut self, ctx: &mut Context, failed: &mut OnFailure<'_>) -> Result<(), StreamsError> {
+        // Only a step whose windows have not fired: other windows due now
+        // (none after a frame, which fires what it closes) wait for the next
+        // frame, numbered by it.
+        let Some((offset, step)) = Self::idle_mark(ctx)?.filter(|&(_, step)| step & PENDING != 0) else {
+            return Ok(());
+        };
+        let step = step & !PENDING;
+        let at = ctx.origin;
+        ctx.origin.1 = offset;
+        ctx.seq = idle_seq(step);
+        ctx.idle_firing = true;
+        let outcome = self.advance_entries(ctx);
+        ctx.idle_firing = false;
+        ctx.origin = at;
+        outcome?;
+        for (key, error) in std::mem::take(&mut ctx.flush_failures) {
+            failed(&key, None, error)?;
+        }
+        // Fired: a restart from a checkpoint after this does not fire again.
+        ctx.store()?.put_slice(&IDLE_MARK, encode_mark((offset, step)));
         Ok(())
     }
 }

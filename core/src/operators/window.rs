@@ -6,7 +6,18 @@
 //! ```text
 //!  [node 2 B][0x00][end 8 B][start 8 B][serialized key]  → the accumulator's state   (decoded layer `node`)
 //!  [node 2 B][0x01]                                       → the stream time (i64)     (decoded layer `node | 1 << 16`)
+//!  [node 2 B][0x02]                                       → sliding: fired through (i64) (decoded layer `node | 2 << 16`)
 //! ```
+//!
+//! Sliding windows keep no state per window: their states are the records
+//! of one time `t` that arrived while the watermark was `a` ("parts",
+//! stored as the window `[t, max(a, t) + 1)`: one part per time for records
+//! in order). A window `[s, e)` is a left window of a part at `e - 1` or a
+//! right window of a part at `s - 1`; when it closes its result merges the
+//! parts with `t` in it that arrived while it was open (`max(a, t) < e`),
+//! so what it holds never depends on how records were batched into
+//! frames. The last watermark the windows were fired through is state too:
+//! the index rebuilt after a restart holds every window not fired yet.
 //!
 //! Times are stored big-endian with the sign bit flipped, so keys sort by
 //! end, then start: the open windows are read back in firing order when a
@@ -31,7 +42,7 @@ use crate::error::StreamsError;
 use crate::operators::aggregate::state_error;
 use crate::processor::{BoxProcessor, Context, Keyed, Processor, Record};
 use crate::topology::guarded;
-use crate::window::{FixedWindows, SessionWindows, TimeWindow, WindowEmit, Windowed};
+use crate::window::{FixedWindows, SessionWindows, SlidingWindows, TimeWindow, WindowEmit, Windowed};
 
 /// Which windows a record falls in (what a [`WindowSpec`](crate::WindowSpec)
 /// stands for inside).
@@ -42,6 +53,8 @@ pub enum Kind {
     Fixed(FixedWindows),
     /// Session windows.
     Session(SessionWindows),
+    /// Record-driven sliding windows.
+    Sliding(SlidingWindows),
 }
 
 impl Kind {
@@ -49,6 +62,7 @@ impl Kind {
         match self {
             Kind::Fixed(f) => f.common.grace,
             Kind::Session(s) => s.common.grace,
+            Kind::Sliding(s) => s.common.grace,
         }
     }
 
@@ -56,6 +70,15 @@ impl Kind {
         match self {
             Kind::Fixed(f) => f.common.emit,
             Kind::Session(s) => s.common.emit,
+            Kind::Sliding(s) => s.common.emit,
+        }
+    }
+
+    fn idle_timeout(&self) -> i64 {
+        match self {
+            Kind::Fixed(f) => f.common.idle_timeout,
+            Kind::Session(s) => s.common.idle_timeout,
+            Kind::Sliding(s) => s.common.idle_timeout,
         }
     }
 
@@ -63,7 +86,7 @@ impl Kind {
     /// gap (until then a record can still extend it).
     fn closes_at(&self, w: TimeWindow) -> i64 {
         match self {
-            Kind::Fixed(_) => w.end,
+            Kind::Fixed(_) | Kind::Sliding(_) => w.end,
             Kind::Session(s) => w.end.saturating_add(s.gap),
         }
     }
@@ -77,8 +100,50 @@ pub(crate) type MergeFn<S> = Arc<dyn Fn(&mut S, S) + Send + Sync>;
 pub(crate) struct Open {
     /// By closing time, then start, then key.
     by_close: BTreeSet<(i64, i64, Bytes)>,
-    /// Sessions: per serialized key, (start, end) of each.
+    /// Per serialized key, (start, end) of each state: the sessions, or
+    /// the sliding windows' buckets.
     sessions: HashMap<Bytes, BTreeSet<(i64, i64)>, ahash::RandomState>,
+    /// Sliding windows: each bucket by when no open window holds it any
+    /// more, then its time, then its key.
+    expiring: BTreeSet<(i64, i64, Bytes)>,
+}
+
+impl Open {
+    /// Indexes `raw_key`'s state `w`: a window (a session), or for sliding
+    /// windows a bucket (the records at one time) and the two windows it
+    /// makes, those still open at `watermark`: the one ending with it and
+    /// the one starting just after it.
+    fn add(&mut self, kind: Kind, w: TimeWindow, raw_key: &Bytes, watermark: i64) {
+        match kind {
+            Kind::Fixed(_) => {
+                self.by_close.insert((w.end, w.start, raw_key.clone()));
+            }
+            Kind::Session(_) => {
+                self.by_close.insert((kind.closes_at(w), w.start, raw_key.clone()));
+                self.sessions
+                    .entry(raw_key.clone())
+                    .or_default()
+                    .insert((w.start, w.end));
+            }
+            Kind::Sliding(s) => {
+                let (b, d) = (w.start, s.difference);
+                self.sessions
+                    .entry(raw_key.clone())
+                    .or_default()
+                    .insert((w.start, w.end));
+                // After the last window holding b (the one just after it,
+                // which closes at b + d + 2) has fired.
+                self.expiring
+                    .insert((b.saturating_add(d).saturating_add(2), w.end, raw_key.clone()));
+                for start in [b.saturating_sub(d), b.saturating_add(1)] {
+                    let end = start.saturating_add(d).saturating_add(1);
+                    if end > watermark {
+                        self.by_close.insert((end, start, raw_key.clone()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A windowed aggregation of `A` over keyed values of `V`.
@@ -94,6 +159,9 @@ pub struct WindowAggregate<K, V, A: Accumulator<V>> {
     pub(crate) key_buf: Vec<u8>,
     /// `None` until the first use after the pipeline starts.
     pub(crate) open: Option<Open>,
+    /// The stream time the records made, before an idle queue's wall
+    /// clock moved it on (`None` until the first idle step after a record).
+    pub(crate) idle_base: Option<i64>,
 }
 
 impl<K, V, A: Accumulator<V>> WindowAggregate<K, V, A> {
@@ -113,8 +181,17 @@ impl<K, V, A: Accumulator<V>> WindowAggregate<K, V, A> {
             windows: Vec::new(),
             key_buf: Vec::new(),
             open: None,
+            idle_base: None,
         }
     }
+}
+
+/// A time the operator keeps in the store (`i64::MIN` if none).
+fn read_time(store: &mut QueueStore, layer: u32, key: &[u8]) -> Result<i64, StreamsError> {
+    Ok(store
+        .read::<StateCodec<i64>, _>(layer, key, |t| t.copied())
+        .map_err(|e| state_error(key, e))?
+        .unwrap_or(i64::MIN))
 }
 
 /// Sorts as the signed value does.
@@ -145,6 +222,22 @@ where
         [a, b, 0x01]
     }
 
+    /// Sliding windows: the watermark the windows were fired through.
+    fn fired_layer(&self) -> u32 {
+        u32::from(self.node) | 2 << 16
+    }
+
+    fn fired_key(&self) -> [u8; 3] {
+        let [a, b] = self.node.to_be_bytes();
+        [a, b, 0x02]
+    }
+
+    /// The watermark sliding windows were last fired through (`i64::MIN`
+    /// before any firing).
+    fn fired_through(&self, store: &mut QueueStore) -> Result<i64, StreamsError> {
+        read_time(store, self.fired_layer(), &self.fired_key())
+    }
+
     fn state_prefix(&self) -> [u8; 3] {
         let [a, b] = self.node.to_be_bytes();
         [a, b, 0x00]
@@ -160,9 +253,15 @@ where
     }
 
     /// The open windows, read from the store on first use.
-    fn open(&mut self, store: &QueueStore) -> Result<&mut Open, StreamsError> {
+    fn open(&mut self, store: &mut QueueStore) -> Result<&mut Open, StreamsError> {
         if self.open.is_none() {
             let mut open = Open::default();
+            // Windows not fired yet: for sliding windows, those ending after
+            // the last firing (the stream time may have moved on since).
+            let watermark = match self.kind {
+                Kind::Sliding(_) => self.fired_through(store)?,
+                _ => i64::MIN,
+            };
             let prefix = self.state_prefix();
             for key in store.keys_with_prefix(&prefix)? {
                 let parsed = (|| {
@@ -173,10 +272,7 @@ where
                 let Some((w, raw_key)) = parsed else {
                     return Err(StateError::Malformed(format!("window state key {key:?}")).into());
                 };
-                open.by_close.insert((self.kind.closes_at(w), w.start, raw_key.clone()));
-                if let Kind::Session(_) = self.kind {
-                    open.sessions.entry(raw_key).or_default().insert((w.start, w.end));
-                }
+                open.add(self.kind, w, &raw_key, watermark);
             }
             self.open = Some(open);
         }
@@ -185,11 +281,7 @@ where
 
     /// The queue's stream time (`i64::MIN` before any record).
     fn stream_time(&self, store: &mut QueueStore) -> Result<i64, StreamsError> {
-        let key = self.clock_key();
-        Ok(store
-            .read::<StateCodec<i64>, _>(self.clock(), &key, |t| t.copied())
-            .map_err(|e| state_error(&key, e))?
-            .unwrap_or(i64::MIN))
+        read_time(store, self.clock(), &self.clock_key())
     }
 
     /// The windows of a session key's record at `t`: the open sessions it
@@ -245,7 +337,8 @@ where
     ) -> Result<Option<A::Output>, StreamsError> {
         let prefix = self.state_prefix();
         Self::state_key(&mut self.key_buf, prefix, w, raw_key);
-        let (acc, on_update) = (&self.acc, self.kind.emit() == WindowEmit::OnUpdate);
+        let sliding = matches!(self.kind, Kind::Sliding(_));
+        let (acc, on_update) = (&self.acc, self.kind.emit() == WindowEmit::OnUpdate && !sliding);
         let (created, result) = store
             .update::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |state| {
                 let created = state.is_none();
@@ -260,17 +353,15 @@ where
         Ok(result)
     }
 
-    fn index(&mut self, store: &QueueStore, raw_key: &Bytes, w: TimeWindow) -> Result<(), StreamsError> {
-        let closes = self.kind.closes_at(w);
-        let session = matches!(self.kind, Kind::Session(_));
-        let open = self.open(store)?;
-        open.by_close.insert((closes, w.start, raw_key.clone()));
-        if session {
-            open.sessions
-                .entry(raw_key.clone())
-                .or_default()
-                .insert((w.start, w.end));
-        }
+    fn index(&mut self, store: &mut QueueStore, raw_key: &Bytes, w: TimeWindow) -> Result<(), StreamsError> {
+        // A window a new part makes that is closed already is not one the
+        // part can be in (see `content`): not indexed.
+        let watermark = match self.kind {
+            Kind::Sliding(_) => self.stream_time(store)?.saturating_sub(self.kind.grace()),
+            _ => i64::MIN,
+        };
+        let kind = self.kind;
+        self.open(store)?.add(kind, w, raw_key, watermark);
         Ok(())
     }
 
@@ -325,6 +416,9 @@ where
     fn fire(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         let kind = self.kind;
         let watermark = self.stream_time(ctx.store()?)?.saturating_sub(kind.grace());
+        if let Kind::Sliding(_) = kind {
+            return self.fire_sliding(ctx, watermark);
+        }
         let prefix = self.state_prefix();
         let (states, on_close) = (self.states(), kind.emit() == WindowEmit::OnClose);
         loop {
@@ -338,6 +432,7 @@ where
             let end = match kind {
                 Kind::Fixed(f) => start.saturating_add(f.size),
                 Kind::Session(s) => closes.saturating_sub(s.gap),
+                Kind::Sliding(_) => closes,
             };
             let window = TimeWindow { start, end };
             Self::state_key(&mut self.key_buf, prefix, window, &raw_key);
@@ -400,6 +495,236 @@ where
         }
     }
 
+    /// The queue has had no record for `idle` ms of wall-clock time: once
+    /// that reaches the idle timeout, the stream time follows the wall
+    /// clock (the records' stream time plus `idle`), but only when that
+    /// closes a window (`ctx.due` is then set; firing is the caller's next
+    /// step, after the moved stream time is durable).
+    fn idle(&mut self, ctx: &mut Context, idle: i64) -> Result<(), StreamsError> {
+        if idle < self.kind.idle_timeout() {
+            return Ok(());
+        }
+        let store = ctx.store()?;
+        let now = self.stream_time(store)?;
+        if now == i64::MIN {
+            return Ok(());
+        }
+        let target = self.idle_base.get_or_insert(now).saturating_add(idle);
+        if target <= now {
+            return Ok(());
+        }
+        let first = self.open(store)?.by_close.first().map(|(closes, _, _)| *closes);
+        if first.is_none_or(|closes| closes > target.saturating_sub(self.kind.grace())) {
+            return Ok(());
+        }
+        let key = self.clock_key();
+        store
+            .update::<StateCodec<i64>, _>(self.clock(), &key, |c| *c = Some(target))
+            .map_err(|e| state_error(&key, e))?;
+        ctx.due = true;
+        Ok(())
+    }
+
+    /// The state of `raw_key`'s records in `w`: its sliding parts there
+    /// that arrived while `w` was open, merged in time order (`None` if
+    /// none).
+    fn content(
+        &mut self,
+        store: &mut QueueStore,
+        raw_key: &Bytes,
+        w: TimeWindow,
+    ) -> Result<Option<A::State>, StreamsError> {
+        let buckets: Vec<(i64, i64)> = match self.open(store)?.sessions.get(raw_key) {
+            // The parts of times in w that came while w was open.
+            Some(buckets) => buckets
+                .range((w.start, i64::MIN)..(w.end, i64::MIN))
+                .filter(|&&(_, arrived)| arrived <= w.end)
+                .copied()
+                .collect(),
+            None => return Ok(None),
+        };
+        let prefix = self.state_prefix();
+        let mut merged: Option<A::State> = None;
+        for (start, end) in buckets {
+            Self::state_key(&mut self.key_buf, prefix, TimeWindow { start, end }, raw_key);
+            let Some(state) = store
+                .read::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |s| s.cloned())
+                .map_err(|e| state_error(raw_key, e))?
+            else {
+                continue;
+            };
+            match (merged.as_mut(), &self.merge) {
+                (None, _) => merged = Some(state),
+                (Some(m), Some(merge)) => merge(m, state),
+                (Some(_), None) => return Err(StreamsError::Topology("sliding windows need a merge".into())),
+            }
+        }
+        Ok(merged)
+    }
+
+    /// [`WindowEmit::OnUpdate`] of sliding windows: the new result of each
+    /// open window holding the record at `t`, those of the key's buckets
+    /// (a window starts `d` before a bucket, or just after one), and, when
+    /// the record made a new bucket, the window just after it (which the
+    /// key's later records, come earlier, may already fill).
+    fn sliding_updates(
+        &mut self,
+        ctx: &mut Context,
+        key: &K,
+        raw_key: &Bytes,
+        t: i64,
+        d: i64,
+        new_bucket: bool,
+    ) -> Result<(), StreamsError> {
+        let store = ctx.store()?;
+        let watermark = self.stream_time(store)?.saturating_sub(self.kind.grace());
+        let first = t.saturating_sub(d).saturating_sub(1);
+        let mut windows = BTreeSet::new();
+        if let Some(buckets) = self.open(store)?.sessions.get(raw_key) {
+            let near = (first.saturating_sub(d), i64::MIN)..=(t.saturating_add(d).saturating_add(1), i64::MAX);
+            for &(b, _) in buckets.range(near) {
+                for start in [b.saturating_sub(d), b.saturating_add(1)] {
+                    let end = start.saturating_add(d).saturating_add(1);
+                    let after = new_bucket && start == t.saturating_add(1);
+                    if (start <= t && t < end || after) && end > watermark {
+                        windows.insert(TimeWindow { start, end });
+                    }
+                }
+            }
+        }
+        for w in windows {
+            if !self.is_window(ctx.store()?, raw_key, w)? {
+                continue;
+            }
+            let Some(state) = self.content(ctx.store()?, raw_key, w)? else {
+                continue;
+            };
+            let out = Keyed {
+                key: Windowed {
+                    key: key.clone(),
+                    window: w,
+                },
+                raw_key: raw_key.clone(),
+                value: self.acc.result(&state),
+            };
+            self.next.process(
+                Record {
+                    value: out,
+                    timestamp: t,
+                },
+                ctx,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Fires the sliding windows the watermark closed (each guarded, as in
+    /// [`fire`](Self::fire)), then deletes the buckets no open window holds.
+    fn fire_sliding(&mut self, ctx: &mut Context, watermark: i64) -> Result<(), StreamsError> {
+        let on_close = self.kind.emit() == WindowEmit::OnClose;
+        loop {
+            let Some((end, start, raw_key)) = self.open(ctx.store()?)?.by_close.first().cloned() else {
+                break;
+            };
+            if end > watermark {
+                break;
+            }
+            let window = TimeWindow { start, end };
+            let state = if on_close && self.is_window(ctx.store()?, &raw_key, window)? {
+                self.content(ctx.store()?, &raw_key, window)?
+            } else {
+                None
+            };
+            if let Some(state) = state {
+                let (acc, next) = (&self.acc, &mut self.next);
+                let emitted = guarded(ctx, |ctx| {
+                    let key: K = codec::decode(&raw_key, "windowed key")?;
+                    let out = Keyed {
+                        key: Windowed { key, window },
+                        raw_key: raw_key.clone(),
+                        value: acc.result(&state),
+                    };
+                    next.process(
+                        Record {
+                            value: out,
+                            timestamp: end.saturating_sub(1),
+                        },
+                        ctx,
+                    )
+                });
+                match emitted {
+                    Ok(()) => {}
+                    Err(e @ StreamsError::State(_)) => return Err(e),
+                    Err(e) => ctx.flush_failures.push((raw_key.clone(), e)),
+                }
+            }
+            if let Some(open) = self.open.as_mut() {
+                open.by_close.remove(&(end, start, raw_key));
+            }
+        }
+        if watermark > self.fired_through(ctx.store()?)? {
+            let key = self.fired_key();
+            ctx.store()?
+                .update::<StateCodec<i64>, _>(self.fired_layer(), &key, |f| *f = Some(watermark))
+                .map_err(|e| state_error(&key, e))?;
+        }
+        let prefix = self.state_prefix();
+        let d = match self.kind {
+            Kind::Sliding(s) => s.difference,
+            _ => 0,
+        };
+        loop {
+            let Some((expires, arrived, raw_key)) = self.open(ctx.store()?)?.expiring.first().cloned() else {
+                return Ok(());
+            };
+            if expires > watermark {
+                return Ok(());
+            }
+            let bucket = TimeWindow {
+                start: expires.saturating_sub(d).saturating_sub(2),
+                end: arrived,
+            };
+            Self::state_key(&mut self.key_buf, prefix, bucket, &raw_key);
+            ctx.store()?
+                .update::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |s| *s = None)
+                .map_err(|e| state_error(&raw_key, e))?;
+            if let Some(open) = self.open.as_mut() {
+                open.expiring.remove(&(expires, arrived, raw_key.clone()));
+                if let Some(parts) = open.sessions.get_mut(&raw_key) {
+                    parts.remove(&(bucket.start, bucket.end));
+                    if parts.is_empty() {
+                        open.sessions.remove(&raw_key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `w` is a sliding window of `raw_key`'s live records: the one
+    /// ending with a record (at `end - 1`) or the one starting just after
+    /// one (at `start - 1`). The index may hold windows of parts a
+    /// rolled-back record made.
+    fn is_window(&mut self, store: &mut QueueStore, raw_key: &Bytes, w: TimeWindow) -> Result<bool, StreamsError> {
+        let parts: Vec<(i64, i64)> = match self.open(store)?.sessions.get(raw_key) {
+            Some(parts) => [w.end.saturating_sub(1), w.start.saturating_sub(1)]
+                .into_iter()
+                .flat_map(|t| parts.range((t, i64::MIN)..=(t, i64::MAX)).copied().collect::<Vec<_>>())
+                .collect(),
+            None => return Ok(false),
+        };
+        let prefix = self.state_prefix();
+        for (start, end) in parts {
+            Self::state_key(&mut self.key_buf, prefix, TimeWindow { start, end }, raw_key);
+            if store
+                .read::<StateCodec<A::State>, _>(self.states(), &self.key_buf, |s| s.is_some())
+                .map_err(|e| state_error(raw_key, e))?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Drops a fired (or phantom) window from the index.
     fn forget(&mut self, closes: i64, window: TimeWindow, raw_key: &Bytes) {
         let Some(open) = self.open.as_mut() else { return };
@@ -421,11 +746,13 @@ where
     fn process(&mut self, record: Record<Keyed<K, V>>, ctx: &mut Context) -> Result<(), StreamsError> {
         let Keyed { key, raw_key, value } = record.value;
         let t = record.timestamp;
+        self.idle_base = None;
         let store = ctx.store()?;
         let before = self.stream_time(store)?;
         let now = before.max(t);
         let grace = self.kind.grace();
         let closed = |closes: i64| closes.saturating_add(grace) <= now;
+        let mut new_bucket = false;
         match self.kind {
             Kind::Fixed(f) => {
                 self.windows.clear();
@@ -463,6 +790,33 @@ where
                 let merged = self.merge_sessions(store, &raw_key, t)?;
                 self.windows.clear();
                 self.windows.push(merged);
+            }
+            Kind::Sliding(sl) => {
+                // The windows holding t end in (t, t + d + 1].
+                let last_end = t.saturating_add(sl.difference).saturating_add(1);
+                if closed(last_end) {
+                    ctx.late += 1;
+                    return Err(StreamsError::Late {
+                        timestamp: t,
+                        closed_at: last_end.saturating_add(grace),
+                        stream_time: now,
+                    });
+                }
+                // The record goes into the part of its time that arrived
+                // under this watermark (the in-order part when its windows
+                // are all open).
+                let arrived = now.saturating_sub(grace).max(t);
+                let part = TimeWindow {
+                    start: t,
+                    end: arrived.saturating_add(1),
+                };
+                new_bucket = self
+                    .open(store)?
+                    .sessions
+                    .get(&raw_key)
+                    .is_none_or(|parts| parts.range((t, i64::MIN)..=(t, i64::MAX)).next().is_none());
+                self.windows.clear();
+                self.windows.push(part);
             }
         }
         if now > before {
@@ -504,6 +858,11 @@ where
             }
         }
         self.windows = windows;
+        if outcome.is_ok() && self.kind.emit() == WindowEmit::OnUpdate {
+            if let Kind::Sliding(sl) = self.kind {
+                outcome = self.sliding_updates(ctx, &key, &raw_key, t, sl.difference, new_bucket);
+            }
+        }
         outcome
     }
 
@@ -513,7 +872,7 @@ where
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
         let store = ctx.store()?;
         let mut failure = None;
-        for layer in [self.states(), self.clock()] {
+        for layer in [self.states(), self.clock(), self.fired_layer()] {
             store.encode_decoded(layer, |key, message| {
                 failure.get_or_insert((key, message));
             });
@@ -529,7 +888,17 @@ where
     }
 
     fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        self.fire(ctx)?;
+        match ctx.idle {
+            Some(idle) => self.idle(ctx, idle)?,
+            None => {
+                // After a frame (not an idle firing): the queue had records,
+                // so the next idle time counts from the stream time they made.
+                if !ctx.idle_firing {
+                    self.idle_base = None;
+                }
+                self.fire(ctx)?;
+            }
+        }
         self.next.advance(ctx)
     }
 }
@@ -763,6 +1132,283 @@ mod tests {
         let together = run(&["0 15 7"]);
         assert_eq!(apart, (vec![w("a", 0, 1, 1), w("a", 7, 16, 2)], 0));
         assert_eq!(together, apart);
+    }
+
+    #[test]
+    fn an_idle_queue_fires_its_last_windows_as_the_wall_clock_moves_on() {
+        let mut d = counting(Window::tumbling(ms(10)));
+        for t in [0, 5] {
+            pipe(&mut d, "a", t);
+        }
+        d.advance_wall_clock(ms(1_999)).expect("advance");
+        assert!(read(&mut d).is_empty(), "idle for less than the 2 s default");
+        assert_eq!(d.stream_time(queue_of("a")).expect("time"), Some(5));
+        d.advance_wall_clock(ms(1)).expect("advance");
+        assert_eq!(read(&mut d), [w("a", 0, 10, 2)]);
+        // The records' stream time plus the idle wall-clock time.
+        assert_eq!(d.stream_time(queue_of("a")).expect("time"), Some(2_005));
+        // Its window fired: a record for it now is late.
+        pipe(&mut d, "a", 7);
+        assert_eq!(d.metrics().late, 1);
+        // A record resets the idle time: [2000, 2010) waits 2 s more.
+        pipe(&mut d, "a", 2_001);
+        d.advance_wall_clock(ms(1_000)).expect("advance");
+        assert!(read(&mut d).is_empty());
+        d.advance_wall_clock(ms(1_000)).expect("advance");
+        assert_eq!(read(&mut d), [w("a", 2_000, 2_010, 1)]);
+        assert_eq!(d.state_len().expect("state"), 1, "only the stream time is left");
+    }
+
+    #[test]
+    fn idle_firing_can_be_turned_off_and_waits_for_the_grace() {
+        let mut off = counting(Window::tumbling(ms(10)).idle_timeout(Duration::MAX));
+        pipe(&mut off, "a", 0);
+        off.advance_wall_clock(Duration::from_secs(3_600)).expect("advance");
+        assert!(read(&mut off).is_empty());
+        assert_eq!(off.stream_time(queue_of("a")).expect("time"), Some(0));
+
+        let mut graced = counting(Window::session(ms(10)).grace(ms(1_000)).idle_timeout(ms(100)));
+        pipe(&mut graced, "a", 0);
+        // [0, 1) closes at 11, plus 1 s of grace: 1,011 ms of idle time.
+        graced.advance_wall_clock(ms(1_010)).expect("advance");
+        assert!(read(&mut graced).is_empty());
+        graced.advance_wall_clock(ms(1)).expect("advance");
+        assert_eq!(read(&mut graced), [w("a", 0, 1, 1)]);
+    }
+
+    /// Kafka Streams' sliding windows by their definition: a window
+    /// `[s, s + d]` (inclusive) for each start `t - d` and `t + 1` of a
+    /// record time `t`, with the records it holds, if any.
+    fn sliding_reference(times: &[i64], d: i64) -> Vec<(String, i64, i64, u64)> {
+        let starts: BTreeSet<i64> = times.iter().flat_map(|&t| [t - d, t + 1]).collect();
+        starts
+            .into_iter()
+            .filter_map(|start| {
+                let n = times.iter().filter(|&&t| start <= t && t <= start + d).count() as u64;
+                (n > 0).then(|| w("k", start, start + d + 1, n))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sliding_windows_follow_the_records() {
+        let mut d = counting(Window::sliding(ms(10)));
+        for t in [0, 5, 11] {
+            pipe(&mut d, "k", t);
+        }
+        d.advance_wall_clock(Duration::from_secs(60)).expect("advance");
+        let mut got = read(&mut d);
+        got.sort();
+        // [1, 11] is both the window after 0 and the one ending at 11: once.
+        assert_eq!(
+            got,
+            [w("k", -10, 1, 1), w("k", -5, 6, 2), w("k", 1, 12, 2), w("k", 6, 17, 1)]
+        );
+        assert_eq!(got, sliding_reference(&[0, 5, 11], 10));
+        assert_eq!(
+            d.state_len().expect("state"),
+            2,
+            "only the stream time and the firing mark are left"
+        );
+    }
+
+    #[test]
+    fn sliding_windows_count_what_a_reference_counts_out_of_order() {
+        // Records up to 13 ms back, a grace of 15: none comes after a
+        // window holding it closed (that takes 16), so every window is whole.
+        let (diff, grace) = (10, 15);
+        let spec = Window::sliding(ms(diff as u64)).grace(ms(grace as u64));
+        let mut d = counting(spec);
+        let mut updates = counting(spec.emit(WindowEmit::OnUpdate));
+        let mut times = Vec::new();
+        for i in 0..400i64 {
+            let t = i * 2 - if i % 7 == 0 { (i * 31) % 13 } else { 0 } + (i * 7919) % 4;
+            times.push(t);
+            pipe(&mut d, "k", t);
+            pipe(&mut updates, "k", t);
+        }
+        d.advance_wall_clock(Duration::from_secs(60)).expect("advance");
+        updates.advance_wall_clock(Duration::from_secs(60)).expect("advance");
+        assert_eq!(d.metrics().late, 0);
+        let mut got = read(&mut d);
+        got.sort();
+        assert_eq!(got, sliding_reference(&times, diff));
+        // Early results end where the final ones are, and no other window
+        // was ever emitted.
+        let mut last = std::collections::BTreeMap::new();
+        for (_, s, e, n) in read(&mut updates) {
+            last.insert((s, e), n);
+        }
+        let finals: std::collections::BTreeMap<(i64, i64), u64> =
+            got.iter().map(|(_, s, e, n)| ((*s, *e), *n)).collect();
+        assert_eq!(last, finals);
+        assert_eq!(
+            d.state_len().expect("state"),
+            2,
+            "only the stream time and the firing mark are left"
+        );
+    }
+
+    #[test]
+    fn a_sliding_record_joins_the_windows_still_open_and_is_late_when_none_is() {
+        let mut d = counting(Window::sliding(ms(10)));
+        for t in [0, 30, 25, 5] {
+            pipe(&mut d, "k", t);
+        }
+        // 30 closed every window holding 5 (they end by 16): late. 25's
+        // own window [15, 25] closed at 26, but [20, 30] and [26, 36] are open.
+        assert_eq!(d.metrics().late, 1);
+        d.advance_wall_clock(Duration::from_secs(60)).expect("advance");
+        let mut got = read(&mut d);
+        got.sort();
+        assert_eq!(got, [w("k", -10, 1, 1), w("k", 20, 31, 2), w("k", 26, 37, 1)]);
+    }
+
+    /// The shuffle queue the driver sends `key` to.
+    fn queue_of(key: &str) -> u32 {
+        rocketmq_streams_shuffle::partition(&rmp_serde::to_vec(key).expect("key"), 8)
+    }
+
+    #[test]
+    fn a_restart_between_an_idle_step_and_its_firing_fires_the_same_results_numbered_the_same() {
+        // Window counts, re-keyed: what the window fires goes to the
+        // shuffle topic, numbered (origin offset, seq).
+        let builder = StreamBuilder::new("win");
+        counted(&builder, Window::tumbling(ms(10)))
+            .to_rstream()
+            .key_by(|(w, _): &(Windowed<String>, u64)| w.key.clone())
+            .sum(|(_, n): &(Windowed<String>, u64)| *n)
+            .sink("out", Json::<(String, u64)>::new());
+        let topology = builder.build().expect("topology");
+        let shuffle = topology.shuffle_topic().expect("keyed").to_string();
+        let key = Bytes::from(rmp_serde::to_vec("k").expect("key"));
+        let mut framer = rocketmq_streams_shuffle::Framer::new();
+        for (i, t) in [1i64, 2, 3].into_iter().enumerate() {
+            framer.push(7, 0, i as i64, 0, t, &key, &rmp_serde::to_vec(&"k").expect("value"));
+        }
+        let frame = framer.finish().remove(0);
+        let run = |restart: bool| -> Vec<Bytes> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut ctx = Context::new(topology.sink_topics().len());
+            ctx.store = Some(QueueStore::open(dir.path().join("q"), 100).expect("open"));
+            let mut fail = |_: &Bytes, _: Option<u32>, e: StreamsError| Err(e);
+            let mut pipeline = topology.pipeline(&shuffle).expect("pipeline");
+            ctx.begin_record(42, 0);
+            pipeline.process(&frame, 0, &mut ctx, &mut fail).expect("frame");
+            assert!(ctx.shuffle.is_empty(), "[0, 10) is open");
+            ctx.begin_record(42, 0);
+            pipeline.resume(&mut ctx, &mut fail).expect("resume");
+            assert!(pipeline.idle(2_000, &mut ctx).expect("idle step"), "[0, 10) is due");
+            assert!(ctx.shuffle.is_empty(), "an idle step only writes state");
+            if restart {
+                // The step is durable, the firing never happened: a new
+                // pipeline on the same state fires first thing.
+                pipeline = topology.pipeline(&shuffle).expect("pipeline");
+                ctx.begin_record(42, 1);
+                pipeline.resume(&mut ctx, &mut fail).expect("resume");
+            } else {
+                pipeline.fire_idle(&mut ctx, &mut fail).expect("fire");
+            }
+            let frames: Vec<Bytes> = ctx.shuffle.take_frames(1).into_iter().flat_map(|(f, _)| f).collect();
+            assert!(!frames.is_empty(), "the window fired");
+            // Fired, so no longer pending: a later restart fires nothing.
+            pipeline = topology.pipeline(&shuffle).expect("pipeline");
+            ctx.begin_record(42, 1);
+            pipeline.resume(&mut ctx, &mut fail).expect("resume");
+            assert!(ctx.shuffle.is_empty(), "fired once");
+            frames
+        };
+        let fired = run(false);
+        assert_eq!(run(true), fired);
+        let frame = rocketmq_streams_shuffle::Frame::decode(&fired[0]).expect("frame");
+        let record = frame.records().next().expect("a record").expect("decodes");
+        assert_eq!(record.origin.offset, 0, "the queue's last offset");
+        assert_eq!(
+            record.origin.seq,
+            1 << 63 | 1 << 32,
+            "above the frame's records and its advance: idle step 1"
+        );
+    }
+
+    /// Times up to 30 ms out of order (grace 5, difference 10): some
+    /// records come after some of their windows closed, some after all.
+    fn disordered(n: i64) -> Vec<i64> {
+        (0..n).map(|i| i * 3 - (i * 7_919) % 61 / 2).collect()
+    }
+
+    /// The sliding count of `times` (key "k"), the times cut into shuffle
+    /// frames of `per_frame`, the pipeline restarted on the same store
+    /// before frame `restart_at` (`usize::MAX`: between the last idle step
+    /// and its firing), then the rest fired by the wall clock;
+    /// returns the results and the late count.
+    fn sliding_run(times: &[i64], per_frame: usize, restart_at: Option<usize>) -> (Vec<(i64, i64, u64)>, u64) {
+        let builder = StreamBuilder::new("win");
+        counted(&builder, Window::sliding(ms(10)).grace(ms(5)).idle_timeout(ms(1))).sink("out", Json::<Out>::new());
+        let topology = builder.build().expect("topology");
+        let shuffle = topology.shuffle_topic().expect("keyed").to_string();
+        let key = rmp_serde::to_vec("k").expect("key");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ctx = Context::new(topology.sink_topics().len());
+        ctx.store = Some(QueueStore::open(dir.path().join("q"), 10_000).expect("open"));
+        let mut fail = |_: &Bytes, _: Option<u32>, e: StreamsError| match e {
+            StreamsError::Late { .. } => Ok(()),
+            e => Err(e),
+        };
+        let mut pipeline = topology.pipeline(&shuffle).expect("pipeline");
+        let mut offset = 0i64;
+        for (i, chunk) in times.chunks(per_frame).enumerate() {
+            if restart_at == Some(i) {
+                pipeline = topology.pipeline(&shuffle).expect("pipeline");
+            }
+            let mut framer = rocketmq_streams_shuffle::Framer::new();
+            for &t in chunk {
+                framer.push(7, 0, offset, 0, t, &key, &key);
+                offset += 1;
+            }
+            for frame in framer.finish() {
+                ctx.begin_record(42, offset);
+                pipeline.process(&frame, 0, &mut ctx, &mut fail).expect("frame");
+            }
+        }
+        ctx.begin_record(42, offset);
+        if pipeline.idle(1_000, &mut ctx).expect("idle step") {
+            if restart_at == Some(usize::MAX) {
+                // Between the idle step and its firing: the new pipeline's
+                // index is built under the moved stream time.
+                pipeline = topology.pipeline(&shuffle).expect("pipeline");
+                pipeline.resume(&mut ctx, &mut fail).expect("resume");
+            } else {
+                pipeline.fire_idle(&mut ctx, &mut fail).expect("fire");
+            }
+        }
+        let json = Json::<Out>::new();
+        let mut got: Vec<(i64, i64, u64)> = ctx.outputs[0]
+            .iter()
+            .map(|o| {
+                let (w, n) = json.deserialize(&o.body).expect("result");
+                (w.window.start, w.window.end, n)
+            })
+            .collect();
+        got.sort_unstable();
+        (got, ctx.late)
+    }
+
+    #[test]
+    fn sliding_results_do_not_depend_on_frames_or_on_a_restart() {
+        let times = disordered(300);
+        let one_by_one = sliding_run(&times, 1, None);
+        assert!(one_by_one.1 > 0, "some records are late");
+        assert!(one_by_one.0.len() > 100, "{} windows", one_by_one.0.len());
+        for per_frame in [7, 50, 300] {
+            assert_eq!(sliding_run(&times, per_frame, None), one_by_one, "{per_frame} a frame");
+        }
+        for restart_at in [1, 13, 40, usize::MAX] {
+            assert_eq!(
+                sliding_run(&times, 7, Some(restart_at)),
+                one_by_one,
+                "restart at frame {restart_at}"
+            );
+        }
     }
 
     /// Collects what reaches it.

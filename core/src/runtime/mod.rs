@@ -27,6 +27,7 @@ mod handoff;
 mod inbox;
 mod metrics;
 mod shard;
+pub(crate) mod task;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,6 +283,7 @@ impl StreamRuntime {
                     shuffle_route: shuffle.clone(),
                     state_route: state.clone(),
                     reader: reader.clone(),
+                    admin: admin.clone(),
                     dir: state_dir.clone(),
                     cache: config.cache_capacity,
                     rocksdb: config.rocksdb.clone(),

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
-use rocketmq_streams_shuffle::origin_id;
 use rocketmq_streams_state::{
     LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions, StateError, StateLog,
 };
@@ -22,7 +21,8 @@ use super::metrics::{ShardCounters, ShardId};
 use crate::error::{SerdeError, StreamsError};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
-use crate::topology::{SourcePipeline, Topology};
+use crate::runtime::task::QueueTask;
+use crate::topology::Topology;
 
 /// The longest pause between two tries of a failed send.
 const MAX_SEND_PAUSE: Duration = Duration::from_secs(2);
@@ -99,6 +99,8 @@ pub(crate) struct StateSetup {
     pub(crate) shuffle_route: Arc<Vec<QueueId>>,
     pub(crate) state_route: Arc<Vec<QueueId>>,
     pub(crate) reader: QueueReader,
+    /// Reads the group's lag: an idle step waits for the whole input.
+    pub(crate) admin: rocketmq_streams_io::Admin,
     /// The job's state directory; each queue's RocksDB is a folder in it.
     pub(crate) dir: PathBuf,
     pub(crate) cache: usize,
@@ -120,6 +122,9 @@ struct QueueState {
     last_checkpoint: Instant,
     /// When the queue last had a batch to process (or its state came).
     last_batch: Instant,
+    /// The same, but never moved by a catch-up that found nothing to
+    /// read: how long the queue has been idle, for its windows.
+    quiet_since: Instant,
     /// The latest offset the queue's next batch may start at: the restored
     /// marker's `source_next`, then each processed batch's next offset.
     expected: Option<Offset>,
@@ -268,7 +273,7 @@ pub(crate) fn run(setup: ShardSetup) {
 
 struct Shard {
     setup: ShardSetup,
-    pipelines: HashMap<QueueId, Box<dyn SourcePipeline>>,
+    pipelines: HashMap<QueueId, QueueTask>,
     states: HashMap<QueueId, QueueState>,
     /// Queues whose batch failed: their later batches are dropped unacked.
     failed: HashSet<QueueId>,
@@ -281,6 +286,8 @@ struct Shard {
     restored_tx: futures::channel::mpsc::UnboundedSender<Restored>,
     restored_rx: futures::channel::mpsc::UnboundedReceiver<Restored>,
     ctx: Context,
+    /// The group's lag on the source topics, when it was read (idle steps).
+    lag: Option<(Instant, Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error>)>,
 }
 
 impl Shard {
@@ -298,6 +305,7 @@ impl Shard {
             restored_tx,
             restored_rx,
             ctx,
+            lag: None,
         }
     }
 
@@ -473,6 +481,27 @@ impl Shard {
                 }
                 continue;
             }
+            let idle = match self.idle_step(&queue).await {
+                Ok(Some(next)) => self.setup.events.send(ShardEvent::Checkpointed {
+                    queue: queue.clone(),
+                    next,
+                }),
+                Ok(None) => Ok(()),
+                Err(error) => {
+                    self.failed.insert(queue.clone());
+                    self.setup.events.send(ShardEvent::Failed {
+                        shard: self.setup.id,
+                        queue: Some(queue.clone()),
+                        error,
+                    })
+                }
+            };
+            if idle.is_err() {
+                return false;
+            }
+            if self.failed.contains(&queue) {
+                continue;
+            }
             let event = match self.checkpoint(&queue).await {
                 Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
                 Ok(None) => {
@@ -495,6 +524,127 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// Event time on a quiet queue: once a keyed queue has had no batch
+    /// for a window's idle timeout, its stream time follows the wall clock
+    /// ([`QueueTask::idle`]). A step that closes windows is made
+    /// durable by a checkpoint before they fire: a restart in between
+    /// fires them again with the same numbers (so a downstream stage's
+    /// high-water marks drop the repeats), never folds a new record into
+    /// them. What the firing deleted is left for the next checkpoint.
+    /// Returns the offset that checkpoint reported, if any.
+    async fn idle_step(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
+        let Some(st) = self.states.get_mut(queue) else {
+            return Ok(None);
+        };
+        // Nothing processed and nothing restored: no window is open.
+        let Some(next) = st.next.or(st.expected) else {
+            return Ok(None);
+        };
+        let idle_ms = i64::try_from(st.quiet_since.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let last = next.0 - 1;
+        let s = &self.setup;
+        let task = task_of(&mut self.pipelines, s, queue)?;
+        self.ctx.store = st.owned.take_store();
+        let mut dead = Vec::new();
+        let resumed = task.resume(last, &mut self.ctx, &mut |body, error, at| {
+            s.judge(body, error, at, &mut dead)
+        });
+        if let Some(store) = self.ctx.store.take() {
+            st.owned.put_store(store);
+        }
+        if let Err(e) = resumed {
+            self.ctx.discard_outputs();
+            return Err(e);
+        }
+        // What the resume fired goes out first.
+        self.send_any(queue, dead).await?;
+        let (Some(task), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
+            return Ok(None);
+        };
+        self.ctx.store = st.owned.take_store();
+        // Nothing is emitted from here to the rollback: only the store's
+        // writes are undone.
+        let mark = self.ctx.mark();
+        let due = task.idle(last, idle_ms, &mut self.ctx);
+        if let Some(store) = self.ctx.store.take() {
+            st.owned.put_store(store);
+        }
+        let due = due?;
+        if !due {
+            return Ok(None);
+        }
+        if !self.input_consumed(queue, next).await {
+            if let Some(st) = self.states.get_mut(queue) {
+                self.ctx.store = st.owned.take_store();
+                self.ctx.rollback(mark);
+                if let Some(store) = self.ctx.store.take() {
+                    st.owned.put_store(store);
+                }
+            }
+            return Ok(None);
+        }
+        if let Some(st) = self.states.get_mut(queue) {
+            st.next = Some(next);
+        }
+        tracing::debug!(%queue, idle_ms, "idle queue: its stream time follows the wall clock");
+        let checkpointed = self.checkpoint(queue).await?;
+        // A fenced checkpoint dropped the queue: its new restore fires.
+        let (Some(task), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
+            return Ok(checkpointed);
+        };
+        self.ctx.store = st.owned.take_store();
+        let mut dead = Vec::new();
+        let s = &self.setup;
+        let fired = task.fire_idle(last, &mut self.ctx, &mut |body, error, at| {
+            s.judge(body, error, at, &mut dead)
+        });
+        if let Some(store) = self.ctx.store.take() {
+            st.owned.put_store(store);
+        }
+        if let Err(e) = fired {
+            self.ctx.discard_outputs();
+            return Err(e);
+        }
+        self.send_any(queue, dead).await?;
+        Ok(checkpointed)
+    }
+
+    /// Whether the job's whole input is consumed: nothing waits in `queue`
+    /// past `next`, and the group has committed every other queue of its
+    /// source topics (the shuffle topic included) to its end. Only then
+    /// may an idle step move event time on: a record still on its way
+    /// (a source queue's owner restarting, another stage behind) would
+    /// find its window closed. Any failure to tell answers no.
+    async fn input_consumed(&mut self, queue: &QueueId, next: Offset) -> bool {
+        let Some(state) = &self.setup.state else {
+            return false;
+        };
+        match state.reader.bounds(queue.clone()).await {
+            Ok(Ok((_, end))) if end <= next => {}
+            _ => return false,
+        }
+        if self.lag.as_ref().is_none_or(|(at, _)| at.elapsed() >= LAG_FRESH) {
+            let lag = group_lag(&state.admin, &self.setup.topology).await;
+            self.lag = Some((Instant::now(), lag));
+        }
+        match self.lag.as_ref().map(|(_, lag)| lag) {
+            Some(Ok(lag)) => lag.iter().all(|(q, &behind)| q == queue || behind == 0),
+            Some(Err(error)) => {
+                tracing::debug!(%queue, %error, "cannot read the group's lag; the idle step waits");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Sends what the context holds, if anything (see [`send_outputs`](Self::send_outputs)).
+    async fn send_any(&mut self, queue: &QueueId, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
+        if dead.is_empty() && self.ctx.shuffle.is_empty() && self.ctx.outputs.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        self.send_outputs(queue, dead).await
     }
 
     /// A keyed queue that has had no batch for [`CATCH_UP_AFTER`] while
@@ -688,6 +838,7 @@ impl Shard {
                 checkpointed: None,
                 last_checkpoint: Instant::now(),
                 last_batch: Instant::now(),
+                quiet_since: Instant::now(),
             },
         );
         // The held batches, in order; before one that starts past `resume`
@@ -755,11 +906,11 @@ impl Shard {
     /// error policy, and sends the outputs, awaiting their
     /// acknowledgements.
     async fn flush(&mut self, queue: &QueueId) -> Result<(), StreamsError> {
-        let (Some(pipeline), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
+        let (Some(task), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
             return Ok(());
         };
         self.ctx.store = st.owned.take_store();
-        let outcome = pipeline.flush(&mut self.ctx);
+        let outcome = task.flush(&mut self.ctx);
         if let Some(store) = self.ctx.store.take() {
             st.owned.put_store(store);
         }
@@ -774,10 +925,7 @@ impl Shard {
                 return Err(error);
             }
         }
-        if dead.is_empty() && self.ctx.shuffle.is_empty() && self.ctx.outputs.iter().all(Vec::is_empty) {
-            return Ok(());
-        }
-        self.send_outputs(queue, dead).await
+        self.send_any(queue, dead).await
     }
 
     /// The offsets `[from, until)` of a keyed queue that come before
@@ -871,6 +1019,7 @@ impl Shard {
             Some(st) => {
                 // A batch entirely below what was processed moves neither.
                 st.last_batch = Instant::now();
+                st.quiet_since = st.last_batch;
                 st.next = batch.next_offset().max(st.next);
                 st.expected = st.next.max(st.expected);
                 let interval = self.setup.state.as_ref().map_or(Duration::ZERO, |c| c.commit_interval);
@@ -890,36 +1039,17 @@ impl Shard {
     fn run_records(&mut self, batch: &QueueBatch) -> Result<Vec<OutRecord>, StreamsError> {
         let s = &self.setup;
         ShardCounters::add(&s.counters.batches, 1);
-        let pipeline = match self.pipelines.entry(batch.queue.clone()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let Some(pipeline) = s.topology.pipeline(batch.queue.topic()) else {
-                    return Err(StreamsError::Topology(format!("no source reads {}", batch.queue)));
-                };
-                if let Ok(mut q) = s.counters.queues.lock() {
-                    q.push(batch.queue.clone());
-                }
-                e.insert(pipeline)
-            }
-        };
+        let task = task_of(&mut self.pipelines, s, &batch.queue)?;
         let mut dead = Vec::new();
-        let origin = origin_id(&batch.queue.to_string());
         let ctx = &mut self.ctx;
         // Left over by a batch that failed half-way: not this batch's.
         ctx.unframed = 0;
         ctx.duplicates = 0;
         ctx.late = 0;
-        for record in &batch.records {
-            ctx.begin_record(origin, record.offset.0);
-            let mut failed = |body: &bytes::Bytes, index: Option<u32>, error: StreamsError| {
-                let at = match index {
-                    Some(i) => format!("{}:{}#{i}", batch.queue, record.offset),
-                    None => format!("{}:{}", batch.queue, record.offset),
-                };
-                s.judge(body, &error, at, &mut dead)
-            };
-            pipeline.process(&record.body, record.born_timestamp, ctx, &mut failed)?;
-        }
+        let messages = batch.records.iter().map(|r| (r.offset.0, &r.body, r.born_timestamp));
+        task.run(messages, ctx, &mut |body, error, at| {
+            s.judge(body, error, at, &mut dead)
+        })?;
         // A shuffle message is a frame of records: count those (a message
         // that is no frame counts as one).
         let unframed = std::mem::take(&mut ctx.unframed);
@@ -1078,6 +1208,52 @@ async fn route_malformed_state(
         ShardCounters::add(&s.counters.dead_lettered, 1);
     }
     Ok(())
+}
+
+/// How long the group's lag read for idle steps is reused: the steps of
+/// one tick share it.
+const LAG_FRESH: Duration = Duration::from_millis(500);
+
+/// How far the job's consumer group trails each queue of its source topics
+/// (the shuffle topic included): a queue that holds messages and for which
+/// the broker reports no committed offset counts as not consumed.
+async fn group_lag(
+    admin: &rocketmq_streams_io::Admin,
+    topology: &Topology,
+) -> Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error> {
+    let mut all = HashMap::new();
+    for topic in topology.source_topics() {
+        let lag = admin.group_lag(topology.job_id(), topic).await?;
+        for offsets in admin.queue_offsets(topic).await? {
+            let behind = match lag.get(&offsets.queue) {
+                Some(&behind) => behind,
+                None if offsets.max.0 <= 0 => 0,
+                None => u64::MAX,
+            };
+            all.insert(offsets.queue, behind);
+        }
+    }
+    Ok(all)
+}
+
+/// The task of `queue`, made on its first use.
+fn task_of<'a>(
+    pipelines: &'a mut HashMap<QueueId, QueueTask>,
+    s: &ShardSetup,
+    queue: &QueueId,
+) -> Result<&'a mut QueueTask, StreamsError> {
+    Ok(match pipelines.entry(queue.clone()) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let Some(pipeline) = s.topology.pipeline(queue.topic()) else {
+                return Err(StreamsError::Topology(format!("no source reads {queue}")));
+            };
+            if let Ok(mut q) = s.counters.queues.lock() {
+                q.push(queue.clone());
+            }
+            e.insert(QueueTask::new(queue.to_string(), pipeline))
+        }
+    })
 }
 
 impl ShardSetup {
