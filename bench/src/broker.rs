@@ -1,5 +1,6 @@
-//! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`, and
-//! the windowed `nexmark-q5` and `nexmark-q7` (`--on-broker`).
+//! Scenarios on a broker: `pipe-baseline`, `stateless`, `wordcount`, the
+//! windowed `nexmark-q5` and `nexmark-q7`, and the joins `nexmark-q3` and
+//! `nexmark-q8` (`--on-broker`; see [`crate::joins`]).
 //!
 //! The windowed scenarios run on stamped bids whose event time is their
 //! produce stamp, with early results ([`WindowEmit::OnUpdate`]): every
@@ -54,6 +55,10 @@ pub enum Scenario {
     /// The highest bid per tumbling window (`key_by` one key → `window →
     /// aggregate`).
     Q7,
+    /// Auctions with their sellers (unwindowed join).
+    Q3,
+    /// New persons with their auctions of the same window (tumbling join).
+    Q8,
 }
 
 impl Scenario {
@@ -65,6 +70,8 @@ impl Scenario {
             Scenario::WordCount => "wordcount",
             Scenario::Q5 => "nexmark-q5",
             Scenario::Q7 => "nexmark-q7",
+            Scenario::Q3 => "nexmark-q3",
+            Scenario::Q8 => "nexmark-q8",
         }
     }
 }
@@ -309,6 +316,9 @@ impl Ctx<'_> {
                         .sink(output, Json::<(Windowed<u8>, (u64, u64))>::new());
                 }
             }
+            Scenario::Q3 | Scenario::Q8 => {
+                crate::joins::stamped_query(&builder, input, output, scenario == Scenario::Q8);
+            }
         }
         let mut config = RuntimeConfig::new(self.client.clone());
         config.shards = self.options.shards;
@@ -331,6 +341,7 @@ impl Ctx<'_> {
         move |seq, stamp| match scenario {
             Scenario::WordCount => load::stamped_line(seq, stamp, words, vocabulary),
             Scenario::Q5 | Scenario::Q7 => stamped_bid(seq, stamp),
+            Scenario::Q3 | Scenario::Q8 => crate::joins::stamped_event(seq, stamp),
             _ => load::stamped_binary(seq, stamp, size),
         }
     }
@@ -343,6 +354,8 @@ impl Ctx<'_> {
             // Each bid is in 5 hopping windows, one tumbling window.
             Scenario::Q5 => offered * 5,
             Scenario::Q7 => offered,
+            Scenario::Q3 => crate::joins::stamped_expected(offered).0,
+            Scenario::Q8 => crate::joins::stamped_expected(offered).1,
         }
     }
 
@@ -369,6 +382,10 @@ impl Ctx<'_> {
                         Err(_) => (None, 1),
                     }
                 }
+                Scenario::Q3 | Scenario::Q8 => match serde_json::from_slice::<(serde::de::IgnoredAny, u64)>(body) {
+                    Ok((_, stamp)) => (Some(stamp), 1),
+                    Err(_) => (None, 1),
+                },
                 _ => (load::binary_stamp(body).map(|(s, _)| s), 1),
             }
         }

@@ -24,7 +24,8 @@
 //! - q5: bids per auction in hopping windows (10 s every 2 s) of the bids'
 //!   event time, emitted as windows close (`key_by → window → count`);
 //! - q7: the highest bid per tumbling window of 10 s (`key_by` one key →
-//!   `window → max`).
+//!   `window → max`);
+//! - q3, q8: joins of persons and auctions (see [`crate::joins`]).
 //!
 //! The windowed queries' results come as windows close (a window's end
 //! passes the stream time of its shuffle queue); the last windows of the
@@ -66,6 +67,12 @@ pub enum Query {
     Q5,
     /// Highest bid in tumbling windows of 10 s.
     Q7,
+    /// Auctions of category 10 with their sellers of OR, ID or CA
+    /// (unwindowed join).
+    Q3,
+    /// New persons with the auctions they opened in the same 10 s window
+    /// (tumbling-window join).
+    Q8,
 }
 
 impl Query {
@@ -79,6 +86,8 @@ impl Query {
             Query::WordCount => "inproc-wordcount",
             Query::Q5 => "nexmark-q5",
             Query::Q7 => "nexmark-q7",
+            Query::Q3 => "nexmark-q3",
+            Query::Q8 => "nexmark-q8",
         }
     }
 
@@ -165,6 +174,8 @@ pub fn engine(query: Query, input: &[Bytes]) -> Result<(Run, u64), String> {
             .window(Window::tumbling(Duration::from_secs(10)))
             .max(|b: &Bid| b.price)
             .sink("out", Json::<(Windowed<u8>, usize)>::new()),
+        Query::Q3 => crate::joins::q3(&builder, "in", "out"),
+        Query::Q8 => crate::joins::q8(&builder, "in", "out"),
         Query::WordCount => builder
             .source("in", Utf8)
             .flat_map(|line: String| words(&line).map(str::to_owned).collect::<Vec<_>>())

@@ -27,6 +27,7 @@
 pub mod baseline;
 pub mod broker;
 pub mod inproc;
+pub mod joins;
 pub mod load;
 pub mod machine;
 pub mod progress;

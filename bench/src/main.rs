@@ -9,9 +9,12 @@
 //!   wordcount       flat_map → key_by → count (state + changelog) → sink
 //!   nexmark-q5 --on-broker | nexmark-q7 --on-broker
 //!                   stamped bids → key_by → window (hopping / tumbling, early results) → sink
+//!   nexmark-q3 --on-broker | nexmark-q8 --on-broker
+//!                   stamped persons and auctions → join (unwindowed / tumbling 10 s) → sink
 //! in-process scenarios (no broker; one shard's work through the test driver):
 //!   nexmark-q0 | nexmark-q1 | nexmark-q2 | nexmark-count   Nexmark bids, generated before timing
 //!   nexmark-q5 | nexmark-q7                                windowed: hot items, highest bid
+//!   nexmark-q3 | nexmark-q8                                joins: local item suggestion, new users
 //!   inproc-wordcount                                       lines of 10 words
 //!   (nexmark-q1 and inproc-wordcount also run a timely-dataflow peer; ratio = engine ÷ timely)
 //! options:
@@ -33,7 +36,7 @@
 //!   --write-buffer-mb N  RocksDB memtable size per queue, wordcount (default 8)
 //!   --block-cache-mb N   RocksDB block cache per queue, wordcount (default 8)
 //!   --compression C   none | lz4 | zstd, RocksDB files, wordcount (default lz4)
-//!   --on-broker       nexmark-q5 and nexmark-q7 on the broker instead of in-process
+//!   --on-broker       nexmark-q3, -q5, -q7 and -q8 on the broker instead of in-process
 //!   --namesrv ADDR    an external cluster instead of the embedded broker
 //!   --out DIR         where the JSON and SVG go (default bench/results)
 //! ```
@@ -83,6 +86,8 @@ fn real_main() -> Result<(), String> {
         "inproc-wordcount" => Some(Query::WordCount),
         "nexmark-q5" if !on_broker => Some(Query::Q5),
         "nexmark-q7" if !on_broker => Some(Query::Q7),
+        "nexmark-q3" if !on_broker => Some(Query::Q3),
+        "nexmark-q8" if !on_broker => Some(Query::Q8),
         _ => None,
     };
     let scenario = match scenario.as_str() {
@@ -91,6 +96,8 @@ fn real_main() -> Result<(), String> {
         "wordcount" => Scenario::WordCount,
         "nexmark-q5" if on_broker => Scenario::Q5,
         "nexmark-q7" if on_broker => Scenario::Q7,
+        "nexmark-q3" if on_broker => Scenario::Q3,
+        "nexmark-q8" if on_broker => Scenario::Q8,
         _ if in_process.is_some() => Scenario::PipeBaseline,
         other => return Err(format!("unknown scenario {other:?}")),
     };
@@ -215,6 +222,24 @@ fn real_main() -> Result<(), String> {
             settings.push(("emit".into(), "OnUpdate (early results), grace 30 s".into()));
             settings.push(("shuffle queues".into(), options.shuffle_queues.to_string()));
         }
+        Scenario::Q3 | Scenario::Q8 => {
+            settings.push((
+                "event time".into(),
+                format!(
+                    "{} records a ms (a function of the sequence number)",
+                    rocketmq_streams_bench::joins::PER_MS
+                ),
+            ));
+            settings.push((
+                "join".into(),
+                if scenario == Scenario::Q3 {
+                    "unwindowed inner, state kept".into()
+                } else {
+                    "inner within tumbling 10 s, grace 30 s".into()
+                },
+            ));
+            settings.push(("shuffle queues".into(), options.shuffle_queues.to_string()));
+        }
         _ => settings.push(("message size".into(), format!("{} B", options.size))),
     }
     let report = Report {
@@ -251,6 +276,7 @@ fn run_in_process(
     eprintln!("generating {records} input records in memory");
     let input = match query {
         Query::WordCount => inproc::lines(records),
+        Query::Q3 | Query::Q8 => rocketmq_streams_bench::joins::events(records),
         _ => inproc::bids(records),
     };
     let bytes: usize = input.iter().map(|b| b.len()).sum();

@@ -200,7 +200,7 @@ impl TopologyTestDriver {
     }
 
     /// The stream time of keyed queue `queue`: the latest event time its
-    /// windowed aggregations have seen, or the wall clock moved it to
+    /// windowed aggregations and joins have seen, or the wall clock moved it to
     /// (the largest, if several); `None` before any windowed record. A
     /// window's watermark is this minus its grace.
     ///
@@ -219,11 +219,8 @@ impl TopologyTestDriver {
         };
         let mut latest = None;
         for &node in &self.topology.windowed {
-            // A windowed aggregation's stream time: `[node 2 B][0x01]`.
-            let [a, b] = node.to_be_bytes();
-            let layer = u32::from(node) | 1 << 16;
-            let t = store.read::<crate::codec::StateCodec<i64>, _>(layer, &[a, b, 0x01], |t| t.copied())?;
-            latest = latest.max(t);
+            let t = crate::operators::stream_time::StreamClock::new(node).now(store)?;
+            latest = latest.max(Some(t).filter(|&t| t != i64::MIN));
         }
         Ok(latest)
     }
@@ -394,6 +391,12 @@ impl TopologyTestDriver {
     /// The counters so far.
     pub fn metrics(&self) -> &DriverMetrics {
         &self.metrics
+    }
+
+    /// Records kept in join state now (see
+    /// [`ShardMetrics::join_records`](crate::ShardMetrics::join_records)).
+    pub fn join_records(&self) -> u64 {
+        self.ctx.join_records.get()
     }
 }
 

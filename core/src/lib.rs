@@ -22,15 +22,26 @@
 //! processors per owned queue, and a record moves through it by direct
 //! calls — no queues, locks or per-record allocations of the engine's own.
 //!
-//! # Keys, state and windows
+//! # Keys, state, windows and joins
 //!
 //! `key_by` sends every record through the job's shuffle topic to the
 //! shard that owns its key's queue; there a [`GroupedStream`]'s
 //! aggregations keep state per key (RocksDB, changelog in a state topic,
 //! exact across crashes and rebalances), and
 //! [`window`](GroupedStream::window) cuts it into event-time windows
-//! (tumbling, hopping, sliding, session: the [`window`] module). A
-//! windowed job, tested on the driver:
+//! (tumbling, hopping, sliding, session: the [`window`] module).
+//! [`RStream::join`], [`left_join`](RStream::left_join) and
+//! [`outer_join`](RStream::outer_join) re-key two streams through the
+//! same shuffle topic and join them in each shuffle queue, their records
+//! kept in its store until their window closes (the [`join`] module):
+//!
+//! ```text
+//!  left  ─key_by─┐                  ┌─► join (state: both sides' records, until their window closes) ─► RStream
+//!                ├─► shuffle queue ─┤
+//!  right ─key_by─┘                  └─► aggregate / window (state per key / key and window) ─► GroupedStream
+//! ```
+//!
+//! A windowed job, tested on the driver:
 //!
 //! ```
 //! use std::time::Duration;
@@ -89,6 +100,7 @@ mod driver;
 mod dsl;
 mod emit;
 mod error;
+pub mod join;
 pub mod operators;
 mod policy;
 mod processor;
@@ -99,7 +111,7 @@ pub mod window;
 
 pub use accumulator::{Accumulator, Avg, Count, Extreme, Merge, Reduce, Sum};
 pub use driver::{DriverMetrics, TopologyTestDriver};
-pub use dsl::{GroupedStream, RStream, StreamBuilder, WindowSpec, WindowStream};
+pub use dsl::{GroupedStream, JoinBuilder, KeyedJoin, RStream, StreamBuilder, WindowSpec, WindowStream};
 pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
@@ -114,9 +126,9 @@ pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder,
-        StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window, WindowEmit, WindowStream,
-        Windowed,
+        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff,
+        StreamBuilder, StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window, WindowEmit,
+        WindowStream, Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

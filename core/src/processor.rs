@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rocketmq_streams_state::QueueStore;
 
 use crate::error::StreamsError;
+use crate::runtime::metrics::Gauge;
 
 /// A value with its event time.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +164,8 @@ pub struct Context {
     /// Records late for every window they belong to (see
     /// [`StreamsError::Late`]).
     pub(crate) late: u64,
+    /// Records kept in join state by the shard's queues.
+    pub(crate) join_records: Gauge,
     /// Set for an idle step ([`Processor::advance`] of a queue that has had
     /// no record for this many ms of wall-clock time): windowed operators
     /// move their stream time on instead of firing.

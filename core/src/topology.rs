@@ -110,7 +110,8 @@ pub struct Topology {
     pub(crate) sink_topics: Vec<String>,
     /// `<job_id>-shuffle` when the job has a `key_by`.
     pub(crate) shuffle_topic: Option<String>,
-    /// The nodes of windowed aggregations (their store key prefixes).
+    /// The nodes of windowed aggregations and joins (their store key
+    /// prefixes; each keeps its stream time under `[node][0x01]`).
     pub(crate) windowed: Vec<u16>,
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rocketmq_streams_io::{ClientConfig, EmbeddedRocketMQ, IoRuntime};
 
+pub mod joins;
 pub mod windows;
 pub mod wordcount;
 
@@ -204,6 +205,41 @@ impl TestCluster {
                 Err(_) => 0,
             }
         })
+    }
+
+    /// Reads `output` (while a job writes it) every [`read_topic`](Self::read_topic)
+    /// until `parse` of its bodies is `complete` (the parse and the number
+    /// of bodies), or `limit` passes. Returns the last parse, or `None`
+    /// with it if it never completed.
+    ///
+    /// # Panics
+    ///
+    /// As [`read_topic`](Self::read_topic).
+    pub fn read_until<T>(
+        &self,
+        output: &str,
+        at_least: usize,
+        limit: Duration,
+        parse: impl Fn(&[bytes::Bytes]) -> T,
+        mut complete: impl FnMut(&T, usize) -> bool,
+    ) -> Result<(T, usize), T> {
+        let mut last = None;
+        let done = wait_for(limit, || {
+            let bodies: Vec<_> = self
+                .read_topic(output, at_least, Duration::from_secs(10))
+                .into_iter()
+                .map(|r| r.body)
+                .collect();
+            let parsed = parse(&bodies);
+            let done = complete(&parsed, bodies.len());
+            last = Some((parsed, bodies.len()));
+            done.then_some(())
+        });
+        match (last, done) {
+            (Some(last), Some(())) => Ok(last),
+            (Some((parsed, _)), None) => Err(parsed),
+            (None, _) => Err(parse(&[])),
+        }
     }
 
     /// Reads `topic` from the start with a fresh consumer group until at

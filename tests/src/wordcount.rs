@@ -108,6 +108,24 @@ pub fn spawn_job(
     command.spawn().expect("spawn the job process")
 }
 
+/// Runs the job binary `bin` (see [`spawn_job`]; no failpoint) on
+/// `cluster` until `midway` holds, then kills it with SIGKILL (see
+/// [`kill_midway`](crate::kill_midway)).
+///
+/// # Panics
+///
+/// As [`kill_midway`](crate::kill_midway).
+pub fn kill_job_midway(
+    bin: &str,
+    cluster: &crate::TestCluster,
+    [job, input, output]: [&str; 3],
+    state_dir: &std::path::Path,
+    midway: impl FnMut() -> bool,
+) {
+    let mut child = spawn_job(bin, &cluster.client.namesrv_addr, job, input, output, state_dir, None);
+    crate::kill_midway(&mut child, Duration::from_secs(300), midway);
+}
+
 /// The final count of every word in `updates` (JSON `[word, count]`): a
 /// word's updates all go to one queue, in order, so its last one.
 ///

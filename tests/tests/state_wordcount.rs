@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rocketmq_streams::prelude::*;
 use rocketmq_streams_tests::wordcount::{
-    assert_counts, assert_output_counts, config, corpus, run_to_end, spawn_job, start, Latest, WORDS,
+    assert_counts, assert_output_counts, config, corpus, kill_job_midway, run_to_end, start, Latest, WORDS,
 };
-use rocketmq_streams_tests::{kill_midway, unique, wait_for, TestCluster};
+use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
 fn shuffled(job: &StreamRuntime) -> u64 {
     job.metrics().total(|s| s.shuffled)
@@ -57,18 +57,13 @@ fn word_count_equals_the_reference_after_the_job_process_is_killed() {
 
     // The job in a process of its own, killed with SIGKILL once a third of
     // the words are counted: no stop, no final checkpoint, no commit.
-    let mut child = spawn_job(
+    kill_job_midway(
         env!("CARGO_BIN_EXE_wordcount-job"),
-        &cluster.client.namesrv_addr,
-        &job,
-        &input,
-        &output,
+        &cluster,
+        [&job, &input, &output],
         dir.path(),
-        None,
+        || cluster.topic_size(&output) >= (WORDS / 3) as u64,
     );
-    kill_midway(&mut child, Duration::from_secs(300), || {
-        cluster.topic_size(&output) >= (WORDS / 3) as u64
-    });
     let before = cluster.topic_size(&output);
 
     // Finish in-process from what the killed job left: the local RocksDB

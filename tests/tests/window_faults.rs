@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use rocketmq_streams::prelude::*;
 use rocketmq_streams_tests::windows::{bids, closers, json, q5, q5_reference, q5_results, CRASH_GRACE};
-use rocketmq_streams_tests::wordcount::spawn_job;
-use rocketmq_streams_tests::{kill_midway, unique, wait_for, TestCluster};
+use rocketmq_streams_tests::wordcount::kill_job_midway;
+use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
 const BIDS: usize = 12_000;
 
@@ -58,24 +58,19 @@ fn await_results(
     output: &str,
     reference: &BTreeMap<(u64, i64), u64>,
 ) -> BTreeMap<(u64, i64), u64> {
-    let mut last = BTreeMap::new();
-    let complete = wait_for(Duration::from_secs(180), || {
-        let bodies: Vec<_> = cluster
-            .read_topic(output, reference.len(), Duration::from_secs(10))
-            .into_iter()
-            .map(|r| r.body)
-            .collect();
-        last = q5_results(&bodies);
-        eprintln!(
-            "{} results for {} of {} windows",
-            bodies.len(),
+    let limit = Duration::from_secs(180);
+    let read = cluster.read_until(output, reference.len(), limit, q5_results, |last, n| {
+        eprintln!("{n} results for {} of {} windows", last.len(), reference.len());
+        reference.keys().all(|k| last.contains_key(k))
+    });
+    match read {
+        Ok((last, _)) => last,
+        Err(last) => panic!(
+            "not every window fired within 180 s: {} of {}",
             last.len(),
             reference.len()
-        );
-        reference.keys().all(|k| last.contains_key(k)).then_some(())
-    });
-    assert!(complete.is_some(), "not every window fired within 180 s");
-    last
+        ),
+    }
 }
 
 #[test]
@@ -84,18 +79,13 @@ fn windows_are_exact_after_the_job_process_is_killed_while_they_fire() {
     let (input, output, job) = (unique("wf-bids"), unique("wf-counts"), unique("wf-job"));
     let reference = setup(&cluster, &input);
     let dir = tempfile::tempdir().expect("state dir");
-    let mut child = spawn_job(
+    kill_job_midway(
         env!("CARGO_BIN_EXE_window-job"),
-        &cluster.client.namesrv_addr,
-        &job,
-        &input,
-        &output,
+        &cluster,
+        [&job, &input, &output],
         dir.path(),
-        None,
+        || cluster.topic_size(&output) >= (reference.len() / 3) as u64,
     );
-    kill_midway(&mut child, Duration::from_secs(300), || {
-        cluster.topic_size(&output) >= (reference.len() / 3) as u64
-    });
     eprintln!("killed after {} results", cluster.topic_size(&output));
 
     let runtime = start(&cluster, &job, &input, &output, dir.path());

@@ -22,7 +22,9 @@ pub(crate) struct Graph {
     pub(crate) sink_topics: Vec<String>,
     pub(crate) terminals: usize,
     /// The chains after each `key_by`, indexed by its shuffle node number.
-    pub(crate) keyed: Vec<KeyedFactory>,
+    pub(crate) keyed: Vec<KeyedDef>,
+    /// Nodes of joins (they keep a stream time, as windows do).
+    pub(crate) joins: Vec<usize>,
     /// Nodes of `Emit::OnCommit` aggregations.
     pub(crate) on_commit: Vec<usize>,
     /// Nodes of windowed aggregations: no aggregation may follow one in
@@ -33,6 +35,16 @@ pub(crate) struct Graph {
 }
 
 pub(crate) type KeyedFactory = Arc<dyn Fn() -> Box<dyn KeyedEntry> + Send + Sync>;
+
+/// Where the records of a `key_by` node go in a shuffle queue's pipeline.
+#[derive(Clone)]
+pub(crate) enum KeyedDef {
+    /// A chain of their own, built by the factory.
+    Chain(KeyedFactory),
+    /// The chain of an earlier node (the right side of a join goes to the
+    /// join its left side built).
+    SharedWith(usize),
+}
 
 impl Graph {
     pub(crate) fn add_node(&mut self, kind: &'static str, detail: String, parent: Option<usize>) -> usize {
@@ -132,10 +144,31 @@ impl StreamBuilder {
         let shuffle_topic = (!graph.keyed.is_empty()).then(|| format!("{}-shuffle", self.job_id));
         if let Some(topic) = &shuffle_topic {
             let keyed = graph.keyed.clone();
+            for (i, def) in keyed.iter().enumerate() {
+                if let KeyedDef::SharedWith(node) = def {
+                    if *node >= i || !matches!(keyed[*node], KeyedDef::Chain(_)) {
+                        return Err(StreamsError::Topology(format!(
+                            "key_by {i} shares the chain of key_by {node}, which is not an earlier chain"
+                        )));
+                    }
+                }
+            }
             sources.push(SourceDef {
                 topic: topic.clone(),
                 factory: Arc::new(move || {
-                    Box::new(ShuffleSource::new(keyed.iter().map(|f| f()).collect())) as Box<dyn SourcePipeline>
+                    let mut entries = Vec::new();
+                    let mut route: Vec<usize> = Vec::with_capacity(keyed.len());
+                    for def in keyed.iter() {
+                        match def {
+                            KeyedDef::Chain(factory) => {
+                                route.push(entries.len());
+                                entries.push(factory());
+                            }
+                            // Checked above: an earlier chain of this graph.
+                            KeyedDef::SharedWith(node) => route.push(route.get(*node).copied().unwrap_or(0)),
+                        }
+                    }
+                    Box::new(ShuffleSource::new(entries, route)) as Box<dyn SourcePipeline>
                 }),
             });
         }
@@ -171,7 +204,12 @@ impl StreamBuilder {
             sources,
             sink_topics: graph.sink_topics.clone(),
             shuffle_topic,
-            windowed: graph.windowed.iter().filter_map(|&n| u16::try_from(n).ok()).collect(),
+            windowed: graph
+                .windowed
+                .iter()
+                .chain(&graph.joins)
+                .filter_map(|&n| u16::try_from(n).ok())
+                .collect(),
         })
     }
 }

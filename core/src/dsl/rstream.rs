@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use super::builder::{lock, SharedGraph};
+use super::builder::{lock, KeyedDef, SharedGraph};
 use crate::operators::{
     filter::Filter, flat_map::FlatMap, foreach::Foreach, foreach::Print, map::Map, select_timestamp::SelectTimestamp,
     sink::SinkOp, tee::Tee,
@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::grouped::GroupedStream;
+use super::join::JoinBuilder;
+use crate::join::{Inner, Left, Outer};
 use crate::operators::key_by::KeyBy;
 use crate::operators::shuffle_source::{KeyedEntry, TypedKeyedEntry};
 use crate::processor::{BoxProcessor, Discard, Keyed};
@@ -76,6 +78,49 @@ impl<T> Clone for RStream<T> {
 impl<T: Clone + 'static> RStream<T> {
     pub(crate) fn new(graph: SharedGraph, slot: Arc<Slot<T>>, node: usize) -> Self {
         Self { graph, slot, node }
+    }
+
+    /// The graph this stream is part of.
+    pub(crate) fn graph(&self) -> &SharedGraph {
+        &self.graph
+    }
+
+    /// Joins this stream (the left side) with `other` (the right side):
+    /// pairs of records whose keys are equal and, once windowed, whose
+    /// event times the window admits. Then `.on(left_key, right_key)`,
+    /// optionally `.within(window)` or `.retain(retention)`, and
+    /// `.apply(joiner)`. See [`crate::join`] for the semantics.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("clicks-with-views");
+    /// let views = builder.source("views", Json::<(String, u64)>::new());
+    /// let clicks = builder.source("clicks", Json::<(String, u64)>::new());
+    /// views
+    ///     .join(&clicks)
+    ///     .on(|v| v.0.clone(), |c| c.0.clone())
+    ///     .within(JoinWindows::of(Duration::from_secs(10)))
+    ///     .apply(|v, c| (v.0.clone(), v.1, c.1))
+    ///     .sink("clicked-views", Json::<(String, u64, u64)>::new());
+    /// builder.build().unwrap();
+    /// ```
+    pub fn join<R: Clone + 'static>(&self, other: &RStream<R>) -> JoinBuilder<T, R, Inner> {
+        JoinBuilder::new(self.clone(), other.clone())
+    }
+
+    /// A left join: as [`join`](Self::join), and a left record that joins
+    /// nothing is emitted with `None` once its window has closed (never
+    /// on arrival).
+    pub fn left_join<R: Clone + 'static>(&self, other: &RStream<R>) -> JoinBuilder<T, R, Left> {
+        JoinBuilder::new(self.clone(), other.clone())
+    }
+
+    /// An outer join: as [`left_join`](Self::left_join), for records of
+    /// either side.
+    pub fn outer_join<R: Clone + 'static>(&self, other: &RStream<R>) -> JoinBuilder<T, R, Outer> {
+        JoinBuilder::new(self.clone(), other.clone())
     }
 
     /// Records a build error if this stream comes after an
@@ -177,18 +222,35 @@ impl<T: Clone + 'static> RStream<T> {
         T: Serialize + DeserializeOwned,
         F: Fn(&T) -> K + Send + Sync + 'static,
     {
+        let slot: Arc<Slot<Keyed<K, T>>> = Arc::default();
+        let chain = slot.clone();
+        let (node, _) = self.shuffle_edge(f, move |_| {
+            let chain = chain.clone();
+            KeyedDef::Chain(Arc::new(move || {
+                Box::new(TypedKeyedEntry { next: chain.build() }) as Box<dyn KeyedEntry>
+            }))
+        });
+        GroupedStream::new(RStream::new(self.graph.clone(), slot, node))
+    }
+
+    /// The edge to the shuffle topic: a `KeyBy` node writing every record
+    /// under the key `f` selects; `keyed` gets the node's shuffle number
+    /// and says where its records go in a shuffle queue's pipeline.
+    /// Returns the graph node and the shuffle number.
+    pub(crate) fn shuffle_edge<K, F>(&self, f: F, keyed: impl FnOnce(u16) -> KeyedDef) -> (usize, u16)
+    where
+        K: Serialize + 'static,
+        T: Serialize,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
         self.refuse_after_on_commit("KeyBy");
         let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(f);
-        let slot: Arc<Slot<Keyed<K, T>>> = Arc::default();
         let (node, index) = {
             let mut graph = lock(&self.graph);
-            let index = graph.keyed.len();
+            let index = u16::try_from(graph.keyed.len()).unwrap_or(u16::MAX);
             let node = graph.add_node("KeyBy", format!("shuffle node {index}"), Some(self.node));
-            let chain = slot.clone();
-            graph.keyed.push(Arc::new(move || {
-                Box::new(TypedKeyedEntry { next: chain.build() }) as Box<dyn KeyedEntry>
-            }));
-            (node, u16::try_from(index).unwrap_or(u16::MAX))
+            graph.keyed.push(keyed(index));
+            (node, index)
         };
         self.slot.push(Arc::new(move || {
             Box::new(KeyBy {
@@ -196,7 +258,7 @@ impl<T: Clone + 'static> RStream<T> {
                 selector: selector.clone(),
             }) as BoxProcessor<T>
         }));
-        GroupedStream::new(RStream::new(self.graph.clone(), slot, node))
+        (node, index)
     }
 
     /// Transforms every value with `f`.

@@ -100,8 +100,10 @@ struct FrameMark {
 
 /// The pipeline of a shuffle-topic queue.
 pub(crate) struct ShuffleSource {
-    /// Indexed by `key_by` node.
+    /// The keyed chains: one per `key_by` node, but one for both sides of a join.
     pub(crate) entries: Vec<Box<dyn KeyedEntry>>,
+    /// Indexed by `key_by` node: its chain in `entries`.
+    route: Vec<usize>,
     /// The nodes the current frame touched (few; searched in order).
     marks: Vec<FrameMark>,
     /// Whether what a durable idle step left unfired was fired since the
@@ -110,9 +112,12 @@ pub(crate) struct ShuffleSource {
 }
 
 impl ShuffleSource {
-    pub(crate) fn new(entries: Vec<Box<dyn KeyedEntry>>) -> ShuffleSource {
+    /// The pipeline of `entries`, where the records of `key_by` node `n`
+    /// go to `entries[route[n]]`.
+    pub(crate) fn new(entries: Vec<Box<dyn KeyedEntry>>, route: Vec<usize>) -> ShuffleSource {
         ShuffleSource {
             entries,
+            route,
             marks: Vec::new(),
             resumed: false,
         }
@@ -201,13 +206,13 @@ impl ShuffleSource {
             };
             ctx.unframed += 1;
             let node = usize::from(record.node);
-            if node >= self.entries.len() {
+            let Some(&chain) = self.route.get(node) else {
                 let error = StreamsError::Topology(format!(
                     "shuffled record for key_by node {node}, which this topology does not have"
                 ));
                 failed(&record.to_frame(), Some(index), error)?;
                 continue;
-            }
+            };
             let m = match self.mark_of(ctx, record.node, frame.origin) {
                 Ok(m) => m,
                 Err(e) => return failed(body, Some(index), e),
@@ -219,7 +224,7 @@ impl ShuffleSource {
             }
             // Outputs are numbered by the record's place in the frame.
             ctx.seq = u64::from(index) << 32;
-            let entry = &mut self.entries[node];
+            let entry = &mut self.entries[chain];
             if let Err(e) = guarded(ctx, |ctx| entry.process(&record, ctx)) {
                 failed(&record.to_frame(), Some(index), e)?;
             }

@@ -40,6 +40,7 @@ use crate::accumulator::Accumulator;
 use crate::codec::{self, StateCodec};
 use crate::error::StreamsError;
 use crate::operators::aggregate::state_error;
+use crate::operators::stream_time::{encode_layers, ordered, read_time, unordered, StreamClock};
 use crate::processor::{BoxProcessor, Context, Keyed, Processor, Record};
 use crate::topology::guarded;
 use crate::window::{FixedWindows, SessionWindows, SlidingWindows, TimeWindow, WindowEmit, Windowed};
@@ -159,9 +160,7 @@ pub struct WindowAggregate<K, V, A: Accumulator<V>> {
     pub(crate) key_buf: Vec<u8>,
     /// `None` until the first use after the pipeline starts.
     pub(crate) open: Option<Open>,
-    /// The stream time the records made, before an idle queue's wall
-    /// clock moved it on (`None` until the first idle step after a record).
-    pub(crate) idle_base: Option<i64>,
+    pub(crate) clock: StreamClock,
 }
 
 impl<K, V, A: Accumulator<V>> WindowAggregate<K, V, A> {
@@ -181,27 +180,9 @@ impl<K, V, A: Accumulator<V>> WindowAggregate<K, V, A> {
             windows: Vec::new(),
             key_buf: Vec::new(),
             open: None,
-            idle_base: None,
+            clock: StreamClock::new(node),
         }
     }
-}
-
-/// A time the operator keeps in the store (`i64::MIN` if none).
-fn read_time(store: &mut QueueStore, layer: u32, key: &[u8]) -> Result<i64, StreamsError> {
-    Ok(store
-        .read::<StateCodec<i64>, _>(layer, key, |t| t.copied())
-        .map_err(|e| state_error(key, e))?
-        .unwrap_or(i64::MIN))
-}
-
-/// Sorts as the signed value does.
-fn ordered(v: i64) -> [u8; 8] {
-    ((v as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn unordered(b: &[u8]) -> Option<i64> {
-    let b: [u8; 8] = b.try_into().ok()?;
-    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
 }
 
 impl<K, V, A> WindowAggregate<K, V, A>
@@ -211,15 +192,6 @@ where
 {
     fn states(&self) -> u32 {
         u32::from(self.node)
-    }
-
-    fn clock(&self) -> u32 {
-        u32::from(self.node) | 1 << 16
-    }
-
-    fn clock_key(&self) -> [u8; 3] {
-        let [a, b] = self.node.to_be_bytes();
-        [a, b, 0x01]
     }
 
     /// Sliding windows: the watermark the windows were fired through.
@@ -281,7 +253,7 @@ where
 
     /// The queue's stream time (`i64::MIN` before any record).
     fn stream_time(&self, store: &mut QueueStore) -> Result<i64, StreamsError> {
-        read_time(store, self.clock(), &self.clock_key())
+        self.clock.now(store)
     }
 
     /// The windows of a session key's record at `t`: the open sessions it
@@ -505,22 +477,14 @@ where
             return Ok(());
         }
         let store = ctx.store()?;
-        let now = self.stream_time(store)?;
-        if now == i64::MIN {
+        let Some(target) = self.clock.idle_target(store, idle)? else {
             return Ok(());
-        }
-        let target = self.idle_base.get_or_insert(now).saturating_add(idle);
-        if target <= now {
-            return Ok(());
-        }
+        };
         let first = self.open(store)?.by_close.first().map(|(closes, _, _)| *closes);
         if first.is_none_or(|closes| closes > target.saturating_sub(self.kind.grace())) {
             return Ok(());
         }
-        let key = self.clock_key();
-        store
-            .update::<StateCodec<i64>, _>(self.clock(), &key, |c| *c = Some(target))
-            .map_err(|e| state_error(&key, e))?;
+        self.clock.set(store, target)?;
         ctx.due = true;
         Ok(())
     }
@@ -746,7 +710,7 @@ where
     fn process(&mut self, record: Record<Keyed<K, V>>, ctx: &mut Context) -> Result<(), StreamsError> {
         let Keyed { key, raw_key, value } = record.value;
         let t = record.timestamp;
-        self.idle_base = None;
+        self.clock.on_record();
         let store = ctx.store()?;
         let before = self.stream_time(store)?;
         let now = before.max(t);
@@ -820,10 +784,7 @@ where
             }
         }
         if now > before {
-            let key = self.clock_key();
-            store
-                .update::<StateCodec<i64>, _>(self.clock(), &key, |c| *c = Some(now))
-                .map_err(|e| state_error(&key, e))?;
+            self.clock.set(store, now)?;
         }
         let windows = std::mem::take(&mut self.windows);
         let mut outcome = Ok(());
@@ -870,20 +831,8 @@ where
     /// last flush; a state that does not encode fails the flush (and the
     /// checkpoint), as for [`Aggregate`](crate::operators::aggregate::Aggregate).
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        let store = ctx.store()?;
-        let mut failure = None;
-        for layer in [self.states(), self.clock(), self.fired_layer()] {
-            store.encode_decoded(layer, |key, message| {
-                failure.get_or_insert((key, message));
-            });
-        }
-        if let Some((key, message)) = failure {
-            return Err(StateError::Codec {
-                key: format!("{key:?}"),
-                message: format!("the window state does not encode, so the queue cannot checkpoint: {message}"),
-            }
-            .into());
-        }
+        let layers = [self.states(), self.clock.layer(), self.fired_layer()];
+        encode_layers(ctx.store()?, &layers, "the window state")?;
         self.next.flush(ctx)
     }
 
@@ -893,9 +842,7 @@ where
             None => {
                 // After a frame (not an idle firing): the queue had records,
                 // so the next idle time counts from the stream time they made.
-                if !ctx.idle_firing {
-                    self.idle_base = None;
-                }
+                self.clock.on_advance(ctx);
                 self.fire(ctx)?;
             }
         }

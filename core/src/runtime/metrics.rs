@@ -4,8 +4,8 @@
 //! stores, no contention) and read by `StreamRuntime::metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rocketmq_streams_io::{Offset, QueueId};
 
@@ -16,6 +16,21 @@ pub struct ShardId(pub u16);
 impl std::fmt::Display for ShardId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "shard-{}", self.0)
+    }
+}
+
+/// A count that rises and falls, shared by the operators of one shard
+/// (relaxed atomics: written by that shard's thread, read by `metrics`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    pub(crate) fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        u64::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(0)
     }
 }
 
@@ -32,6 +47,7 @@ pub(crate) struct ShardCounters {
     pub(crate) late: AtomicU64,
     pub(crate) restored: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) join_records: Gauge,
     /// Queues this shard built a pipeline for, and the OS thread it ran on.
     /// Written once per queue assignment, not per record.
     pub(crate) queues: Mutex<Vec<QueueId>>,
@@ -58,6 +74,7 @@ impl ShardCounters {
             late: get(&self.late),
             restored: get(&self.restored),
             checkpoints: get(&self.checkpoints),
+            join_records: self.join_records.get(),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
         }
     }
@@ -91,6 +108,10 @@ pub struct ShardMetrics {
     pub restored: u64,
     /// State checkpoints (changelog + marker + RocksDB) completed.
     pub checkpoints: u64,
+    /// Records kept in join state by this shard's queues now (a gauge: it
+    /// rises as records arrive and falls as their windows close or their
+    /// queue leaves the shard).
+    pub join_records: u64,
     /// Queues this shard has owned (built a pipeline for).
     pub queues: Vec<QueueId>,
 }

@@ -25,7 +25,7 @@
 
 mod handoff;
 mod inbox;
-mod metrics;
+pub(crate) mod metrics;
 mod shard;
 pub(crate) mod task;
 

@@ -292,7 +292,8 @@ struct Shard {
 
 impl Shard {
     fn new(setup: ShardSetup) -> Self {
-        let ctx = Context::new(setup.topology.sink_topics().len());
+        let mut ctx = Context::new(setup.topology.sink_topics().len());
+        ctx.join_records = setup.counters.join_records.clone();
         let (restored_tx, restored_rx) = futures::channel::mpsc::unbounded();
         Self {
             setup,
