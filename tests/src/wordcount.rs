@@ -266,12 +266,27 @@ pub fn assert_state_by_probe(
 ///
 /// When a count differs (naming up to five words) or a word is missing.
 pub fn assert_output_counts(cluster: &crate::TestCluster, output: &str, reference: &HashMap<String, u64>) {
-    let updates = cluster.read_topic(output, cluster.topic_size(output) as usize, Duration::from_secs(300));
+    let stored = cluster.topic_size(output);
+    let updates = cluster.read_topic(output, stored as usize, Duration::from_secs(300));
     let last = last_counts(&updates);
     let wrong = wrong_counts(&last, reference);
-    assert!(
-        wrong.is_empty(),
-        "final counts differ from the reference (word, expected, got): {wrong:?}"
-    );
+    if let Some((word, _, _)) = wrong.first() {
+        // What tells a reader's fault (the right count is there, or the
+        // read stopped short) from a lost update (it is nowhere).
+        let of_word: Vec<(i64, u64)> = updates
+            .iter()
+            .filter_map(|u| {
+                let (w, count): (String, u64) = serde_json::from_slice(&u.body).ok()?;
+                (&w == word).then_some((u.offset.0, count))
+            })
+            .collect();
+        let all_wrong = reference.iter().filter(|(w, c)| last.get(*w) != Some(c)).count();
+        panic!(
+            "final counts differ from the reference (word, expected, got): {wrong:?}; {all_wrong} words wrong \
+             in all; read {} updates of {stored} stored; the updates of {word:?} (offset, count) in read \
+             order: {of_word:?}",
+            updates.len()
+        );
+    }
     assert_eq!(last.len(), reference.len(), "every distinct word counted");
 }
