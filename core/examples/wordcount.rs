@@ -166,7 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let m = job.metrics();
         let counted: u64 = latest.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
-        if (m.lag.len() >= 16 && m.total_lag() == 0 && counted >= total_words)
+        if (m.lag.len() >= 16 && m.caught_up() && counted >= total_words)
             || interrupt.is_set()
             || job.has_stopped()
             || started.elapsed() > Duration::from_secs(600)

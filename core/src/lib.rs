@@ -126,9 +126,9 @@ pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, RStream, RuntimeConfig, ShuffleHandOff,
-        StreamBuilder, StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window, WindowEmit,
-        WindowStream, Windowed,
+        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, RStream, RuntimeConfig,
+        ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window,
+        WindowEmit, WindowStream, Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cheetah_string::CheetahString;
-use rocketmq_client_rust::{ConsumerAdmin, DefaultMQAdminExt, OffsetAdmin, RouteAdmin, TopicAdmin};
+use rocketmq_client_rust::{BrokerAdmin, ConsumerAdmin, DefaultMQAdminExt, OffsetAdmin, RouteAdmin, TopicAdmin};
 use rocketmq_model::common::config::TopicConfig;
 
 use crate::config::ClientConfig;
@@ -144,6 +144,46 @@ impl Admin {
                     .collect();
                 out.sort_by(|a, b| a.queue.cmp(&b.queue));
                 Ok(out)
+            })
+            .await?
+    }
+
+    /// Bytes the master brokers have stored in their commit logs but not yet
+    /// dispatched to their consume queues, summed over the brokers.
+    ///
+    /// A broker appends a message to its commit log before it acknowledges
+    /// the send, and indexes it into the message queue's consume queue
+    /// asynchronously (RocketMQ's reput service). Until then the message is
+    /// neither readable nor counted in [`Admin::queue_offsets`]' `max`: an
+    /// end offset read while this is above zero may be short of messages
+    /// already acknowledged. Read it before the offsets it vouches for.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Admin`] error if no master broker is
+    /// registered or one does not report its runtime figures.
+    pub async fn dispatch_behind(&self) -> Result<u64> {
+        let admin = self.admin.clone();
+        self.io
+            .spawn(async move {
+                let mut behind = 0u64;
+                for addr in master_addrs(&admin).await? {
+                    let stats = admin.fetch_broker_runtime_stats(addr.clone()).await.map_err(|e| {
+                        Error::client(Operation::Admin, &format!("runtime figures of broker {addr}"), e)
+                    })?;
+                    let bytes = stats
+                        .table
+                        .get("dispatchBehindBytes")
+                        .and_then(|v| v.as_str().parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            Error::transient(
+                                Operation::Admin,
+                                format!("broker {addr} reports no dispatchBehindBytes"),
+                            )
+                        })?;
+                    behind += u64::try_from(bytes).unwrap_or(0);
+                }
+                Ok(behind)
             })
             .await?
     }

@@ -185,7 +185,10 @@ impl TestCluster {
     }
 
     /// How many messages `topic` holds: its queues' end offsets summed (0 if
-    /// it does not exist yet).
+    /// it does not exist yet), read once the brokers have indexed every
+    /// message they stored (their dispatch backlog is 0, waited for at most
+    /// 60 s): the end offsets count every message acknowledged before the
+    /// call.
     pub fn topic_size(&self, topic: &str) -> u64 {
         let admin = match self.admin.get() {
             Some(admin) => admin.clone(),
@@ -200,6 +203,10 @@ impl TestCluster {
         };
         let topic = topic.to_string();
         self.block_on(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while admin.dispatch_behind().await.map_or(true, |b| b > 0) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             match admin.queue_offsets(&topic).await {
                 Ok(offsets) => offsets.iter().map(|o| u64::try_from(o.max.0).unwrap_or(0)).sum(),
                 Err(_) => 0,

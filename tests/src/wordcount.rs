@@ -192,14 +192,15 @@ pub fn run_to_end(jobs: &[&StreamRuntime]) {
             last_report = std::time::Instant::now();
             for (i, m) in metrics.iter().enumerate() {
                 eprintln!(
-                    "instance {i}: in {} shuffled {} checkpoints {} restored {} duplicates {}, lag {} over {} queues",
+                    "instance {i}: in {} shuffled {} checkpoints {} restored {} duplicates {}, lag {} over {} queues, broker backlog {} bytes",
                     m.total(|s| s.records_in),
                     m.total(|s| s.shuffled),
                     m.total(|s| s.checkpoints),
                     m.total(|s| s.restored),
                     m.total(|s| s.duplicates),
                     m.total_lag(),
-                    m.lag.len()
+                    m.lag.len(),
+                    m.dispatch_behind
                 );
                 let behind: Vec<_> = m.lag.iter().filter(|(_, l)| **l > 0).collect();
                 if !behind.is_empty() {
@@ -208,8 +209,7 @@ pub fn run_to_end(jobs: &[&StreamRuntime]) {
             }
         }
         let queues: usize = metrics.iter().map(|m| m.lag.len()).sum();
-        let lag: u64 = metrics.iter().map(|m| m.total_lag()).sum();
-        (queues >= QUEUES && lag == 0).then_some(())
+        (queues >= QUEUES && metrics.iter().all(JobMetrics::caught_up)).then_some(())
     });
     assert!(
         done.is_some(),

@@ -28,7 +28,7 @@ fn config(cluster: &TestCluster, dir: &std::path::Path) -> RuntimeConfig {
 fn caught_up(runtime: &StreamRuntime, queues: usize, records_in: u64) -> bool {
     wait_for(Duration::from_secs(180), || {
         let m = runtime.metrics();
-        (m.lag.len() >= queues && m.total_lag() == 0 && m.total(|s| s.records_in) >= records_in).then_some(())
+        (m.lag.len() >= queues && m.caught_up() && m.total(|s| s.records_in) >= records_in).then_some(())
     })
     .is_some()
 }

@@ -45,8 +45,7 @@ fn caught_up(jobs: &[&StreamRuntime]) -> bool {
     wait_for(Duration::from_secs(300), || {
         let metrics: Vec<_> = jobs.iter().map(|j| j.metrics()).collect();
         let queues: usize = metrics.iter().map(|m| m.lag.len()).sum();
-        let lag: u64 = metrics.iter().map(|m| m.total_lag()).sum();
-        (queues >= 9 && lag == 0).then_some(())
+        (queues >= 9 && metrics.iter().all(JobMetrics::caught_up)).then_some(())
     })
     .is_some()
 }

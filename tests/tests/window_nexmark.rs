@@ -83,7 +83,7 @@ fn hopping_counts_and_tumbling_maxima_match_their_references_across_a_restart() 
     let (runtime, counts_1, highest_1) = start(&cluster, &job, &input, dir.path());
     let caught_up = wait_for(Duration::from_secs(180), || {
         let m = runtime.metrics();
-        (m.lag.len() >= 4 && m.total_lag() == 0 && m.total(|s| s.records_in) >= (BIDS / 2 * 3) as u64).then_some(())
+        (m.lag.len() >= 4 && m.caught_up() && m.total(|s| s.records_in) >= (BIDS / 2 * 3) as u64).then_some(())
     });
     let m1 = runtime.stop().expect("clean stop");
     assert!(caught_up.is_some(), "the first run did not catch up: {m1:?}");
@@ -109,7 +109,7 @@ fn hopping_counts_and_tumbling_maxima_match_their_references_across_a_restart() 
     let in_before = BIDS as u64 / 2 * 3;
     let all_in = wait_for(Duration::from_secs(180), || {
         let m = runtime.metrics();
-        (m.lag.len() >= 4 && m.total_lag() == 0 && m.total(|s| s.records_in) >= in_before).then_some(())
+        (m.lag.len() >= 4 && m.caught_up() && m.total(|s| s.records_in) >= in_before).then_some(())
     });
     assert!(
         all_in.is_some(),
@@ -167,7 +167,7 @@ fn the_stream_time_survives_a_migration() {
         let runtime = StreamRuntime::start(builder.build().expect("topology"), config).expect("start");
         let done = wait_for(Duration::from_secs(120), || {
             let m = runtime.metrics();
-            (m.total_lag() == 0 && !m.lag.is_empty() && m.total(|s| s.records_in) >= expect_in).then_some(())
+            (m.caught_up() && !m.lag.is_empty() && m.total(|s| s.records_in) >= expect_in).then_some(())
         });
         let m = runtime.stop().expect("clean stop");
         assert!(done.is_some(), "the run did not catch up: {m:?}");

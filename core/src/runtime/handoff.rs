@@ -15,10 +15,12 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rocketmq_streams_io::{OutRecord, QueueId, Sink};
 
 use super::inbox::{Inbox, Outbox};
+use super::metrics::ShuffleWritten;
 use crate::error::StreamsError;
 
 /// The answer to one hand-off: the sender's batch it belongs to, and how
@@ -102,7 +104,12 @@ impl HandOffLinks {
 
 /// The hand-off task of one shard: until every other shard has let go of
 /// its channel, takes what is handed, sends it gathered per queue, answers.
-pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink, outage: std::time::Duration) {
+pub(crate) async fn write_handed(
+    from: Inbox<HandOff>,
+    sink: Sink,
+    outage: std::time::Duration,
+    written: Option<Arc<ShuffleWritten>>,
+) {
     while let Some(first) = from.recv().await {
         let mut handed = vec![first];
         while let Some(more) = from.try_recv() {
@@ -128,6 +135,9 @@ pub(crate) async fn write_handed(from: Inbox<HandOff>, sink: Sink, outage: std::
             .collect();
         for (counts, answers, task) in sends {
             let result = task.await;
+            if let (Ok(ack), Some(w)) = (&result, &written) {
+                w.record(&ack.queue, ack.last_offset);
+            }
             for ((batch, count), answer) in counts.into_iter().zip(answers) {
                 let reply = match &result {
                     Ok(_) => (batch, Ok(count)),

@@ -19,6 +19,43 @@ impl std::fmt::Display for ShardId {
     }
 }
 
+/// The last offset this instance's sends were given in each queue of the
+/// shuffle topic (lock-free: one `fetch_max` per acknowledged send).
+///
+/// The lag metric takes the end of a shuffle queue as the larger of the
+/// broker's consume-queue end and this: a frame the broker acknowledged is
+/// in its commit log but may not be indexed into the consume queue yet, and
+/// a lag of 0 must not be read while frames this job wrote are unprocessed.
+#[derive(Debug)]
+pub(crate) struct ShuffleWritten {
+    /// The shuffle topic's queues, sorted.
+    route: Arc<Vec<QueueId>>,
+    /// The last offset written per queue of `route`; -1 before any.
+    last: Vec<AtomicI64>,
+}
+
+impl ShuffleWritten {
+    pub(crate) fn new(route: Arc<Vec<QueueId>>) -> Self {
+        let last = route.iter().map(|_| AtomicI64::new(-1)).collect();
+        Self { route, last }
+    }
+
+    /// Notes that a send to `queue` was stored up to `last` (inclusive).
+    pub(crate) fn record(&self, queue: &QueueId, last: Offset) {
+        if let Ok(i) = self.route.binary_search(queue) {
+            self.last[i].fetch_max(last.0, Ordering::Relaxed);
+        }
+    }
+
+    /// The offset after the last one this instance wrote to `queue`, if it
+    /// wrote any.
+    pub(crate) fn end(&self, queue: &QueueId) -> Option<Offset> {
+        let i = self.route.binary_search(queue).ok()?;
+        let last = self.last[i].load(Ordering::Relaxed);
+        (last >= 0).then(|| Offset(last + 1))
+    }
+}
+
 /// A count that rises and falls, shared by the operators of one shard
 /// (relaxed atomics: written by that shard's thread, read by `metrics`).
 #[derive(Debug, Clone, Default)]
@@ -125,16 +162,39 @@ pub struct JobMetrics {
     pub commits: u64,
     /// The last committed offset per queue.
     pub committed: BTreeMap<QueueId, Offset>,
-    /// Records not yet committed per queue this instance owns: the broker's
-    /// end offset minus the committed offset, refreshed at most once a
-    /// second at commit time.
+    /// Messages not yet committed per queue this instance owns: the
+    /// broker's end offset minus the committed offset, refreshed at most
+    /// once a second at commit time. A message of the shuffle topic is a
+    /// frame of many records.
+    ///
+    /// The end offset is what the broker's consume queue holds, and a
+    /// broker indexes stored messages into its consume queues
+    /// asynchronously: while [`JobMetrics::dispatch_behind`] is above zero,
+    /// messages already stored (shuffle frames this job wrote among them)
+    /// may be missing from it, and a lag of 0 does not mean caught up. Use
+    /// [`JobMetrics::caught_up`] for that.
     pub lag: BTreeMap<QueueId, u64>,
+    /// Bytes the brokers had stored but not yet indexed into their consume
+    /// queues, read just before the end offsets of [`JobMetrics::lag`]
+    /// (summed over the master brokers; see `Admin::dispatch_behind`).
+    pub dispatch_behind: u64,
 }
 
 impl JobMetrics {
     /// The lag summed over the queues this instance owns.
     pub fn total_lag(&self) -> u64 {
         self.lag.values().sum()
+    }
+
+    /// Whether, at the last lag refresh, this instance had committed every
+    /// message of the queues it owns: no lag on any of them, and nothing
+    /// stored on the brokers left to index (so the end offsets were
+    /// complete, up to the moment they were read). Messages written after
+    /// that refresh, by this job or another producer, are not covered, and
+    /// an instance that owns no queue is trivially caught up (check
+    /// `lag.len()` for the queues expected).
+    pub fn caught_up(&self) -> bool {
+        self.total_lag() == 0 && self.dispatch_behind == 0
     }
 
     /// Sum of a counter over the shards.

@@ -159,6 +159,7 @@ struct CoordinatorState {
     commits: u64,
     committed: BTreeMap<QueueId, Offset>,
     lag: BTreeMap<QueueId, u64>,
+    dispatch_behind: u64,
 }
 
 impl StreamRuntime {
@@ -252,6 +253,9 @@ impl StreamRuntime {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("rocketmq-streams").join(topology.job_id()));
         let keyed = keyed_routes.map(|(shuffle, state, reader)| (Arc::new(shuffle), Arc::new(state), reader));
+        let written = keyed
+            .as_ref()
+            .map(|(shuffle, _, _)| Arc::new(metrics::ShuffleWritten::new(shuffle.clone())));
         let sink_routes = Arc::new(sink_routes);
         let dlq_route = Arc::new(dlq_route);
         let mut outboxes = Vec::new();
@@ -282,6 +286,9 @@ impl StreamRuntime {
                 state: keyed.as_ref().map(|(shuffle, state, reader)| shard::StateSetup {
                     shuffle_route: shuffle.clone(),
                     state_route: state.clone(),
+                    written: written
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(metrics::ShuffleWritten::new(shuffle.clone()))),
                     reader: reader.clone(),
                     admin: admin.clone(),
                     dir: state_dir.clone(),
@@ -312,6 +319,7 @@ impl StreamRuntime {
             sink: Some(sink),
             reader: keyed.as_ref().map(|(_, _, reader)| reader.clone()),
             admin,
+            written,
             lag_refreshed: None,
             shards: outboxes,
             events: events_rx,
@@ -348,6 +356,7 @@ impl StreamRuntime {
             commits: state.commits,
             committed: state.committed.clone(),
             lag: state.lag.clone(),
+            dispatch_behind: state.dispatch_behind,
         }
     }
 
@@ -431,6 +440,9 @@ struct Coordinator {
     reader: Option<rocketmq_streams_io::QueueReader>,
     /// Reads the queues' end offsets, for the lag metric.
     admin: Admin,
+    /// What this instance wrote to the shuffle topic: the lag of a shuffle
+    /// queue never reads below it.
+    written: Option<Arc<metrics::ShuffleWritten>>,
     lag_refreshed: Option<Instant>,
     shards: Vec<Outbox<ShardMsg>>,
     events: crossbeam::channel::Receiver<ShardEvent>,
@@ -636,19 +648,36 @@ impl Coordinator {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.commits += 1;
         state.committed = committed;
-        if let Some(lag) = lag {
+        if let Some((lag, behind)) = lag {
             state.lag = lag;
+            state.dispatch_behind = behind;
         }
         Ok(())
     }
 
-    /// The lag of every owned queue, at most once a second (it asks the
-    /// broker). A failure only leaves the last figures in place.
-    async fn refresh_lag(&mut self, committed: &BTreeMap<QueueId, Offset>) -> Option<BTreeMap<QueueId, u64>> {
+    /// The lag of every owned queue and the brokers' dispatch backlog, at
+    /// most once a second (it asks the brokers). A failure only leaves the
+    /// last figures in place.
+    ///
+    /// The backlog is read first: a broker stores a message before it
+    /// acknowledges it and indexes it into the consume queue (whose end
+    /// offset the lag uses) afterwards, so a backlog of 0 read before the
+    /// end offsets means they count every message acknowledged until then,
+    /// the shuffle frames behind `committed` among them. The end of a
+    /// shuffle queue is never taken below what this instance wrote to it
+    /// (exact, whatever the backlog).
+    async fn refresh_lag(&mut self, committed: &BTreeMap<QueueId, Offset>) -> Option<(BTreeMap<QueueId, u64>, u64)> {
         if self.lag_refreshed.is_some_and(|t| t.elapsed() < LAG_REFRESH) {
             return None;
         }
         self.lag_refreshed = Some(Instant::now());
+        let behind = match self.admin.dispatch_behind().await {
+            Ok(behind) => behind,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the brokers' dispatch backlog for the lag metric");
+                return None;
+            }
+        };
         let topics: BTreeSet<&str> = self.owner.keys().map(QueueId::topic).collect();
         let mut lag = BTreeMap::new();
         for topic in topics {
@@ -656,7 +685,9 @@ impl Coordinator {
                 Ok(offsets) => {
                     for o in offsets.into_iter().filter(|o| self.owner.contains_key(&o.queue)) {
                         let done = committed.get(&o.queue).map_or(o.min.0, |c| c.0);
-                        lag.insert(o.queue, u64::try_from(o.max.0 - done).unwrap_or(0));
+                        let written = self.written.as_ref().and_then(|w| w.end(&o.queue)).map_or(-1, |e| e.0);
+                        let end = o.max.0.max(written);
+                        lag.insert(o.queue, u64::try_from(end - done).unwrap_or(0));
                     }
                 }
                 Err(error) => {
@@ -665,6 +696,6 @@ impl Coordinator {
                 }
             }
         }
-        Some(lag)
+        Some((lag, behind))
     }
 }

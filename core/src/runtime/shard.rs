@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::handoff::{await_answers, write_handed, HandOff, HandOffLinks};
 use super::inbox::Inbox;
-use super::metrics::{ShardCounters, ShardId};
+use super::metrics::{ShardCounters, ShardId, ShuffleWritten};
 use crate::error::{SerdeError, StreamsError};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
@@ -98,6 +98,8 @@ pub(crate) struct StateSetup {
     /// `state_route[i]` (the runtime checked that both have as many).
     pub(crate) shuffle_route: Arc<Vec<QueueId>>,
     pub(crate) state_route: Arc<Vec<QueueId>>,
+    /// What this instance wrote to the shuffle topic (for the lag metric).
+    pub(crate) written: Arc<ShuffleWritten>,
     pub(crate) reader: QueueReader,
     /// Reads the group's lag: an idle step waits for the whole input.
     pub(crate) admin: rocketmq_streams_io::Admin,
@@ -311,10 +313,15 @@ impl Shard {
     }
 
     async fn run(mut self) {
-        let writer =
-            self.setup.hand_off.as_mut().and_then(|h| h.from.take()).map(|from| {
-                glommio::spawn_local(write_handed(from, self.setup.sink.clone(), self.setup.outage)).detach()
-            });
+        let writer = self.setup.hand_off.as_mut().and_then(|h| h.from.take()).map(|from| {
+            glommio::spawn_local(write_handed(
+                from,
+                self.setup.sink.clone(),
+                self.setup.outage,
+                self.setup.state.as_ref().map(|st| st.written.clone()),
+            ))
+            .detach()
+        });
         self.serve().await;
         // Let go of the other shards' hand-off tasks, then keep writing what
         // they hand this one until they have let go too.
@@ -1129,11 +1136,16 @@ impl Shard {
             .map(|(kind, target, count, records)| (kind, count, send_retrying(&s.sink, target, records, s.outage)))
             .collect();
         for (kind, stored, task) in tasks {
-            task.await?;
+            let ack = task.await?;
             let counter = match kind {
                 Output::DeadLetter => &s.counters.dead_lettered,
                 Output::Sink => &s.counters.records_out,
-                Output::Shuffle => &s.counters.shuffled,
+                Output::Shuffle => {
+                    if let Some(st) = &s.state {
+                        st.written.record(&ack.queue, ack.last_offset);
+                    }
+                    &s.counters.shuffled
+                }
             };
             ShardCounters::add(counter, stored as u64);
         }
@@ -1217,11 +1229,14 @@ const LAG_FRESH: Duration = Duration::from_millis(500);
 
 /// How far the job's consumer group trails each queue of its source topics
 /// (the shuffle topic included): a queue that holds messages and for which
-/// the broker reports no committed offset counts as not consumed.
+/// the broker reports no committed offset counts as not consumed. While a
+/// broker has stored messages not yet indexed into its consume queues (read
+/// first), no queue counts as consumed: the end offsets may be short.
 async fn group_lag(
     admin: &rocketmq_streams_io::Admin,
     topology: &Topology,
 ) -> Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error> {
+    let backlog = u64::from(admin.dispatch_behind().await? > 0);
     let mut all = HashMap::new();
     for topic in topology.source_topics() {
         let lag = admin.group_lag(topology.job_id(), topic).await?;
@@ -1231,7 +1246,7 @@ async fn group_lag(
                 None if offsets.max.0 <= 0 => 0,
                 None => u64::MAX,
             };
-            all.insert(offsets.queue, behind);
+            all.insert(offsets.queue, behind.max(backlog));
         }
     }
     Ok(all)
