@@ -108,6 +108,10 @@ impl Baseline {
             let mut last_send: HashMap<MessageQueue, SendTask> = HashMap::new();
             let send_batch = config.send_batch.clamp(1, rocketmq_streams_io::MAX_BATCH_MESSAGES);
             let mut committed = Instant::now();
+            // The next offset of each input queue polled since the last
+            // commit: only those are committed (`commit_all` logs an ERROR
+            // for every assigned queue nothing was polled from).
+            let mut consumed: HashMap<MessageQueue, i64> = HashMap::new();
             let mut result: Result<(), String> = Ok(());
             while result.is_ok() && !stop2.load(Ordering::Relaxed) {
                 let mut messages = consumer.poll_with_timeout_zero_copy(100).await;
@@ -120,6 +124,10 @@ impl Baseline {
                 }
                 let mut by_queue: HashMap<MessageQueue, Vec<Message>> = HashMap::new();
                 for m in &messages {
+                    let next = m.queue_offset() + 1;
+                    let polled = MessageQueue::from_parts(input.as_str(), m.broker_name(), m.queue_id());
+                    let e = consumed.entry(polled).or_insert(next);
+                    *e = (*e).max(next);
                     let mq = MessageQueue::from_parts(output.as_str(), m.broker_name(), m.queue_id());
                     let body = m.body().unwrap_or_default();
                     by_queue
@@ -157,8 +165,8 @@ impl Baseline {
                     // Everything polled so far is sent once these are acked.
                     result = settle(&mut in_flight, 0).await;
                     last_send.clear();
-                    if result.is_ok() {
-                        result = consumer.commit_all().await.map_err(|e| format!("commit: {e}"));
+                    if result.is_ok() && !consumed.is_empty() {
+                        consumer.commit_with_map(std::mem::take(&mut consumed), false).await;
                     }
                     committed = Instant::now();
                 }
@@ -166,8 +174,8 @@ impl Baseline {
             if result.is_ok() {
                 result = settle(&mut in_flight, 0).await;
             }
-            if result.is_ok() {
-                result = consumer.commit_all().await.map_err(|e| format!("commit: {e}"));
+            if result.is_ok() && !consumed.is_empty() {
+                consumer.commit_with_map(std::mem::take(&mut consumed), false).await;
             }
             consumer.shutdown().await;
             producer.shutdown().await;

@@ -424,7 +424,7 @@ fn judge(
 mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::prelude::*;
@@ -458,6 +458,99 @@ mod tests {
         assert_eq!(d.metrics().records_in, 3);
         assert_eq!(d.metrics().records_out, 4);
         assert!(d.read_output("out").is_empty(), "reading drains the topic");
+    }
+
+    #[test]
+    fn peek_sees_every_record_and_passes_it_on() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let mut d = driver(move |b| {
+            b.source("in", Utf8)
+                .peek(move |s: &String| log.lock().unwrap().push(s.clone()))
+                .map(|s: String| s.len() as u64)
+                .sink("out", Json::<u64>::new())
+        });
+        for line in ["a", "bb", "ccc"] {
+            d.pipe_input("in", line, 1).expect("pipe");
+        }
+        assert_eq!(*seen.lock().unwrap(), ["a", "bb", "ccc"]);
+        assert_eq!(d.read_values("out", &Json::<u64>::new()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn merge_takes_both_streams_and_split_sends_each_record_to_its_first_branch() {
+        let mut d = driver(|b| {
+            let web = b.source("web", Utf8);
+            let shop = b.source("shop", Utf8).map(|s: String| s.to_uppercase());
+            let all = web.merge(&shop);
+            all.sink("all", Utf8);
+            let branches = all
+                .split()
+                .branch(|s: &String| s.starts_with('E'))
+                .branch(|s: &String| s.starts_with("EW") || s.starts_with('W'))
+                .default_branch();
+            assert_eq!(branches.len(), 3);
+            branches[0].sink("e", Utf8);
+            branches[1].sink("w", Utf8);
+            branches[2].sink("rest", Utf8);
+            let kept = b
+                .source("kept", Utf8)
+                .split()
+                .branch(|s: &String| s == "x")
+                .no_default_branch();
+            assert_eq!(kept.len(), 1);
+            kept[0].sink("x", Utf8);
+        });
+        for (topic, line) in [
+            ("web", "Ewa"),
+            ("shop", "ewan"),
+            ("web", "Wu"),
+            ("shop", "li"),
+            ("web", "Ox"),
+        ] {
+            d.pipe_input(topic, line, 1).expect("pipe");
+        }
+        for line in ["x", "y", "x"] {
+            d.pipe_input("kept", line, 1).expect("pipe");
+        }
+        assert_eq!(d.read_values("all", &Utf8), ["Ewa", "EWAN", "Wu", "LI", "Ox"]);
+        // First match wins: "EWAN" matches both, goes to the first.
+        assert_eq!(d.read_values("e", &Utf8), ["Ewa", "EWAN"]);
+        assert_eq!(d.read_values("w", &Utf8), ["Wu"]);
+        assert_eq!(d.read_values("rest", &Utf8), ["LI", "Ox"]);
+        assert_eq!(d.read_values("x", &Utf8), ["x", "x"]);
+    }
+
+    #[test]
+    fn a_merge_across_builders_is_refused_by_both() {
+        let a = StreamBuilder::new("a");
+        let b = StreamBuilder::new("b");
+        let merged = a.source("in-a", Utf8).merge(&b.source("in-b", Utf8));
+        merged.sink("out", Utf8);
+        for builder in [a, b] {
+            let error = builder.build().err().expect("refused");
+            assert!(error.to_string().contains("different StreamBuilders"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_merge_carries_what_its_second_parent_forbids() {
+        let b = StreamBuilder::new("job");
+        let plain = b.source("a", Utf8);
+        let on_commit = b
+            .source("b", Utf8)
+            .key_by(|s: &String| s.clone())
+            .emit(Emit::OnCommit)
+            .count()
+            .to_rstream()
+            .map(|(k, _): (String, u64)| k);
+        plain
+            .merge(&on_commit)
+            .key_by(|s: &String| s.clone())
+            .count()
+            .sink("out", Json::<(String, u64)>::new());
+        let error = b.build().err().expect("refused");
+        assert!(error.to_string().contains("OnCommit"), "{error}");
     }
 
     fn now_ms() -> i64 {

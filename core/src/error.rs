@@ -54,6 +54,11 @@ pub enum StreamsError {
     /// in time). Offsets of its unfinished work are not committed.
     #[error("shutdown incomplete: {0}")]
     Shutdown(String),
+    /// A setting is invalid (an environment variable of
+    /// [`RuntimeConfig::from_env`](crate::RuntimeConfig::from_env) that does
+    /// not parse, or a required one missing). Permanent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A state store failed (RocksDB) or holds a value that does not decode.
     /// Never blamed on a record: the job stops whatever the error policy.
     #[error("state store: {0}")]

@@ -111,13 +111,14 @@ pub mod window;
 
 pub use accumulator::{Accumulator, Avg, Count, Extreme, Merge, Reduce, Sum};
 pub use driver::{DriverMetrics, TopologyTestDriver};
-pub use dsl::{GroupedStream, JoinBuilder, KeyedJoin, RStream, StreamBuilder, WindowSpec, WindowStream};
+pub use dsl::{GroupedStream, JoinBuilder, KeyedJoin, RStream, Split, StreamBuilder, WindowSpec, WindowStream};
 pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record};
 pub use rocketmq_streams_io as io;
 pub use rocketmq_streams_state::{Compression, RocksDbOptions};
+pub use runtime::env::{ACCESS_KEY_ENV, SECRET_KEY_ENV};
 pub use runtime::{JobMetrics, RuntimeConfig, ShardId, ShardMetrics, ShuffleHandOff, StreamRuntime};
 pub use topology::Topology;
 pub use window::{TimeWindow, Window, WindowEmit, Windowed};

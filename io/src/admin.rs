@@ -45,7 +45,14 @@ impl Admin {
     ///
     /// Returns an [`Operation::Admin`] error if the admin client cannot start.
     pub async fn start(io: Arc<IoRuntime>, client: &ClientConfig) -> Result<Admin> {
-        let mut admin = DefaultMQAdminExt::with_timeout(io.client_runtime(), client.request_timeout);
+        let mut admin = match &client.credentials {
+            Some(credentials) => DefaultMQAdminExt::with_rpc_hook_and_timeout(
+                io.client_runtime(),
+                credentials.rpc_hook(),
+                client.request_timeout,
+            ),
+            None => DefaultMQAdminExt::with_timeout(io.client_runtime(), client.request_timeout),
+        };
         admin.set_namesrv_addr(client.namesrv_addr.clone());
         let admin = io
             .spawn(async move {

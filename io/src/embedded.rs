@@ -68,6 +68,11 @@ pub struct EmbeddedConfig {
     /// it and its consumer group's queues are given to the others (checked
     /// every 10 s). RocketMQ's default: 120 s.
     pub client_expiry: Duration,
+    /// Turns the broker's ACL on (authentication and authorization) with
+    /// one super user, these credentials: every client must then sign its
+    /// requests with them ([`ClientConfig::credentials`](crate::ClientConfig::credentials)).
+    /// Default: off.
+    pub acl: Option<crate::Credentials>,
 }
 
 impl Default for EmbeddedConfig {
@@ -80,6 +85,7 @@ impl Default for EmbeddedConfig {
             broker_port: None,
             store_dir: None,
             client_expiry: Duration::from_secs(120),
+            acl: None,
         }
     }
 }
@@ -278,6 +284,18 @@ impl EmbeddedRocketMQ {
             broker_config.channel_expired_timeout = u64::try_from(config.client_expiry.as_millis()).unwrap_or(u64::MAX);
             broker_config.broker_server_config.bind_address = "127.0.0.1".to_owned();
             broker_config.broker_server_config.listen_port = u32::from(broker_port);
+            if let Some(user) = &config.acl {
+                broker_config.authentication_enabled = true;
+                broker_config.authorization_enabled = true;
+                // Seeded as a super user (every right) when the broker starts.
+                broker_config.init_authentication_user = CheetahString::from_string(
+                    serde_json::json!({"username": user.access_key, "password": user.secret_key}).to_string(),
+                );
+                // The broker's own clients sign with the same user.
+                broker_config.inner_client_authentication_credentials = CheetahString::from_string(
+                    serde_json::json!({"accessKey": user.access_key, "secretKey": user.secret_key}).to_string(),
+                );
+            }
             let store_config = MessageStoreConfig {
                 store_path_root_dir: root,
                 mapped_file_size_commit_log: config.commit_log_file_size,

@@ -57,6 +57,29 @@ pub struct Error {
     message: String,
 }
 
+/// RocketMQ's response code for a request its ACL refused (`NO_PERMISSION`).
+const NO_PERMISSION: i32 = 16;
+
+/// The broker's response code of a client error and, when the client kept
+/// it out of its message (an `MQClientException` source), the code and
+/// remark as text.
+fn broker_detail(err: &rocketmq_client_rust::ClientError) -> (Option<i32>, Option<String>) {
+    use std::error::Error as _;
+    if let Some(code) = err.broker_response_code() {
+        return (Some(code), None);
+    }
+    let mut source = err.source();
+    while let Some(e) = source {
+        if let Some(exception) = e.downcast_ref::<rocketmq_client_rust::MQClientException>() {
+            let code = exception.response_code();
+            let remark = exception.error_message().unwrap_or_default();
+            return ((code >= 0).then_some(code), Some(format!("code {code}: {remark}")));
+        }
+        source = e.source();
+    }
+    (None, None)
+}
+
 impl fmt::Display for Retry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -86,9 +109,29 @@ impl Error {
     }
 
     /// Wraps an error of the RocketMQ client, classifying it by its own
-    /// retriability.
+    /// retriability; a broker's ACL refusal (`NO_PERMISSION`) is permanent
+    /// and says so.
     pub(crate) fn client(operation: Operation, context: &str, err: rocketmq_client_rust::ClientError) -> Self {
         use rocketmq_error::RecoveryHint;
+        // A broker's refusal often arrives as an "illegal argument" whose
+        // response code and remark only its source holds: name them.
+        let (code, detail) = broker_detail(&err);
+        let described = match detail {
+            Some(detail) => format!("{err} ({detail})"),
+            None => err.to_string(),
+        };
+        if code == Some(NO_PERMISSION) {
+            // Missing or wrong credentials, or a user without the right:
+            // repeating the request will not help.
+            return Self {
+                operation,
+                retry: Retry::Permanent,
+                message: format!(
+                    "{context}: the broker refused the request (NO_PERMISSION, code {NO_PERMISSION}): \
+                     check ClientConfig::credentials against its ACL: {described}"
+                ),
+            };
+        }
         let retry = match err.descriptor().recovery_hint() {
             RecoveryHint::Never | RecoveryHint::OperatorAction | RecoveryHint::RefreshCredentials => Retry::Permanent,
             _ => Retry::Transient,
@@ -96,7 +139,7 @@ impl Error {
         Self {
             operation,
             retry,
-            message: format!("{context}: {err}"),
+            message: format!("{context}: {described}"),
         }
     }
 

@@ -42,7 +42,11 @@ impl QueueReader {
     ///
     /// An [`Operation::Source`] error if the consumer cannot start.
     pub async fn start(io: Arc<IoRuntime>, client: &ClientConfig, group: &str) -> Result<QueueReader> {
-        let consumer = DefaultMQPullConsumer::builder(io.client_runtime())
+        let mut builder = DefaultMQPullConsumer::builder(io.client_runtime());
+        if let Some(credentials) = &client.credentials {
+            builder = builder.rpc_hook(credentials.rpc_hook());
+        }
+        let consumer = builder
             .consumer_group(group.to_string())
             .name_server_addr(client.namesrv_addr.clone())
             .build()

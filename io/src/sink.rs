@@ -83,11 +83,14 @@ impl Sink {
     ///
     /// Returns an [`Operation::Send`] error if the producer cannot start.
     pub async fn start(io: Arc<IoRuntime>, client: &ClientConfig, group: &str) -> Result<Sink> {
-        let mut producer = DefaultMQProducer::builder(io.client_runtime())
+        let mut builder = DefaultMQProducer::builder(io.client_runtime())
             .producer_group(group.to_string())
             .name_server_addr(client.namesrv_addr.clone())
-            .send_msg_timeout(u32::try_from(client.timeout_millis()).unwrap_or(u32::MAX))
-            .build();
+            .send_msg_timeout(u32::try_from(client.timeout_millis()).unwrap_or(u32::MAX));
+        if let Some(credentials) = &client.credentials {
+            builder = builder.rpc_hook(credentials.rpc_hook());
+        }
+        let mut producer = builder.build();
         let producer = io
             .spawn(async move {
                 producer

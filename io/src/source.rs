@@ -174,7 +174,11 @@ impl Source {
             ConsumeFrom::First => ConsumeFromWhere::ConsumeFromFirstOffset,
             ConsumeFrom::Last => ConsumeFromWhere::ConsumeFromLastOffset,
         };
-        let consumer = DefaultLitePullConsumer::builder(io.client_runtime())
+        let mut builder = DefaultLitePullConsumer::builder(io.client_runtime());
+        if let Some(credentials) = &client.credentials {
+            builder = builder.rpc_hook(credentials.rpc_hook());
+        }
+        let consumer = builder
             .client_options(client.client_options())
             .consumer_group(config.group.clone())
             .name_server_addr(client.namesrv_addr.clone())
@@ -320,7 +324,10 @@ impl Source {
                     map.insert(mq, offset.0);
                     kept.insert(q, offset);
                 }
-                c.commit_with_map(map, true).await;
+                if !map.is_empty() {
+                    // (An empty map only makes the client warn.)
+                    c.commit_with_map(map, true).await;
+                }
                 Ok::<_, Error>(kept)
             })
             .await??;

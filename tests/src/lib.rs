@@ -59,15 +59,18 @@ impl TestCluster {
     }
 
     /// An embedded broker started with `config` (never an external one:
-    /// the test depends on the settings).
+    /// the test depends on the settings). With `config.acl`, the cluster's
+    /// client signs with those credentials.
     ///
     /// # Panics
     ///
     /// Panics if the broker or the I/O runtime cannot start.
     pub fn start_with(config: rocketmq_streams_io::EmbeddedConfig) -> Self {
         let turn = take_turn();
+        let credentials = config.acl.clone();
         let mq = EmbeddedRocketMQ::start_with(config).expect("embedded RocketMQ should start");
-        let client = ClientConfig::new(mq.namesrv_addr());
+        let mut client = ClientConfig::new(mq.namesrv_addr());
+        client.credentials = credentials;
         Self::with(Some(mq), client, turn)
     }
 

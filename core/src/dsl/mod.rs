@@ -1,7 +1,8 @@
 //! The DSL: each type marks a stage of the pipeline.
 //!
-//! [`StreamBuilder`] → [`RStream`] (map, filter, flat_map, foreach, print,
-//! select_timestamp, key_by, join, left_join, outer_join, sink) → [`JoinBuilder`]
+//! [`StreamBuilder`] → [`RStream`] (map, filter, flat_map, peek, merge,
+//! split → [`Split`] (branch), foreach, print, select_timestamp, key_by,
+//! join, left_join, outer_join, sink) → [`JoinBuilder`]
 //! (on) → [`KeyedJoin`] (within, retain, apply: back to an [`RStream`])
 //! or → [`GroupedStream`] (count, sum, min,
 //! max, avg, aggregate, reduce, window, map, filter, flat_map, to_rstream,
@@ -18,5 +19,5 @@ mod windowed;
 pub use builder::StreamBuilder;
 pub use grouped::GroupedStream;
 pub use join::{JoinBuilder, KeyedJoin};
-pub use rstream::RStream;
+pub use rstream::{RStream, Split};
 pub use windowed::{WindowSpec, WindowStream};

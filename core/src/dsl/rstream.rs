@@ -3,10 +3,18 @@
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use super::builder::{lock, KeyedDef, SharedGraph};
+use super::builder::{lock, Graph, KeyedDef, SharedGraph};
 use crate::operators::{
-    filter::Filter, flat_map::FlatMap, foreach::Foreach, foreach::Print, map::Map, select_timestamp::SelectTimestamp,
-    sink::SinkOp, tee::Tee,
+    branch::{Branch, Predicate},
+    filter::Filter,
+    flat_map::FlatMap,
+    foreach::Foreach,
+    foreach::Print,
+    map::Map,
+    peek::Peek,
+    select_timestamp::SelectTimestamp,
+    sink::SinkOp,
+    tee::Tee,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -311,6 +319,96 @@ impl<T: Clone + 'static> RStream<T> {
         })
     }
 
+    /// Calls `f` on every value and passes the record on unchanged (a
+    /// [`foreach`](Self::foreach) that does not end the stream): for
+    /// logging or metrics along the way.
+    ///
+    /// `f` runs again for records replayed after a failure
+    /// (at-least-once), as every side effect of a stream does.
+    pub fn peek<F>(&self, f: F) -> RStream<T>
+    where
+        F: Fn(&T) + Send + Sync + 'static,
+    {
+        let f: Arc<dyn Fn(&T) + Send + Sync> = Arc::new(f);
+        self.then("Peek", move |next| {
+            Box::new(Peek { f: f.clone(), next }) as BoxProcessor<T>
+        })
+    }
+
+    /// One stream of the records of this stream and of `other`, in the
+    /// order each arrives (no order between the two).
+    ///
+    /// Both must come from the same [`StreamBuilder`](crate::StreamBuilder):
+    /// `build` refuses a merge across builders (both builders do).
+    ///
+    /// ```
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("all-orders");
+    /// let web = builder.source("web-orders", Utf8);
+    /// let shop = builder.source("shop-orders", Utf8);
+    /// web.merge(&shop).sink("orders", Utf8);
+    /// builder.build().unwrap();
+    /// ```
+    pub fn merge(&self, other: &RStream<T>) -> RStream<T> {
+        let slot: Arc<Slot<T>> = Arc::default();
+        if !Arc::ptr_eq(&self.graph, &other.graph) {
+            let message = "Merge: the two streams come from different StreamBuilders".to_string();
+            lock(&other.graph).errors.push(message.clone());
+            lock(&self.graph).errors.push(message);
+            let node = self.node("Merge", "refused".into(), false);
+            return RStream::new(self.graph.clone(), slot, node);
+        }
+        let node = self.node("Merge", format!("with node {}", other.node), false);
+        {
+            // What the ancestors of `other` forbid downstream, the merged
+            // stream forbids too (the checks walk first parents only).
+            let mut graph = lock(&self.graph);
+            if first_marked(&graph, other.node, |g, n| g.on_commit.contains(&n), false).is_some() {
+                graph.on_commit.push(node);
+            }
+            if first_marked(&graph, other.node, |g, n| g.windowed.contains(&n), true).is_some() {
+                graph.windowed.push(node);
+            }
+        }
+        for parent in [&self.slot, &other.slot] {
+            let next = slot.clone();
+            parent.push(Arc::new(move || next.build()));
+        }
+        RStream::new(self.graph.clone(), slot, node)
+    }
+
+    /// Splits the stream by predicates: `.branch(p)` for each, then
+    /// [`default_branch`](Split::default_branch) or
+    /// [`no_default_branch`](Split::no_default_branch). Each record goes to
+    /// the first branch whose predicate accepts it (Kafka Streams'
+    /// `split()`).
+    ///
+    /// ```
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("triage");
+    /// let [errors, warnings, rest] = builder
+    ///     .source("logs", Utf8)
+    ///     .split()
+    ///     .branch(|l: &String| l.starts_with("ERROR"))
+    ///     .branch(|l: &String| l.starts_with("WARN"))
+    ///     .default_branch()
+    ///     .try_into()
+    ///     .ok()
+    ///     .unwrap();
+    /// errors.sink("errors", Utf8);
+    /// warnings.sink("warnings", Utf8);
+    /// rest.sink("other", Utf8);
+    /// builder.build().unwrap();
+    /// ```
+    pub fn split(&self) -> Split<T> {
+        Split {
+            stream: self.clone(),
+            predicates: Vec::new(),
+        }
+    }
+
     /// Sets each record's event time to `f(&value)` (ms since the epoch);
     /// the default event time is the message's born timestamp (when its
     /// producer made it).
@@ -380,4 +478,81 @@ impl<T: Clone + 'static> RStream<T> {
             }) as BoxProcessor<T>
         }));
     }
+}
+
+/// A stream being split by [`RStream::split`]: add branches, then end it.
+#[must_use = "a split does nothing until default_branch() or no_default_branch()"]
+pub struct Split<T> {
+    stream: RStream<T>,
+    predicates: Vec<Predicate<T>>,
+}
+
+impl<T: Clone + 'static> Split<T> {
+    /// Adds a branch: the records `f` accepts that no earlier branch took.
+    pub fn branch<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&T) -> bool + Send + Sync + 'static,
+    {
+        self.predicates.push(Arc::new(f));
+        self
+    }
+
+    /// The branches' streams in the order they were added, and last the
+    /// stream of records no branch took.
+    pub fn default_branch(self) -> Vec<RStream<T>> {
+        self.finish(true)
+    }
+
+    /// The branches' streams in the order they were added; records no
+    /// branch takes are dropped (as a filter drops them).
+    pub fn no_default_branch(self) -> Vec<RStream<T>> {
+        self.finish(false)
+    }
+
+    fn finish(self, default: bool) -> Vec<RStream<T>> {
+        let n = self.predicates.len() + usize::from(default);
+        let split = self.stream.node(
+            "Split",
+            format!(
+                "{} branches{}",
+                self.predicates.len(),
+                if default { " and a default" } else { "" }
+            ),
+            false,
+        );
+        let slots: Vec<Arc<Slot<T>>> = (0..n).map(|_| Arc::default()).collect();
+        let predicates = Arc::new(self.predicates);
+        let next = slots.clone();
+        self.stream.slot.push(Arc::new(move || {
+            Box::new(Branch {
+                predicates: predicates.clone(),
+                next: next.iter().map(|s| s.build()).collect(),
+            }) as BoxProcessor<T>
+        }));
+        let graph = self.stream.graph.clone();
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let node = lock(&graph).add_node("Branch", format!("{i}"), Some(split));
+                RStream::new(graph.clone(), slot, node)
+            })
+            .collect()
+    }
+}
+
+/// The first node from `node` up its first parents that `marked` holds,
+/// stopping at a `KeyBy` when `stage` (the keyed stage only).
+fn first_marked(graph: &Graph, node: usize, marked: impl Fn(&Graph, usize) -> bool, stage: bool) -> Option<usize> {
+    let mut at = Some(node);
+    while let Some(n) = at {
+        if stage && graph.nodes[n].kind == "KeyBy" {
+            return None;
+        }
+        if marked(graph, n) {
+            return Some(n);
+        }
+        at = graph.nodes[n].parent;
+    }
+    None
 }

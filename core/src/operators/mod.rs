@@ -1,12 +1,14 @@
 //! The operators, one a file, each a [`Processor`](crate::processor::Processor).
 
 pub mod aggregate;
+pub mod branch;
 pub mod filter;
 pub mod flat_map;
 pub mod foreach;
 pub(crate) mod join;
 pub mod key_by;
 pub mod map;
+pub mod peek;
 pub mod select_timestamp;
 pub(crate) mod shuffle_source;
 pub mod sink;

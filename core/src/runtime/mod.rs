@@ -23,6 +23,7 @@
 //! commit interval and on stop. After a crash, records after the last
 //! commit are processed again; nothing is lost.
 
+pub mod env;
 mod handoff;
 mod inbox;
 pub(crate) mod metrics;
