@@ -27,6 +27,55 @@ pub struct DriverMetrics {
     pub late: u64,
 }
 
+/// A message to pipe into a [`TopologyTestDriver`] with the metadata a
+/// RocketMQ message carries (see [`Message`](crate::Message)).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestMessage {
+    /// The body.
+    pub body: Bytes,
+    /// Its born and store timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// Its keys (space-separated), if any.
+    pub keys: Option<String>,
+    /// Its tag, if any.
+    pub tags: Option<String>,
+    /// Its user properties.
+    pub properties: Vec<(String, String)>,
+}
+
+impl TestMessage {
+    /// A message with `body` at `timestamp` and no metadata.
+    pub fn new(body: impl Into<Bytes>, timestamp: i64) -> Self {
+        Self {
+            body: body.into(),
+            timestamp,
+            ..Self::default()
+        }
+    }
+
+    /// The same message with `keys`.
+    #[must_use]
+    pub fn keys(mut self, keys: impl Into<String>) -> Self {
+        self.keys = Some(keys.into());
+        self
+    }
+
+    /// The same message tagged `tag`.
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags = Some(tag.into());
+        self
+    }
+
+    /// The same message with the user property `name` = `value`.
+    #[must_use]
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((name.into(), value.into()));
+        self.properties.sort();
+        self
+    }
+}
+
 /// Runs a [`Topology`] in-process, single-threaded and deterministic, with
 /// no broker: pipe records into source topics, read what the sinks wrote.
 ///
@@ -135,7 +184,22 @@ impl TopologyTestDriver {
         body: impl Into<Bytes>,
         timestamp: i64,
     ) -> Result<()> {
-        self.process_one(topic, queue, body.into(), timestamp)?;
+        self.pipe_message(topic, queue, TestMessage::new(body, timestamp))
+    }
+
+    /// Pipes one message with its metadata (keys, tag, properties) into
+    /// `queue` of `topic`. A message whose tag the topic's source does not
+    /// subscribe to is filtered out, as the broker would.
+    ///
+    /// # Errors
+    ///
+    /// As [`pipe_input`](Self::pipe_input).
+    pub fn pipe_message(&mut self, topic: &str, queue: u32, message: TestMessage) -> Result<()> {
+        if !self.topology.accepts_tag(topic, message.tags.as_deref()) {
+            return Ok(());
+        }
+        let timestamp = message.timestamp;
+        self.process_one(topic, queue, message)?;
         self.shuffle(timestamp)
     }
 
@@ -149,7 +213,7 @@ impl TopologyTestDriver {
             let frames = self.ctx.shuffle.take_frames(DRIVER_SHUFFLE_QUEUES as usize);
             for (queue, (frames, _)) in (0..DRIVER_SHUFFLE_QUEUES).zip(frames) {
                 for frame in frames {
-                    self.process_one(&shuffle_topic, queue, frame, timestamp)?;
+                    self.process_one(&shuffle_topic, queue, TestMessage::new(frame, timestamp))?;
                 }
             }
         }
@@ -238,7 +302,7 @@ impl TopologyTestDriver {
         }
     }
 
-    fn process_one(&mut self, topic: &str, queue: u32, body: Bytes, timestamp: i64) -> Result<()> {
+    fn process_one(&mut self, topic: &str, queue: u32, message: TestMessage) -> Result<()> {
         let index = match self.queues.iter().position(|q| q.queue == queue && q.topic == topic) {
             Some(i) => i,
             None => {
@@ -255,7 +319,11 @@ impl TopologyTestDriver {
                 self.queues.push(DriverQueue {
                     topic: topic.to_string(),
                     queue,
-                    task: QueueTask::new(format!("{topic}#{queue}"), pipeline),
+                    task: QueueTask::new(
+                        rocketmq_streams_io::QueueId::new(topic, "driver", queue),
+                        format!("{topic}#{queue}"),
+                        pipeline,
+                    ),
                     next_offset: 0,
                     store,
                     quiet_since: self.wall,
@@ -269,11 +337,15 @@ impl TopologyTestDriver {
         q.quiet_since = self.wall;
         self.ctx.store = q.store.take();
         let (policy, metrics, dead_letters) = (&self.policy, &mut self.metrics, &mut self.dead_letters);
-        let result = q
-            .task
-            .run([(offset, &body, timestamp)], &mut self.ctx, &mut |body, error, at| {
-                judge(policy, metrics, dead_letters, body, error, at)
-            });
+        let record = rocketmq_streams_io::Record {
+            keys: message.keys,
+            tags: message.tags,
+            properties: message.properties,
+            ..rocketmq_streams_io::Record::new(rocketmq_streams_io::Offset(offset), message.body, message.timestamp)
+        };
+        let result = q.task.run([&record], &mut self.ctx, &mut |body, error, at| {
+            judge(policy, metrics, dead_letters, body, error, at)
+        });
         q.store = self.ctx.store.take();
         // A shuffle frame counts its records; any other message is one.
         self.metrics.records_in += match std::mem::take(&mut self.ctx.unframed) {
@@ -551,6 +623,104 @@ mod tests {
             .sink("out", Json::<(String, u64)>::new());
         let error = b.build().err().expect("refused");
         assert!(error.to_string().contains("OnCommit"), "{error}");
+    }
+
+    #[test]
+    fn sources_see_the_message_and_filter_by_tag_and_sinks_set_key_tag_properties() {
+        let mut d = driver(|b| {
+            b.source_messages_with_tags("in", "big || urgent", Utf8)
+                .map(|m: Message<String>| {
+                    let channel = m.property("channel").unwrap_or("-").to_string();
+                    (
+                        m.value,
+                        m.keys.unwrap_or_default(),
+                        m.tags.unwrap_or_default(),
+                        channel,
+                        m.offset.0,
+                    )
+                })
+                .sink_with(
+                    "out",
+                    Json::<(String, String, String, String, i64)>::new(),
+                    Produced::new()
+                        .key(|v: &(String, String, String, String, i64)| v.1.clone())
+                        .tags(|v: &(String, String, String, String, i64)| format!("seen-{}", v.2))
+                        .property("channel", |v: &(String, String, String, String, i64)| v.3.clone()),
+                );
+            b.source_with_tags("plain", "a", Utf8).sink("plain-out", Utf8);
+        });
+        d.pipe_message(
+            "in",
+            0,
+            TestMessage::new("o1", 5)
+                .keys("k1")
+                .tag("big")
+                .property("channel", "web"),
+        )
+        .expect("pipe");
+        d.pipe_message("in", 0, TestMessage::new("o2", 6).keys("k2").tag("small"))
+            .expect("pipe");
+        d.pipe_message("in", 0, TestMessage::new("o3", 7).tag("urgent"))
+            .expect("pipe");
+        d.pipe_message("in", 0, TestMessage::new("o4", 8)).expect("pipe");
+        let out = d.read_output("out");
+        let values: Vec<_> = out
+            .iter()
+            .map(|o| {
+                Json::<(String, String, String, String, i64)>::new()
+                    .deserialize(&o.body)
+                    .expect("json")
+            })
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("o1".into(), "k1".into(), "big".into(), "web".into(), 0),
+                ("o3".into(), String::new(), "urgent".into(), "-".into(), 1),
+            ],
+            "only the tags subscribed to reach the job (a filtered message takes no offset here)"
+        );
+        assert_eq!(out[0].key.as_deref(), Some("k1"));
+        assert_eq!(out[0].tags.as_deref(), Some("seen-big"));
+        assert_eq!(out[0].properties, [("channel".to_string(), "web".to_string())]);
+        assert_eq!(out[0].timestamp, 5);
+
+        d.pipe_message("plain", 0, TestMessage::new("x", 1).tag("a"))
+            .expect("pipe");
+        d.pipe_message("plain", 0, TestMessage::new("y", 1).tag("b"))
+            .expect("pipe");
+        d.pipe_message("plain", 0, TestMessage::new("z", 1)).expect("pipe");
+        assert_eq!(d.read_values("plain-out", &Utf8), ["x"]);
+    }
+
+    #[test]
+    fn a_grouped_sink_keys_its_messages_and_reserved_property_names_are_refused() {
+        let mut d = driver(|b| {
+            b.source("in", Utf8)
+                .key_by(|w: &String| w.clone())
+                .count()
+                .sink("counts", Json::<(String, u64)>::new());
+            b.source("in2", Json::<(u32, u64)>::new())
+                .key_by(|p: &(u32, u64)| p.0)
+                .count()
+                .sink("by-number", Json::<(u32, u64)>::new());
+        });
+        d.pipe_input("in", "apple", 1).expect("pipe");
+        d.pipe_value("in2", &Json::new(), &(7u32, 1u64), 1).expect("pipe");
+        assert_eq!(d.read_output("counts")[0].key.as_deref(), Some("apple"));
+        assert_eq!(
+            d.read_output("by-number")[0].key.as_deref(),
+            Some("7"),
+            "a non-string key as JSON"
+        );
+
+        for name in ["KEYS", "TAGS", "rmq_streams_event_time"] {
+            let b = StreamBuilder::new("job");
+            b.source("in", Utf8)
+                .sink_with("out", Utf8, Produced::new().property(name, |s: &String| s.clone()));
+            let error = b.build().err().expect("refused");
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     fn now_ms() -> i64 {

@@ -101,6 +101,7 @@ mod dsl;
 mod emit;
 mod error;
 pub mod join;
+pub mod message;
 pub mod operators;
 mod policy;
 mod processor;
@@ -110,10 +111,11 @@ mod topology;
 pub mod window;
 
 pub use accumulator::{Accumulator, Avg, Count, Extreme, Merge, Reduce, Sum};
-pub use driver::{DriverMetrics, TopologyTestDriver};
+pub use driver::{DriverMetrics, TestMessage, TopologyTestDriver};
 pub use dsl::{GroupedStream, JoinBuilder, KeyedJoin, RStream, Split, StreamBuilder, WindowSpec, WindowStream};
 pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
+pub use message::{Message, Produced, EVENT_TIME_PROPERTY};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record};
 pub use rocketmq_streams_io as io;
@@ -127,9 +129,9 @@ pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, RStream, RuntimeConfig,
-        ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TimeWindow, Topology, TopologyTestDriver, Window,
-        WindowEmit, WindowStream, Windowed,
+        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, Message, Produced, RStream,
+        RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TestMessage, TimeWindow, Topology,
+        TopologyTestDriver, Window, WindowEmit, WindowStream, Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

@@ -46,6 +46,7 @@ impl DeadLetter {
         OutRecord {
             body: self.body.clone(),
             key: None,
+            tags: None,
             properties: vec![
                 (DLQ_ERROR_PROPERTY.to_string(), self.error.clone()),
                 (DLQ_ORIGIN_PROPERTY.to_string(), self.origin.clone()),

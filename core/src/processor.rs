@@ -31,6 +31,25 @@ pub struct Output {
     pub body: Bytes,
     /// The event time it carries.
     pub timestamp: i64,
+    /// The message key (it also picks the queue), if the sink sets one.
+    pub key: Option<String>,
+    /// The message tag, if the sink sets one.
+    pub tags: Option<String>,
+    /// User properties the sink sets (the event time is added on sending).
+    pub properties: Vec<(String, String)>,
+}
+
+impl Output {
+    /// An output with `body` at `timestamp`, and no key, tag or property.
+    pub fn new(body: Bytes, timestamp: i64) -> Self {
+        Self {
+            body,
+            timestamp,
+            key: None,
+            tags: None,
+            properties: Vec::new(),
+        }
+    }
 }
 
 /// One keyed record waiting in a [`ShuffleBuffer`]: where its key and

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use rocketmq_streams_io::{QueueId, Record};
+
 use crate::error::StreamsError;
 use crate::processor::Context;
 
@@ -21,6 +23,10 @@ pub(crate) struct NodeInfo {
 #[derive(Clone)]
 pub(crate) struct SourceDef {
     pub(crate) topic: String,
+    /// The tag expression the source subscribes with (`None`: every tag).
+    pub(crate) tags: Option<String>,
+    /// The chain reads the messages' keys, tags and properties.
+    pub(crate) metadata: bool,
     pub(crate) factory: Arc<dyn Fn() -> Box<dyn SourcePipeline> + Send + Sync>,
 }
 
@@ -41,8 +47,8 @@ pub(crate) trait SourcePipeline {
     /// The first `Err` of `failed`, or a store that is not there.
     fn process(
         &mut self,
-        body: &Bytes,
-        timestamp: i64,
+        queue: &QueueId,
+        message: &Record,
         ctx: &mut Context,
         failed: &mut OnFailure<'_>,
     ) -> Result<(), StreamsError>;
@@ -135,6 +141,41 @@ impl Topology {
     /// The source topics, in the order they were declared (then the shuffle topic).
     pub fn source_topics(&self) -> Vec<&str> {
         self.sources.iter().map(|s| s.topic.as_str()).collect()
+    }
+
+    /// The tag expression each source topic subscribes with, for the
+    /// topics that filter by tag.
+    pub fn source_tags(&self) -> Vec<(&str, &str)> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.tags.as_deref().map(|t| (s.topic.as_str(), t)))
+            .collect()
+    }
+
+    /// Whether some source reads the messages' keys, tags and properties
+    /// (the consumer then copies them out of every message).
+    pub fn reads_metadata(&self) -> bool {
+        self.sources.iter().any(|s| s.metadata)
+    }
+
+    /// Whether the source of `topic` takes a message tagged `tag`: its tag
+    /// expression (`A || B`) names the tag, or it takes every tag. A
+    /// filtering source never takes an untagged message (RocketMQ's rule).
+    pub(crate) fn accepts_tag(&self, topic: &str, tag: Option<&str>) -> bool {
+        let Some(expression) = self
+            .sources
+            .iter()
+            .find(|s| s.topic == topic)
+            .and_then(|s| s.tags.as_deref())
+        else {
+            return true;
+        };
+        let tags: Vec<&str> = expression
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        tags.is_empty() || tags.contains(&"*") || tag.is_some_and(|t| tags.contains(&t))
     }
 
     /// The sink topics, indexed by sink id.

@@ -85,7 +85,7 @@ pub use ids::{Offset, QueueId};
 pub use reader::{Chunk, QueueReader};
 pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, IO_THREAD_NAME, KEEP_AWAKE_PERIOD};
 pub use signal::Interrupt;
-pub use sink::{OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
+pub use sink::{is_system_property, OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
 pub use source::{AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig};
 
 /// The log filter [`init_logging`] uses when `RUST_LOG` is not set: warnings

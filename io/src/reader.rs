@@ -92,6 +92,8 @@ impl QueueReader {
                         born_timestamp: m.born_timestamp(),
                         store_timestamp: m.store_timestamp(),
                         properties: Vec::new(),
+                        keys: None,
+                        tags: None,
                     })
                     .collect(),
                 _ => Vec::new(),

@@ -34,6 +34,8 @@ pub struct OutRecord {
     pub body: Bytes,
     /// Optional message key (indexed by the broker, shown by tools).
     pub key: Option<String>,
+    /// Optional tag (RocketMQ's `TAGS`: what consumers filter on).
+    pub tags: Option<String>,
     /// Optional user properties.
     pub properties: Vec<(String, String)>,
 }
@@ -210,10 +212,19 @@ impl Sink {
     }
 }
 
+/// Whether `name` is one of RocketMQ's own message properties (`KEYS`,
+/// `TAGS`, ...), which a user property may not be named.
+pub fn is_system_property(name: &str) -> bool {
+    rocketmq_model::common::message::STRING_HASH_SET.contains(name)
+}
+
 fn to_message(topic: &str, r: OutRecord) -> Result<Message> {
     let mut builder = Message::builder().topic(topic.to_string()).body(r.body);
     if let Some(key) = r.key {
         builder = builder.key(key);
+    }
+    if let Some(tags) = r.tags {
+        builder = builder.tags(tags);
     }
     for (k, v) in r.properties {
         builder = builder

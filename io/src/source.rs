@@ -10,6 +10,7 @@ use rocketmq_client_rust::{DefaultLitePullConsumer, MessageQueueListener};
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
+use rocketmq_model::common::message::MessageConst;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Operation, Result};
@@ -50,9 +51,16 @@ pub struct SourceConfig {
     /// down waits for in-flight pulls, at the cost of one idle pull request
     /// per queue per period. RocketMQ's default is 20 s.
     pub long_poll: Duration,
-    /// Copy each message's user properties into [`Record::properties`]
-    /// (one allocation per property). Default: off.
+    /// Copy each message's keys, tags and user properties into
+    /// [`Record::keys`], [`Record::tags`] and [`Record::properties`] (one
+    /// allocation each). Default: off.
     pub with_properties: bool,
+    /// A tag expression per topic (`"TagA || TagB"`, RocketMQ's syntax);
+    /// a topic not named here takes every message (`*`). The broker filters
+    /// by tag hash and the client by tag. Messages filtered out are never
+    /// records, so a topic's committed offset only moves past the last
+    /// message that matched.
+    pub tags: HashMap<String, String>,
 }
 
 impl SourceConfig {
@@ -69,6 +77,7 @@ impl SourceConfig {
             max_poll_records: 1024,
             long_poll: Duration::from_secs(1),
             with_properties: false,
+            tags: HashMap::new(),
         }
     }
 }
@@ -87,9 +96,33 @@ pub struct Record {
     pub born_timestamp: i64,
     /// When the broker stored the message (ms since the epoch).
     pub store_timestamp: i64,
-    /// The message's user properties, if the source was configured
-    /// `with_properties`; empty otherwise.
+    /// The message's user properties (every property but RocketMQ's
+    /// own), if the source was configured `with_properties`; empty
+    /// otherwise.
     pub properties: Vec<(String, String)>,
+    /// The message's keys (RocketMQ's `KEYS`: space-separated), if the
+    /// source was configured `with_properties` and it has any.
+    pub keys: Option<String>,
+    /// The message's tag (RocketMQ's `TAGS`), if the source was configured
+    /// `with_properties` and it has one.
+    pub tags: Option<String>,
+}
+
+impl Record {
+    /// A record at `offset` with `body`, born and stored at `timestamp`, and
+    /// no keys, tags or properties (what a test or a reader of raw bytes
+    /// makes).
+    pub fn new(offset: Offset, body: Bytes, timestamp: i64) -> Self {
+        Self {
+            offset,
+            body,
+            born_timestamp: timestamp,
+            store_timestamp: timestamp,
+            properties: Vec::new(),
+            keys: None,
+            tags: None,
+        }
+    }
 }
 
 /// The records one poll returned for one queue, in offset order.
@@ -193,14 +226,26 @@ impl Source {
         let consumer = Arc::new(consumer);
         let (tx, rx) = crossbeam::channel::unbounded();
         let c = consumer.clone();
-        let topics = config.topics.clone();
+        let topics: Vec<(String, String)> = config
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    config
+                        .tags
+                        .get(t)
+                        .map_or_else(|| "*".to_string(), |e| tag_expression(e)),
+                )
+            })
+            .collect();
         io.spawn(async move {
             let listener = AssignmentListener {
                 tx,
                 current: Arc::default(),
             };
-            for topic in &topics {
-                c.subscribe_with_listener(topic, "*", listener.clone())
+            for (topic, expression) in &topics {
+                c.subscribe_with_listener(topic, expression, listener.clone())
                     .await
                     .map_err(|e| Error::client(Operation::Source, &format!("cannot subscribe to {topic}"), e))?;
             }
@@ -361,13 +406,34 @@ impl Source {
     }
 }
 
-/// The message's properties, less RocketMQ's own (upper-case system keys).
+/// The message's properties, less RocketMQ's own (its system property
+/// names), sorted by name.
 fn user_properties(m: &MessageExt) -> Vec<(String, String)> {
-    m.properties()
+    let system = &rocketmq_model::common::message::STRING_HASH_SET;
+    let mut out: Vec<(String, String)> = m
+        .properties()
         .iter()
-        .filter(|(k, _)| !k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .filter(|(k, _)| !system.contains(k.as_str()))
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+    out.sort();
+    out
+}
+
+/// `expression` in the form rocketmq-client-rust 1.0.0 filters right:
+/// its broker-side tag hashes are of the untrimmed tags, so `"A || B"`
+/// would match nothing; `"A||B"` matches both. `*` (or blank) is every tag.
+pub(crate) fn tag_expression(expression: &str) -> String {
+    let tags: Vec<&str> = expression
+        .split("||")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.is_empty() || tags.contains(&"*") {
+        "*".to_string()
+    } else {
+        tags.join("||")
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -392,6 +458,10 @@ fn group_by_queue(messages: &[Arc<MessageExt>], with_properties: bool) -> Vec<Qu
             } else {
                 Vec::new()
             },
+            keys: with_properties
+                .then(|| m.property(MessageConst::PROPERTY_KEYS).map(str::to_string))
+                .flatten(),
+            tags: with_properties.then(|| m.tags().map(str::to_string)).flatten(),
         };
         match same {
             Some(b) => b.records.push(record),

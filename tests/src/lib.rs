@@ -147,6 +147,22 @@ impl TestCluster {
     ///
     /// Panics if the topic cannot be created or a send fails.
     pub fn produce(&self, topic: &str, queues: u32, bodies: Vec<bytes::Bytes>) -> Vec<rocketmq_streams_io::QueueId> {
+        let records = bodies.into_iter().map(rocketmq_streams_io::OutRecord::new).collect();
+        self.produce_records(topic, queues, records)
+    }
+
+    /// As [`produce`](Self::produce), for whole messages (keys, tags,
+    /// properties).
+    ///
+    /// # Panics
+    ///
+    /// As [`produce`](Self::produce).
+    pub fn produce_records(
+        &self,
+        topic: &str,
+        queues: u32,
+        records: Vec<rocketmq_streams_io::OutRecord>,
+    ) -> Vec<rocketmq_streams_io::QueueId> {
         let (io, client, topic) = (self.io.clone(), self.client.clone(), topic.to_string());
         self.block_on(async move {
             let admin = rocketmq_streams_io::Admin::start(io.clone(), &client)
@@ -157,7 +173,6 @@ impl TestCluster {
             let sink = rocketmq_streams_io::Sink::start(io, &client, &unique("test-producer"))
                 .await
                 .expect("producer");
-            let records = bodies.into_iter().map(rocketmq_streams_io::OutRecord::new).collect();
             sink.send_spread(&route, records).await.expect("produce");
             sink.shutdown().await;
             route
@@ -260,6 +275,23 @@ impl TestCluster {
     ///
     /// Panics if the consumer cannot start or a poll fails.
     pub fn read_topic(&self, topic: &str, at_least: usize, limit: Duration) -> Vec<rocketmq_streams_io::Record> {
+        self.read_topic_queues(topic, at_least, limit)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// As [`read_topic`](Self::read_topic), each record with its queue.
+    ///
+    /// # Panics
+    ///
+    /// As [`read_topic`](Self::read_topic).
+    pub fn read_topic_queues(
+        &self,
+        topic: &str,
+        at_least: usize,
+        limit: Duration,
+    ) -> Vec<(rocketmq_streams_io::QueueId, rocketmq_streams_io::Record)> {
         let (io, client, topic) = (self.io.clone(), self.client.clone(), topic.to_string());
         self.block_on(async move {
             let mut config = rocketmq_streams_io::SourceConfig::new(unique("test-reader"), [topic]);
@@ -273,7 +305,7 @@ impl TestCluster {
             while Instant::now() < deadline {
                 let before = out.len();
                 for b in reader.poll().await.expect("poll") {
-                    out.extend(b.records);
+                    out.extend(b.records.into_iter().map(|r| (b.queue.clone(), r)));
                 }
                 if out.len() > before {
                     last_new = Instant::now();

@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-
 use super::rstream::{RStream, Slot};
+use rocketmq_streams_io::{QueueId, Record as InMessage};
+
 use crate::error::{Result, StreamsError};
+use crate::message::Message;
 use crate::operators::shuffle_source::{KeyedEntry, ShuffleSource};
 use crate::processor::{BoxProcessor, Context, Record};
 use crate::serde::Deserializer;
@@ -96,19 +97,108 @@ impl StreamBuilder {
         T: Clone + 'static,
         D: Deserializer<T>,
     {
-        let slot: Arc<Slot<T>> = Arc::default();
+        self.typed_source(topic, None, deserializer)
+    }
+
+    /// Reads the messages of `topic` whose tag the expression `tags`
+    /// names (RocketMQ's syntax: `"TagA || TagB"`; `"*"` is every
+    /// message), decoding every body with `deserializer`. The broker
+    /// filters: other messages never reach the job.
+    ///
+    /// A topic's committed offset only moves past the last message that
+    /// matched: while the newest messages of a queue are ones filtered
+    /// out, [`JobMetrics::lag`](crate::JobMetrics::lag) counts them.
+    pub fn source_with_tags<T, D>(&self, topic: &str, tags: &str, deserializer: D) -> RStream<T>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
+        self.typed_source(topic, Some(tags), deserializer)
+    }
+
+    /// Reads `topic` as [`Message`]s: each body decoded with
+    /// `deserializer`, with the message's keys, tag, user properties,
+    /// born and store times, queue and offset.
+    ///
+    /// ```
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("audit");
+    /// builder
+    ///     .source_messages("orders", Utf8)
+    ///     .filter(|m: &Message<String>| m.property("channel") == Some("web"))
+    ///     .map(|m: Message<String>| format!("{:?} {}", m.keys, m.value))
+    ///     .sink("web-orders", Utf8);
+    /// builder.build().unwrap();
+    /// ```
+    pub fn source_messages<T, D>(&self, topic: &str, deserializer: D) -> RStream<Message<T>>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
+        self.message_source(topic, None, deserializer)
+    }
+
+    /// As [`source_messages`](Self::source_messages), for the messages whose
+    /// tag `tags` names (as [`source_with_tags`](Self::source_with_tags)).
+    pub fn source_messages_with_tags<T, D>(&self, topic: &str, tags: &str, deserializer: D) -> RStream<Message<T>>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
+        self.message_source(topic, Some(tags), deserializer)
+    }
+
+    fn typed_source<T, D>(&self, topic: &str, tags: Option<&str>, deserializer: D) -> RStream<T>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
         let de: Arc<dyn Deserializer<T>> = Arc::new(deserializer);
+        let name = de.name();
+        self.add_source(topic, tags, false, name, move |chain: &Arc<Slot<T>>| {
+            Box::new(TypedSource {
+                de: de.clone(),
+                next: chain.build(),
+            }) as Box<dyn SourcePipeline>
+        })
+    }
+
+    fn message_source<T, D>(&self, topic: &str, tags: Option<&str>, deserializer: D) -> RStream<Message<T>>
+    where
+        T: Clone + 'static,
+        D: Deserializer<T>,
+    {
+        let de: Arc<dyn Deserializer<T>> = Arc::new(deserializer);
+        let name = de.name();
+        self.add_source(topic, tags, true, name, move |chain: &Arc<Slot<Message<T>>>| {
+            Box::new(MessageSource {
+                de: de.clone(),
+                next: chain.build(),
+            }) as Box<dyn SourcePipeline>
+        })
+    }
+
+    /// Declares a source of `topic` whose pipeline `make` builds in front
+    /// of the returned stream's consumers.
+    fn add_source<T: Clone + 'static>(
+        &self,
+        topic: &str,
+        tags: Option<&str>,
+        metadata: bool,
+        decoder: &str,
+        make: impl Fn(&Arc<Slot<T>>) -> Box<dyn SourcePipeline> + Send + Sync + 'static,
+    ) -> RStream<T> {
+        let slot: Arc<Slot<T>> = Arc::default();
         let mut graph = lock(&self.graph);
-        let node = graph.add_node("Source", format!("topic={topic} ({})", de.name()), None);
+        let filter = tags.map_or(String::new(), |t| format!(", tags {t}"));
+        let node = graph.add_node("Source", format!("topic={topic} ({decoder}{filter})"), None);
         let chain = slot.clone();
         graph.sources.push(SourceDef {
             topic: topic.to_string(),
-            factory: Arc::new(move || {
-                Box::new(TypedSource {
-                    de: de.clone(),
-                    next: chain.build(),
-                }) as Box<dyn SourcePipeline>
-            }),
+            tags: tags.map(str::to_string),
+            metadata,
+            factory: Arc::new(move || make(&chain)),
         });
         drop(graph);
         RStream::new(self.graph.clone(), slot, node)
@@ -155,6 +245,8 @@ impl StreamBuilder {
             }
             sources.push(SourceDef {
                 topic: topic.clone(),
+                tags: None,
+                metadata: false,
                 factory: Arc::new(move || {
                     let mut entries = Vec::new();
                     let mut route: Vec<usize> = Vec::with_capacity(keyed.len());
@@ -222,14 +314,63 @@ struct TypedSource<T> {
 impl<T: 'static> SourcePipeline for TypedSource<T> {
     fn process(
         &mut self,
-        body: &Bytes,
-        timestamp: i64,
+        _queue: &QueueId,
+        message: &InMessage,
         ctx: &mut Context,
         failed: &mut OnFailure<'_>,
     ) -> Result<(), StreamsError> {
+        let body = &message.body;
         let outcome = guarded(ctx, |ctx| {
             let value = self.de.deserialize(body)?;
-            self.next.process(Record { value, timestamp }, ctx)
+            self.next.process(
+                Record {
+                    value,
+                    timestamp: message.born_timestamp,
+                },
+                ctx,
+            )
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => failed(body, None, e),
+        }
+    }
+}
+
+/// A source chain that sees whole messages: [`Message`]s of `T`.
+struct MessageSource<T> {
+    de: Arc<dyn Deserializer<T>>,
+    next: BoxProcessor<Message<T>>,
+}
+
+impl<T: 'static> SourcePipeline for MessageSource<T> {
+    fn process(
+        &mut self,
+        queue: &QueueId,
+        message: &InMessage,
+        ctx: &mut Context,
+        failed: &mut OnFailure<'_>,
+    ) -> Result<(), StreamsError> {
+        let body = &message.body;
+        let outcome = guarded(ctx, |ctx| {
+            let value = self.de.deserialize(body)?;
+            let value = Message {
+                value,
+                keys: message.keys.clone(),
+                tags: message.tags.clone(),
+                properties: message.properties.clone(),
+                born_timestamp: message.born_timestamp,
+                store_timestamp: message.store_timestamp,
+                queue: queue.clone(),
+                offset: message.offset,
+            };
+            self.next.process(
+                Record {
+                    value,
+                    timestamp: message.born_timestamp,
+                },
+                ctx,
+            )
         });
         match outcome {
             Ok(()) => Ok(()),

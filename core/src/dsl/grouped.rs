@@ -227,9 +227,19 @@ where
         })
     }
 
-    /// Writes every `(key, value)` to `topic` with `serializer`; ends the stream.
-    pub fn sink<S: Serializer<(K, V)>>(&self, topic: &str, serializer: S) {
-        self.to_rstream().sink(topic, serializer);
+    /// Writes every `(key, value)` to `topic` with `serializer`; ends the
+    /// stream. The key is each message's key (a string key as it is, any
+    /// other as its JSON text), so every result of a key goes to one queue
+    /// of `topic`, by the key's hash (see [`Produced`](crate::Produced)).
+    pub fn sink<S: Serializer<(K, V)>>(&self, topic: &str, serializer: S)
+    where
+        K: Serialize,
+    {
+        self.to_rstream().sink_with(
+            topic,
+            serializer,
+            crate::Produced::new().key(|(k, _): &(K, V)| key_text(k)),
+        );
     }
 
     /// Prints every `(key, value)`; ends the stream.
@@ -239,5 +249,14 @@ where
         V: Debug,
     {
         self.to_rstream().print();
+    }
+}
+
+/// A key as message-key text: a string as it is, anything else as JSON.
+fn key_text<K: Serialize>(key: &K) -> String {
+    match serde_json::to_value(key) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("<key: {e}>"),
     }
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::grouped::GroupedStream;
 use super::join::JoinBuilder;
 use crate::join::{Inner, Left, Outer};
+use crate::message::Produced;
 use crate::operators::key_by::KeyBy;
 use crate::operators::shuffle_source::{KeyedEntry, TypedKeyedEntry};
 use crate::processor::{BoxProcessor, Discard, Keyed};
@@ -459,14 +460,34 @@ impl<T: Clone + 'static> RStream<T> {
         }));
     }
 
-    /// Writes every value to `topic`, encoded with `serializer`; ends the stream.
+    /// Writes every value to `topic`, encoded with `serializer`; ends the
+    /// stream. Each message carries the record's event time as the property
+    /// [`EVENT_TIME_PROPERTY`](crate::EVENT_TIME_PROPERTY); a record goes to
+    /// the queue of the same index as the queue it came from.
     pub fn sink<S>(&self, topic: &str, serializer: S)
+    where
+        S: Serializer<T>,
+    {
+        self.sink_with(topic, serializer, Produced::new());
+    }
+
+    /// As [`sink`](Self::sink), each message with the key, tag and
+    /// properties `produced` takes from its value; a keyed message goes to
+    /// the queue of its key's hash (see [`Produced`]).
+    pub fn sink_with<S>(&self, topic: &str, serializer: S, produced: Produced<T>)
     where
         S: Serializer<T>,
     {
         let serializer: Arc<dyn Serializer<T>> = Arc::new(serializer);
         let id = {
             let mut graph = lock(&self.graph);
+            for (name, _) in &produced.properties {
+                if rocketmq_streams_io::is_system_property(name) || name == crate::EVENT_TIME_PROPERTY {
+                    graph.errors.push(format!(
+                        "sink to {topic}: the property {name:?} is RocketMQ's or the engine's own; name it otherwise"
+                    ));
+                }
+            }
             graph.sink_topics.push(topic.to_string());
             graph.sink_topics.len() - 1
         };
@@ -475,6 +496,7 @@ impl<T: Clone + 'static> RStream<T> {
             Box::new(SinkOp {
                 id,
                 serializer: serializer.clone(),
+                produced: produced.clone(),
             }) as BoxProcessor<T>
         }));
     }

@@ -244,11 +244,12 @@ impl SourcePipeline for ShuffleSource {
     /// marks are read and written once per frame and node.
     fn process(
         &mut self,
-        body: &Bytes,
-        _timestamp: i64,
+        _queue: &rocketmq_streams_io::QueueId,
+        message: &rocketmq_streams_io::Record,
         ctx: &mut Context,
         failed: &mut OnFailure<'_>,
     ) -> Result<(), StreamsError> {
+        let body = &message.body;
         let frame = match Frame::decode(body) {
             Ok(frame) => frame,
             Err(e) => {

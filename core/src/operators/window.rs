@@ -1241,7 +1241,9 @@ mod tests {
             let mut fail = |_: &Bytes, _: Option<u32>, e: StreamsError| Err(e);
             let mut pipeline = topology.pipeline(&shuffle).expect("pipeline");
             ctx.begin_record(42, 0);
-            pipeline.process(&frame, 0, &mut ctx, &mut fail).expect("frame");
+            pipeline
+                .process(&test_queue(), &frame_message(&frame), &mut ctx, &mut fail)
+                .expect("frame");
             assert!(ctx.shuffle.is_empty(), "[0, 10) is open");
             ctx.begin_record(42, 0);
             pipeline.resume(&mut ctx, &mut fail).expect("resume");
@@ -1314,7 +1316,9 @@ mod tests {
             }
             for frame in framer.finish() {
                 ctx.begin_record(42, offset);
-                pipeline.process(&frame, 0, &mut ctx, &mut fail).expect("frame");
+                pipeline
+                    .process(&test_queue(), &frame_message(&frame), &mut ctx, &mut fail)
+                    .expect("frame");
             }
         }
         ctx.begin_record(42, offset);
@@ -1422,5 +1426,13 @@ mod tests {
             [(0, 10, 2), (10, 20, 2)],
             "the window restored from RocksDB fired"
         );
+    }
+
+    fn test_queue() -> rocketmq_streams_io::QueueId {
+        rocketmq_streams_io::QueueId::new("job-shuffle", "test", 0)
+    }
+
+    fn frame_message(frame: &Bytes) -> rocketmq_streams_io::Record {
+        rocketmq_streams_io::Record::new(rocketmq_streams_io::Offset(0), frame.clone(), 0)
     }
 }

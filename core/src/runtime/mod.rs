@@ -236,6 +236,12 @@ impl StreamRuntime {
         };
         let mut source_config = SourceConfig::new(topology.job_id(), topology.source_topics());
         source_config.consume_from = config.consume_from;
+        source_config.with_properties = topology.reads_metadata();
+        source_config.tags = topology
+            .source_tags()
+            .into_iter()
+            .map(|(topic, tags)| (topic.to_string(), tags.to_string()))
+            .collect();
         source_config.max_poll_records = config.poll_batch;
         let source = {
             let io2 = io.clone();

@@ -19,6 +19,7 @@ use super::handoff::{await_answers, write_handed, HandOff, HandOffLinks};
 use super::inbox::Inbox;
 use super::metrics::{ShardCounters, ShardId, ShuffleWritten};
 use crate::error::{SerdeError, StreamsError};
+use crate::message::{queue_of_key, EVENT_TIME_PROPERTY};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
 use crate::runtime::task::QueueTask;
@@ -1054,8 +1055,7 @@ impl Shard {
         ctx.unframed = 0;
         ctx.duplicates = 0;
         ctx.late = 0;
-        let messages = batch.records.iter().map(|r| (r.offset.0, &r.body, r.born_timestamp));
-        task.run(messages, ctx, &mut |body, error, at| {
+        task.run(&batch.records, ctx, &mut |body, error, at| {
             s.judge(body, error, at, &mut dead)
         })?;
         // A shuffle message is a frame of records: count those (a message
@@ -1085,9 +1085,22 @@ impl Shard {
                 continue;
             }
             let route = &s.sink_routes[sink_id];
-            let target = route[index % route.len()].clone();
-            let records: Vec<OutRecord> = buffer.drain(..).map(|o| OutRecord::new(o.body)).collect();
-            sends.push((Output::Sink, target, records.len(), records));
+            let home = index % route.len();
+            if buffer.iter().all(|o| o.key.is_none()) {
+                let records: Vec<OutRecord> = buffer.drain(..).map(out_record).collect();
+                sends.push((Output::Sink, route[home].clone(), records.len(), records));
+                continue;
+            }
+            // Keyed messages go to the queue of their key's hash, each
+            // queue's in the order they were emitted.
+            let mut per_queue: Vec<Vec<OutRecord>> = vec![Vec::new(); route.len()];
+            for o in buffer.drain(..) {
+                let q = o.key.as_deref().map_or(home, |k| queue_of_key(k, route.len()));
+                per_queue[q].push(out_record(o));
+            }
+            for (q, records) in per_queue.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+                sends.push((Output::Sink, route[q].clone(), records.len(), records));
+            }
         }
         self.ctx.records_out = 0;
         if !self.ctx.shuffle.is_empty() {
@@ -1154,6 +1167,19 @@ impl Shard {
             ShardCounters::add(&s.counters.shuffled, stored as u64);
         }
         Ok(())
+    }
+}
+
+/// The message a sink's output becomes: its key, tag and properties, and
+/// its event time as [`EVENT_TIME_PROPERTY`].
+fn out_record(o: crate::processor::Output) -> OutRecord {
+    let mut properties = o.properties;
+    properties.push((EVENT_TIME_PROPERTY.to_string(), o.timestamp.to_string()));
+    OutRecord {
+        body: o.body,
+        key: o.key,
+        tags: o.tags,
+        properties,
     }
 }
 
@@ -1267,7 +1293,7 @@ fn task_of<'a>(
             if let Ok(mut q) = s.counters.queues.lock() {
                 q.push(queue.clone());
             }
-            e.insert(QueueTask::new(queue.to_string(), pipeline))
+            e.insert(QueueTask::new(queue.clone(), queue.to_string(), pipeline))
         }
     })
 }

@@ -16,6 +16,7 @@
 //! in-memory topics).
 
 use bytes::Bytes;
+use rocketmq_streams_io::{QueueId, Record};
 
 use crate::error::StreamsError;
 use crate::processor::Context;
@@ -28,6 +29,8 @@ pub(crate) type Judge<'a> = dyn FnMut(&Bytes, &StreamsError, String) -> Result<(
 /// The per-queue task: a queue's pipeline and the identity its outputs
 /// carry.
 pub(crate) struct QueueTask {
+    /// The queue, as sources that read message metadata show it.
+    queue: QueueId,
     /// The queue's name, in error locations.
     name: String,
     /// [`origin_id`](rocketmq_streams_shuffle::origin_id) of the name:
@@ -37,28 +40,30 @@ pub(crate) struct QueueTask {
 }
 
 impl QueueTask {
-    /// The task of the queue called `name` (its origin id is the name's).
-    pub(crate) fn new(name: String, pipeline: Box<dyn SourcePipeline>) -> QueueTask {
+    /// The task of `queue`, called `name` (its origin id is the name's).
+    pub(crate) fn new(queue: QueueId, name: String, pipeline: Box<dyn SourcePipeline>) -> QueueTask {
         QueueTask {
             origin: rocketmq_streams_shuffle::origin_id(&name),
+            queue,
             name,
             pipeline,
         }
     }
 
-    /// Runs `messages` (offset, body, timestamp), in order, through the
-    /// pipeline; each record that fails goes to `judge`.
+    /// Runs `messages`, in order, through the pipeline; each record that
+    /// fails goes to `judge`.
     ///
     /// # Errors
     ///
     /// The first `Err` of `judge`, or a store that failed.
     pub(crate) fn run<'m>(
         &mut self,
-        messages: impl IntoIterator<Item = (i64, &'m Bytes, i64)>,
+        messages: impl IntoIterator<Item = &'m Record>,
         ctx: &mut Context,
         judge: &mut Judge<'_>,
     ) -> Result<(), StreamsError> {
-        for (offset, body, timestamp) in messages {
+        for message in messages {
+            let offset = message.offset.0;
             ctx.begin_record(self.origin, offset);
             let name = &self.name;
             let mut failed = |body: &Bytes, index: Option<u32>, error: StreamsError| {
@@ -68,7 +73,7 @@ impl QueueTask {
                 };
                 judge(body, &error, at)
             };
-            self.pipeline.process(body, timestamp, ctx, &mut failed)?;
+            self.pipeline.process(&self.queue, message, ctx, &mut failed)?;
         }
         Ok(())
     }
