@@ -177,6 +177,13 @@ impl Baseline {
             if result.is_ok() && !consumed.is_empty() {
                 consumer.commit_with_map(std::mem::take(&mut consumed), false).await;
             }
+            // As `Source::shutdown`: pause every queue and let the pulls in
+            // flight (long polls of up to 1 s) return first; a pull that
+            // returns into a shut-down consumer logs an ERROR.
+            if let Ok(assigned) = consumer.assignment().await {
+                consumer.pause(assigned.into_iter().collect()).await;
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+            }
             consumer.shutdown().await;
             producer.shutdown().await;
             result
