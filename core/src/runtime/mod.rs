@@ -339,7 +339,7 @@ impl StreamRuntime {
             state: state.clone(),
             commit_interval: config.commit_interval,
         };
-        let span = tracing::info_span!("job", job = topology.job_id());
+        let span = tracing::error_span!("job", job = %topology.job_id());
         let coordinator = io.spawn(tracing::Instrument::instrument(coordinator.run(), span));
         Ok(StreamRuntime {
             _io: io,

@@ -263,7 +263,7 @@ pub(crate) fn run(setup: ShardSetup) {
             return;
         }
     };
-    let span = tracing::info_span!("shard", shard = id.0, job = setup.topology.job_id());
+    let span = tracing::error_span!("shard", job = %setup.topology.job_id(), shard = id.0);
     executor.run(
         async move {
             rocketmq_streams_io::keep_awake();
@@ -445,7 +445,9 @@ impl Shard {
     /// Processes one batch and reports it (`held`: reported `Held` before).
     /// Returns `false` when the coordinator is gone.
     async fn run_batch(&mut self, batch: QueueBatch, held: bool) -> bool {
-        let span = tracing::debug_span!("batch", queue = %batch.queue, records = batch.records.len());
+        // Error-level spans: enabled whatever the filter, so every event of
+        // the job names its job, shard and queue.
+        let span = tracing::error_span!("queue", queue = %batch.queue, records = batch.records.len());
         let processed = self.process(&batch).instrument(span).await;
         if matches!(&processed, Err(StreamsError::Topology(why)) if why == REFENCED) {
             return self.hold_again(batch, held);
@@ -475,62 +477,72 @@ impl Shard {
     async fn checkpoint_all(&mut self) -> bool {
         let queues: Vec<QueueId> = self.states.keys().cloned().collect();
         for queue in queues {
-            if self.failed.contains(&queue) {
-                continue;
-            }
-            if let Err(error) = self.catch_up(&queue).await {
-                self.failed.insert(queue.clone());
-                let event = ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(queue),
-                    error,
-                };
-                if self.setup.events.send(event).is_err() {
-                    return false;
-                }
-                continue;
-            }
-            let idle = match self.idle_step(&queue).await {
-                Ok(Some(next)) => self.setup.events.send(ShardEvent::Checkpointed {
-                    queue: queue.clone(),
-                    next,
-                }),
-                Ok(None) => Ok(()),
-                Err(error) => {
-                    self.failed.insert(queue.clone());
-                    self.setup.events.send(ShardEvent::Failed {
-                        shard: self.setup.id,
-                        queue: Some(queue.clone()),
-                        error,
-                    })
-                }
-            };
-            if idle.is_err() {
+            let span = tracing::error_span!("queue", queue = %queue);
+            if !self.tick_queue(queue).instrument(span).await {
                 return false;
             }
-            if self.failed.contains(&queue) {
-                continue;
-            }
-            let event = match self.checkpoint(&queue).await {
-                Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
-                Ok(None) => {
-                    if let Some(st) = self.states.get_mut(&queue) {
-                        st.owned.snapshot_if_old(&st.log).await;
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    self.failed.insert(queue.clone());
-                    ShardEvent::Failed {
-                        shard: self.setup.id,
-                        queue: Some(queue),
-                        error,
-                    }
-                }
+        }
+        true
+    }
+
+    /// The tick of one keyed queue (see [`checkpoint_all`](Self::checkpoint_all)).
+    /// Returns `false` when the coordinator is gone.
+    async fn tick_queue(&mut self, queue: QueueId) -> bool {
+        if self.failed.contains(&queue) {
+            return true;
+        }
+        if let Err(error) = self.catch_up(&queue).await {
+            self.failed.insert(queue.clone());
+            let event = ShardEvent::Failed {
+                shard: self.setup.id,
+                queue: Some(queue),
+                error,
             };
             if self.setup.events.send(event).is_err() {
                 return false;
             }
+            return true;
+        }
+        let idle = match self.idle_step(&queue).await {
+            Ok(Some(next)) => self.setup.events.send(ShardEvent::Checkpointed {
+                queue: queue.clone(),
+                next,
+            }),
+            Ok(None) => Ok(()),
+            Err(error) => {
+                self.failed.insert(queue.clone());
+                self.setup.events.send(ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(queue.clone()),
+                    error,
+                })
+            }
+        };
+        if idle.is_err() {
+            return false;
+        }
+        if self.failed.contains(&queue) {
+            return true;
+        }
+        let event = match self.checkpoint(&queue).await {
+            Ok(Some(next)) => ShardEvent::Checkpointed { queue, next },
+            Ok(None) => {
+                if let Some(st) = self.states.get_mut(&queue) {
+                    st.owned.snapshot_if_old(&st.log).await;
+                }
+                return true;
+            }
+            Err(error) => {
+                self.failed.insert(queue.clone());
+                ShardEvent::Failed {
+                    shard: self.setup.id,
+                    queue: Some(queue),
+                    error,
+                }
+            }
+        };
+        if self.setup.events.send(event).is_err() {
+            return false;
         }
         true
     }
@@ -765,8 +777,10 @@ impl Shard {
         tracing::debug!(%queue, generation, "restore started");
         let done = self.restored_tx.clone();
         let task_queue = queue.clone();
+        let span = tracing::error_span!("queue", queue = %queue, restore = generation);
         let task = glommio::spawn_local(async move {
             let result = restore_queue(&task_queue, &log, &dir, cache, &rocksdb, protocol)
+                .instrument(span)
                 .await
                 .map(|(owned, summary, resume)| (owned, summary, log, index, resume));
             let _ = done.unbounded_send(Restored {
