@@ -184,6 +184,11 @@ impl<T> IoTask<T> {
     pub fn is_finished(&self) -> bool {
         self.0.is_finished()
     }
+
+    /// Cancels the operation (at its next await point).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
 }
 
 impl<T> Future for IoTask<T> {

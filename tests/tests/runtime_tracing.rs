@@ -31,7 +31,9 @@ fn a_skipped_record_is_logged_with_its_job_shard_and_queue() {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(rocketmq_streams::io::DEFAULT_LOG_FILTER))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            rocketmq_streams::io::DEFAULT_LOG_FILTER,
+        ))
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
@@ -61,6 +63,12 @@ fn a_skipped_record_is_logged_with_its_job_shard_and_queue() {
         .lines()
         .find(|l| l.contains("record skipped"))
         .unwrap_or_else(|| panic!("no 'record skipped' line in:\n{log}"));
-    assert!(line.contains(&format!("shard{{job={job} shard=0}}")), "names the job and shard: {line}");
-    assert!(line.contains(&format!("queue{{queue={input}@")), "names the queue: {line}");
+    assert!(
+        line.contains(&format!("shard{{job={job} shard=0}}")),
+        "names the job and shard: {line}"
+    );
+    assert!(
+        line.contains(&format!("queue{{queue={input}@")),
+        "names the queue: {line}"
+    );
 }

@@ -16,6 +16,7 @@
 //! | `ROCKETMQ_STREAMS_CACHE_CAPACITY` | [`RuntimeConfig::cache_capacity`] | count ≥ 1 | 100000 |
 //! | `ROCKETMQ_STREAMS_SHUFFLE_QUEUES` | [`RuntimeConfig::shuffle_queues`] | count ≥ 1 | 8 |
 //! | `ROCKETMQ_STREAMS_OUTAGE_DEADLINE_MS` | [`RuntimeConfig::outage_deadline`] | milliseconds | 60000 |
+//! | `ROCKETMQ_STREAMS_METRICS_ADDR` | [`RuntimeConfig::metrics_addr`] (Prometheus) | `host:port` | off |
 //!
 //! A variable that is set but blank counts as unset; one that does not
 //! parse is an error naming it (never silently the default).
@@ -126,6 +127,12 @@ impl RuntimeConfig {
         })? {
             self.outage_deadline = Duration::from_millis(ms);
         }
+        if let Some(addr) = parsed(var, "ROCKETMQ_STREAMS_METRICS_ADDR", |v| {
+            v.parse::<std::net::SocketAddr>()
+                .map_err(|_| "an address host:port (an IP, e.g. 0.0.0.0:9464)".into())
+        })? {
+            self.metrics_addr = Some(addr);
+        }
         Ok(self)
     }
 }
@@ -192,6 +199,7 @@ mod tests {
             ("ROCKETMQ_STREAMS_CACHE_CAPACITY", "5000"),
             ("ROCKETMQ_STREAMS_SHUFFLE_QUEUES", "16"),
             ("ROCKETMQ_STREAMS_OUTAGE_DEADLINE_MS", "0"),
+            ("ROCKETMQ_STREAMS_METRICS_ADDR", "127.0.0.1:9464"),
         ]))
         .expect("valid");
         assert_eq!(config.client.namesrv_addr, "10.0.0.1:9876;10.0.0.2:9876");
@@ -208,6 +216,7 @@ mod tests {
         );
         assert_eq!(config.shuffle_queues, 16);
         assert_eq!(config.outage_deadline, Duration::ZERO);
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().expect("addr")));
 
         let defaults = RuntimeConfig::new(ClientConfig::new("h:1"));
         let plain = RuntimeConfig::from_vars(&vars(&[

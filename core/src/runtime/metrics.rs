@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hdrhistogram::Histogram;
 use rocketmq_streams_io::{Offset, QueueId};
 
 /// Identifies a shard: one pinned thread running one glommio executor.
@@ -56,6 +57,63 @@ impl ShuffleWritten {
     }
 }
 
+/// The highest latency the histograms tell apart: one hour, in µs (higher
+/// values are recorded as this).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// Latency distributions of one shard, in microseconds, cumulative since
+/// the shard started (`hdrhistogram`, 2 significant digits). The shard
+/// records into its own copy (no lock per batch) and publishes it every
+/// commit interval and when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latencies {
+    /// Processing one batch: from the shard taking it to every output of
+    /// it acknowledged by the broker (one value a batch).
+    pub processing: Histogram<u64>,
+    /// End to end, one value a message consumed: from its born timestamp
+    /// (when its producer made it) to the acknowledgement of its batch's
+    /// outputs. For a keyed job's second stage the message is a shuffle
+    /// frame, made by the first stage: each stage measures its own part.
+    pub end_to_end: Histogram<u64>,
+    /// Checkpoints of the shard's keyed queues (changelog, marker, RocksDB).
+    pub checkpoint: Histogram<u64>,
+}
+
+// Histograms of counts compare as an equivalence: exact equality.
+impl Eq for Latencies {}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        // Constant, valid bounds: this cannot fail.
+        let histogram = || Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid histogram bounds");
+        Self {
+            processing: histogram(),
+            end_to_end: histogram(),
+            checkpoint: histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Records `micros` into `histogram`, capped at one hour.
+    pub(crate) fn record(histogram: &mut Histogram<u64>, micros: u64) {
+        histogram.saturating_record(micros.clamp(1, MAX_LATENCY_US));
+    }
+
+    /// Adds `other`'s values into these and empties `other`.
+    pub(crate) fn drain_into(&mut self, other: &mut Latencies) {
+        for (mine, theirs) in [
+            (&mut self.processing, &mut other.processing),
+            (&mut self.end_to_end, &mut other.end_to_end),
+            (&mut self.checkpoint, &mut other.checkpoint),
+        ] {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = mine.add(&*theirs);
+            theirs.reset();
+        }
+    }
+}
+
 /// A count that rises and falls, shared by the operators of one shard
 /// (relaxed atomics: written by that shard's thread, read by `metrics`).
 #[derive(Debug, Clone, Default)]
@@ -89,6 +147,9 @@ pub(crate) struct ShardCounters {
     /// Written once per queue assignment, not per record.
     pub(crate) queues: Mutex<Vec<QueueId>>,
     pub(crate) thread: Mutex<Option<String>>,
+    /// The latencies the shard published last (locked once a commit
+    /// interval by the shard, and by readers of the metrics).
+    pub(crate) latencies: Mutex<Latencies>,
 }
 
 impl ShardCounters {
@@ -113,6 +174,14 @@ impl ShardCounters {
             checkpoints: get(&self.checkpoints),
             join_records: self.join_records.get(),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
+            latencies: self.latencies.lock().map(|l| l.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Publishes what the shard recorded since it last did.
+    pub(crate) fn publish(&self, recorded: &mut Latencies) {
+        if let Ok(mut published) = self.latencies.lock() {
+            published.drain_into(recorded);
         }
     }
 }
@@ -151,6 +220,8 @@ pub struct ShardMetrics {
     pub join_records: u64,
     /// Queues this shard has owned (built a pipeline for).
     pub queues: Vec<QueueId>,
+    /// Latency distributions (see [`Latencies`]).
+    pub latencies: Latencies,
 }
 
 /// A snapshot of the job's metrics.

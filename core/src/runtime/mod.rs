@@ -27,10 +27,12 @@ pub mod env;
 mod handoff;
 mod inbox;
 pub(crate) mod metrics;
+mod prometheus;
 mod shard;
 pub(crate) mod task;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -107,6 +109,10 @@ pub struct RuntimeConfig {
     /// entries): a new owner without local state reads one snapshot and
     /// at most about this many changes after it. Default: 100,000.
     pub snapshot_after: u64,
+    /// Serve the job's metrics in the Prometheus text format at
+    /// `http://<addr>/metrics` (port 0: one the system picks, see
+    /// [`StreamRuntime::metrics_addr`]). Default: off.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// How a shard's `key_by` output reaches the shuffle topic.
@@ -141,6 +147,7 @@ impl RuntimeConfig {
             shuffle_hand_off: ShuffleHandOff::Direct,
             outage_deadline: Duration::from_secs(60),
             snapshot_after: rocketmq_streams_state::ProtocolOptions::default().snapshot_after,
+            metrics_addr: None,
         }
     }
 }
@@ -153,6 +160,8 @@ pub struct StreamRuntime {
     coordinator: Option<rocketmq_streams_io::IoTask<Result<()>>>,
     shards: Vec<(Arc<ShardCounters>, Option<JoinHandle<()>>)>,
     state: Arc<Mutex<CoordinatorState>>,
+    /// The Prometheus endpoint's address and task, when it is on.
+    metrics_server: Option<(SocketAddr, rocketmq_streams_io::IoTask<()>)>,
 }
 
 #[derive(Default)]
@@ -339,6 +348,24 @@ impl StreamRuntime {
             state: state.clone(),
             commit_interval: config.commit_interval,
         };
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => {
+                let listener = io
+                    .block_on(prometheus::bind(addr))?
+                    .map_err(|e| StreamsError::Config(format!("metrics endpoint on {addr}: {e}")))?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                let counters: Vec<Arc<ShardCounters>> = shards.iter().map(|(c, _)| c.clone()).collect();
+                let state = state.clone();
+                let source: prometheus::Snapshot = Arc::new(move || {
+                    let counters: Vec<&ShardCounters> = counters.iter().map(Arc::as_ref).collect();
+                    snapshot(&counters, &state)
+                });
+                let task = io.spawn(prometheus::serve(listener, topology.job_id().to_string(), source));
+                tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
+                Some((bound, task))
+            }
+            None => None,
+        };
         let span = tracing::error_span!("job", job = %topology.job_id());
         let coordinator = io.spawn(tracing::Instrument::instrument(coordinator.run(), span));
         Ok(StreamRuntime {
@@ -347,24 +374,21 @@ impl StreamRuntime {
             coordinator: Some(coordinator),
             shards,
             state,
+            metrics_server,
         })
     }
 
     /// A snapshot of the job's metrics.
     pub fn metrics(&self) -> JobMetrics {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        JobMetrics {
-            shards: self
-                .shards
-                .iter()
-                .enumerate()
-                .map(|(i, (c, _))| c.snapshot(ShardId(u16::try_from(i).unwrap_or(u16::MAX))))
-                .collect(),
-            commits: state.commits,
-            committed: state.committed.clone(),
-            lag: state.lag.clone(),
-            dispatch_behind: state.dispatch_behind,
-        }
+        let counters: Vec<&ShardCounters> = self.shards.iter().map(|(c, _)| c.as_ref()).collect();
+        snapshot(&counters, &self.state)
+    }
+
+    /// The address the Prometheus endpoint listens on, if
+    /// [`RuntimeConfig::metrics_addr`] turned it on (the port the system
+    /// chose, when it was 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Whether the job stopped on its own (a record failed under policy
@@ -388,6 +412,22 @@ impl StreamRuntime {
     }
 }
 
+/// The job's metrics from its shards' counters and the coordinator's state.
+fn snapshot(shards: &[&ShardCounters], state: &Mutex<CoordinatorState>) -> JobMetrics {
+    let state = state.lock().unwrap_or_else(|p| p.into_inner());
+    JobMetrics {
+        shards: shards
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.snapshot(ShardId(u16::try_from(i).unwrap_or(u16::MAX))))
+            .collect(),
+        commits: state.commits,
+        committed: state.committed.clone(),
+        lag: state.lag.clone(),
+        dispatch_behind: state.dispatch_behind,
+    }
+}
+
 impl Drop for StreamRuntime {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
@@ -404,6 +444,9 @@ impl StreamRuntime {
             return Ok(());
         };
         self.stop.store(true, Ordering::Release);
+        if let Some((_, server)) = self.metrics_server.take() {
+            server.abort();
+        }
         let result = futures::executor::block_on(task)
             .map_err(StreamsError::Io)
             .and_then(|r| r);

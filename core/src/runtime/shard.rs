@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::handoff::{await_answers, write_handed, HandOff, HandOffLinks};
 use super::inbox::Inbox;
-use super::metrics::{ShardCounters, ShardId, ShuffleWritten};
+use super::metrics::{Latencies, ShardCounters, ShardId, ShuffleWritten};
 use crate::error::{SerdeError, StreamsError};
 use crate::message::{queue_of_key, EVENT_TIME_PROPERTY};
 use crate::policy::{ErrorPolicy, Verdict};
@@ -291,6 +291,8 @@ struct Shard {
     ctx: Context,
     /// The group's lag on the source topics, when it was read (idle steps).
     lag: Option<(Instant, Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error>)>,
+    /// Latencies recorded since they were last published.
+    latencies: Latencies,
 }
 
 impl Shard {
@@ -310,6 +312,7 @@ impl Shard {
             restored_rx,
             ctx,
             lag: None,
+            latencies: Latencies::default(),
         }
     }
 
@@ -448,7 +451,17 @@ impl Shard {
         // Error-level spans: enabled whatever the filter, so every event of
         // the job names its job, shard and queue.
         let span = tracing::error_span!("queue", queue = %batch.queue, records = batch.records.len());
+        let started = Instant::now();
         let processed = self.process(&batch).instrument(span).await;
+        if processed.is_ok() {
+            let done = Instant::now();
+            Latencies::record(&mut self.latencies.processing, micros(done - started));
+            let now_ms = wall_ms();
+            for r in &batch.records {
+                let waited = u64::try_from(now_ms - r.born_timestamp).unwrap_or(0);
+                Latencies::record(&mut self.latencies.end_to_end, waited.saturating_mul(1_000));
+            }
+        }
         if matches!(&processed, Err(StreamsError::Topology(why)) if why == REFENCED) {
             return self.hold_again(batch, held);
         }
@@ -482,6 +495,7 @@ impl Shard {
                 return false;
             }
         }
+        self.setup.counters.publish(&mut self.latencies);
         true
     }
 
@@ -892,7 +906,6 @@ impl Shard {
         // Held results go out, acknowledged, before the marker that makes
         // the state behind them durable.
         self.flush(queue).await?;
-        let s = &self.setup;
         let Some(state) = self.states.get_mut(queue) else {
             return Ok(None);
         };
@@ -902,6 +915,20 @@ impl Shard {
         if state.checkpointed == Some(next) && state.owned.store().is_none_or(|st| st.dirty_len() == 0) {
             return Ok(None);
         }
+        let started = Instant::now();
+        let result = self.checkpoint_now(queue, next).await;
+        if matches!(result, Ok(Some(_))) {
+            Latencies::record(&mut self.latencies.checkpoint, micros(started.elapsed()));
+        }
+        result
+    }
+
+    /// The checkpoint of `queue` up to `next` (see [`checkpoint`](Self::checkpoint)).
+    async fn checkpoint_now(&mut self, queue: &QueueId, next: Offset) -> Result<Option<Offset>, StreamsError> {
+        let s = &self.setup;
+        let Some(state) = self.states.get_mut(queue) else {
+            return Ok(None);
+        };
         match state.owned.checkpoint(&state.log, next.0).await {
             Ok(_) => {}
             Err(e @ StateError::Fenced { .. }) => {
@@ -1195,6 +1222,18 @@ fn out_record(o: crate::processor::Output) -> OutRecord {
         tags: o.tags,
         properties,
     }
+}
+
+/// `d` in whole microseconds.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The wall clock in ms since the epoch (what born timestamps are in).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The longest pause between two tries of a restore that failed transiently.
