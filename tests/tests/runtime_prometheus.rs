@@ -19,7 +19,11 @@ const DISTINCT: u64 = 50;
 fn scrape(addr: SocketAddr) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
@@ -40,7 +44,9 @@ fn total(text: &str, name: &str) -> f64 {
 fn the_metrics_endpoint_reports_what_the_job_did() {
     let cluster = TestCluster::start();
     let (input, output, job) = (unique("prom-in"), unique("prom-out"), unique("prom-job"));
-    let mut bodies: Vec<Bytes> = (0..WORDS).map(|i| Bytes::from(format!("\"w{}\"", i % DISTINCT))).collect();
+    let mut bodies: Vec<Bytes> = (0..WORDS)
+        .map(|i| Bytes::from(format!("\"w{}\"", i % DISTINCT)))
+        .collect();
     bodies.push(Bytes::from_static(b"not json"));
     cluster.produce(&input, 4, bodies);
 
@@ -71,16 +77,29 @@ fn the_metrics_endpoint_reports_what_the_job_did() {
 
     let prefix = "rocketmq_streams_";
     // In: every input message plus every shuffled record; skipped: the one malformed.
-    assert_eq!(total(&text, &format!("{prefix}records_in_total")), (2 * WORDS + 1) as f64);
+    assert_eq!(
+        total(&text, &format!("{prefix}records_in_total")),
+        (2 * WORDS + 1) as f64
+    );
     assert_eq!(total(&text, &format!("{prefix}shuffled_total")), WORDS as f64);
     assert_eq!(total(&text, &format!("{prefix}records_out_total")), WORDS as f64);
     assert_eq!(total(&text, &format!("{prefix}skipped_total")), 1.0);
     assert!(total(&text, &format!("{prefix}checkpoints_total")) >= 1.0);
     assert!(total(&text, &format!("{prefix}processing_seconds_count")) >= 1.0);
     assert!(total(&text, &format!("{prefix}checkpoint_seconds_count")) >= 1.0);
-    let lag_lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("{prefix}lag{{"))).collect();
-    assert_eq!(lag_lines.len(), metrics.lag.len(), "one lag sample a queue: {lag_lines:?}");
-    assert!(lag_lines.iter().all(|l| l.contains(&format!("job=\"{job}\""))), "{lag_lines:?}");
+    let lag_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}lag{{")))
+        .collect();
+    assert_eq!(
+        lag_lines.len(),
+        metrics.lag.len(),
+        "one lag sample a queue: {lag_lines:?}"
+    );
+    assert!(
+        lag_lines.iter().all(|l| l.contains(&format!("job=\"{job}\""))),
+        "{lag_lines:?}"
+    );
     let shards: HashMap<&str, ()> = text
         .lines()
         .filter(|l| l.starts_with(&format!("{prefix}records_in_total{{")))
