@@ -429,6 +429,45 @@ impl TopologyTestDriver {
         Ok(n)
     }
 
+    /// The current value of `key` in the queryable store `store`, as
+    /// [`StreamRuntime::query`](crate::StreamRuntime::query) reads it on a
+    /// running job (the driver owns every queue: the answer is `Found` or
+    /// `Absent`).
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamRuntime::query`](crate::StreamRuntime::query).
+    pub fn query<K: serde::Serialize, V: serde::de::DeserializeOwned>(
+        &mut self,
+        store: &str,
+        key: &K,
+    ) -> Result<crate::QueryAnswer<V>> {
+        let Some(read) = self.topology.stores.get(store).cloned() else {
+            return Err(StreamsError::Topology(format!("no queryable store is named {store:?}")));
+        };
+        let mut raw_key = Vec::new();
+        crate::codec::encode_into(&mut raw_key, key, "query key")?;
+        let queue = (rocketmq_streams_shuffle::stable_hash(&raw_key) % u64::from(DRIVER_SHUFFLE_QUEUES)) as u32;
+        let shuffle = self.topology.shuffle_topic().map(str::to_owned);
+        let Some(q) = self
+            .queues
+            .iter_mut()
+            .find(|q| Some(&q.topic) == shuffle.as_ref() && q.queue == queue)
+        else {
+            return Ok(crate::QueryAnswer::Absent);
+        };
+        let Some(store) = q.store.as_mut() else {
+            return Ok(crate::QueryAnswer::Absent);
+        };
+        match read(store, &raw_key)? {
+            Some(bytes) => Ok(crate::QueryAnswer::Found(crate::codec::decode(
+                &bytes,
+                "queried value",
+            )?)),
+            None => Ok(crate::QueryAnswer::Absent),
+        }
+    }
+
     /// Takes everything written to `topic` so far (oldest first).
     pub fn read_output(&mut self, topic: &str) -> Vec<Output> {
         self.topology
@@ -720,6 +759,68 @@ mod tests {
                 .sink_with("out", Utf8, Produced::new().property(name, |s: &String| s.clone()));
             let error = b.build().err().expect("refused");
             assert!(error.to_string().contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_queryable_aggregation_answers_queries_and_only_aggregations_can_be() {
+        let mut d = driver(|b| {
+            let words = b.source("in", Utf8).key_by(|w: &String| w.clone());
+            words
+                .count()
+                .queryable("counts")
+                .sink("out", Json::<(String, u64)>::new());
+            words
+                .map(|w: String| w.len() as u64)
+                .reduce(|a: &u64, b: &u64| a.max(b).to_owned())
+                .queryable("longest")
+                .sink("longest-out", Json::<(String, u64)>::new());
+        });
+        for w in ["apple", "pear", "apple", "fig", "apple"] {
+            d.pipe_input("in", w, 1).expect("pipe");
+        }
+        assert_eq!(
+            d.query::<String, u64>("counts", &"apple".into()).expect("query"),
+            QueryAnswer::Found(3)
+        );
+        assert_eq!(
+            d.query::<String, u64>("counts", &"fig".into()).expect("query"),
+            QueryAnswer::Found(1)
+        );
+        assert_eq!(
+            d.query::<String, u64>("counts", &"kiwi".into()).expect("query"),
+            QueryAnswer::Absent
+        );
+        assert_eq!(
+            d.query::<String, u64>("longest", &"pear".into()).expect("query"),
+            QueryAnswer::Found(4)
+        );
+        assert!(
+            d.query::<String, u64>("nope", &"apple".into()).is_err(),
+            "an unknown store is an error"
+        );
+        assert!(
+            d.query::<String, String>("counts", &"apple".into()).is_err(),
+            "a value of another type does not decode"
+        );
+
+        for build in [
+            (|b: &StreamBuilder| {
+                b.source("in", Utf8)
+                    .key_by(|w: &String| w.clone())
+                    .map(|w: String| w)
+                    .queryable("not-an-aggregation")
+                    .sink("out", Json::<(String, String)>::new());
+            }) as fn(&StreamBuilder),
+            |b: &StreamBuilder| {
+                let g = b.source("in", Utf8).key_by(|w: &String| w.clone());
+                g.count().queryable("twice").sink("a", Json::<(String, u64)>::new());
+                g.count().queryable("twice").sink("b", Json::<(String, u64)>::new());
+            },
+        ] {
+            let b = StreamBuilder::new("job");
+            build(&b);
+            assert!(b.build().is_err(), "refused");
         }
     }
 

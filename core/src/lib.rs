@@ -105,6 +105,7 @@ pub mod message;
 pub mod operators;
 mod policy;
 mod processor;
+mod query;
 pub mod runtime;
 pub mod serde;
 mod topology;
@@ -118,6 +119,7 @@ pub use error::{Result, SerdeError, StreamsError};
 pub use message::{Message, Produced, EVENT_TIME_PROPERTY};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record};
+pub use query::QueryAnswer;
 pub use rocketmq_streams_io as io;
 pub use rocketmq_streams_state::{Compression, RocksDbOptions};
 pub use runtime::env::{ACCESS_KEY_ENV, SECRET_KEY_ENV};
@@ -129,9 +131,9 @@ pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, Message, Produced, RStream,
-        RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TestMessage, TimeWindow, Topology,
-        TopologyTestDriver, Window, WindowEmit, WindowStream, Windowed,
+        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, Message, Produced, QueryAnswer,
+        RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TestMessage, TimeWindow,
+        Topology, TopologyTestDriver, Window, WindowEmit, WindowStream, Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

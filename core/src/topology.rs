@@ -119,6 +119,8 @@ pub struct Topology {
     /// The nodes of windowed aggregations and joins (their store key
     /// prefixes; each keeps its stream time under `[node][0x01]`).
     pub(crate) windowed: Vec<u16>,
+    /// The queryable stores by name.
+    pub(crate) stores: Arc<std::collections::BTreeMap<String, crate::query::EncodedReader>>,
 }
 
 impl Topology {
@@ -176,6 +178,12 @@ impl Topology {
             .filter(|t| !t.is_empty())
             .collect();
         tags.is_empty() || tags.contains(&"*") || tag.is_some_and(|t| tags.contains(&t))
+    }
+
+    /// The names of the queryable stores
+    /// ([`GroupedStream::queryable`](crate::GroupedStream::queryable)).
+    pub fn stores(&self) -> Vec<&str> {
+        self.stores.keys().map(String::as_str).collect()
     }
 
     /// The sink topics, indexed by sink id.

@@ -115,3 +115,28 @@ fn commits_cover_all_queues_and_admin_reset_rewinds_one_queue() {
         assert!(extra.is_empty(), "nothing else is re-read: {extra:?}");
     });
 }
+
+#[test]
+fn a_send_acknowledges_the_offset_of_its_last_record() {
+    let cluster = TestCluster::start();
+    let topic = unique("send-offsets");
+    let (io, client) = (cluster.io.clone(), cluster.client.clone());
+    let acks = cluster.block_on(async move {
+        let admin = Admin::start(io.clone(), &client).await.expect("admin");
+        admin.create_topic(&topic, 1).await.expect("topic");
+        let queue = admin.route(&topic).await.expect("route")[0].clone();
+        let sink = Sink::start(io, &client, &unique("send-offsets-producer"))
+            .await
+            .expect("sink");
+        let mut acks = Vec::new();
+        for n in [1usize, 3, 2] {
+            let records = (0..n).map(|i| OutRecord::new(Bytes::from(format!("r{i}")))).collect();
+            let ack = sink.send(queue.clone(), records).await.expect("bridge").expect("send");
+            acks.push((ack.last_chunk_offset.0, ack.last_offset.0));
+        }
+        sink.shutdown().await;
+        acks
+    });
+    // Offsets 0 | 1 2 3 | 4 5: each ack names its first and last record's.
+    assert_eq!(acks, [(0, 0), (1, 3), (4, 5)]);
+}

@@ -33,6 +33,10 @@ pub(crate) struct Graph {
     pub(crate) windowed: Vec<usize>,
     /// What `build` will refuse the graph for, found while it was written.
     pub(crate) errors: Vec<String>,
+    /// How to read each (non-windowed) aggregation's result, by node.
+    pub(crate) readers: std::collections::HashMap<usize, crate::query::StoreReader>,
+    /// The queryable stores, by name.
+    pub(crate) stores: std::collections::BTreeMap<String, crate::query::EncodedReader>,
 }
 
 pub(crate) type KeyedFactory = Arc<dyn Fn() -> Box<dyn KeyedEntry> + Send + Sync>;
@@ -296,6 +300,7 @@ impl StreamBuilder {
             sources,
             sink_topics: graph.sink_topics.clone(),
             shuffle_topic,
+            stores: Arc::new(graph.stores.clone()),
             windowed: graph
                 .windowed
                 .iter()

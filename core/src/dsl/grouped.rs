@@ -8,10 +8,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::builder::lock;
 use super::rstream::RStream;
 use super::windowed::{WindowSpec, WindowStream};
 use crate::accumulator::{Accumulator, Avg, Count, Extreme, Reduce, Sum};
 use crate::emit::Emit;
+use crate::error::StreamsError;
 use crate::operators::aggregate::Aggregate;
 use crate::processor::{BoxProcessor, Keyed};
 use crate::serde::Serializer;
@@ -59,6 +61,7 @@ where
 
     fn aggregate_as<A: Accumulator<V>>(&self, kind: &'static str, acc: A) -> GroupedStream<K, A::Output> {
         let acc = Arc::new(acc);
+        let acc_for_reads = acc.clone();
         let emit = self.emit;
         self.inner.refuse_after_on_commit(kind);
         self.inner.refuse_after_window(kind);
@@ -75,7 +78,81 @@ where
         if emit == Emit::OnCommit {
             grouped.inner.mark_on_commit();
         }
+        let node = grouped.inner.node_id();
+        let prefix = u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes();
+        let reader: crate::query::StoreReader = Arc::new(move |store, raw_key| {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(raw_key);
+            store
+                .read::<crate::codec::StateCodec<A::State>, _>(u32::from(u16::from_be_bytes(prefix)), &key, |state| {
+                    state.map(|s| Box::new(acc_for_reads.result(s)) as Box<dyn std::any::Any>)
+                })
+                .map_err(|e| crate::operators::aggregate::state_error(raw_key, e))
+        });
+        lock(grouped.inner.graph()).readers.insert(node, reader);
         grouped
+    }
+
+    /// Makes this aggregation's result queryable as `name` while the job
+    /// runs: [`StreamRuntime::query`](crate::StreamRuntime::query)`(name, &key)`
+    /// reads a key's current value. Only the result of an aggregation
+    /// (count, sum, min, max, avg, aggregate, reduce) not in a window can
+    /// be: `build` refuses anything else, and a name used twice.
+    ///
+    /// ```
+    /// use rocketmq_streams::prelude::*;
+    ///
+    /// let builder = StreamBuilder::new("word-count");
+    /// builder
+    ///     .source("lines", Utf8)
+    ///     .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    ///     .key_by(|w: &String| w.clone())
+    ///     .count()
+    ///     .queryable("word-counts")
+    ///     .sink("counts", Json::<(String, u64)>::new());
+    /// assert_eq!(builder.build().unwrap().stores(), ["word-counts"]);
+    /// ```
+    pub fn queryable(&self, name: &str) -> GroupedStream<K, V>
+    where
+        V: Serialize,
+    {
+        let node = self.inner.node_id();
+        let mut graph = lock(self.inner.graph());
+        let reader = graph.readers.get(&node).cloned();
+        match reader {
+            _ if graph.stores.contains_key(name) => {
+                graph
+                    .errors
+                    .push(format!("queryable({name:?}): the name is used twice"));
+            }
+            None => {
+                let kind = graph.nodes[node].kind;
+                graph.errors.push(format!(
+                    "queryable({name:?}) follows {kind}, not an aggregation: only the result of count, sum, \
+                     min, max, avg, aggregate or reduce (not in a window) can be queried"
+                ));
+            }
+            Some(reader) => {
+                let store = name.to_string();
+                let encoded: crate::query::EncodedReader = Arc::new(move |queue_store, raw_key| {
+                    let Some(value) = reader(queue_store, raw_key)? else {
+                        return Ok(None);
+                    };
+                    let value = value.downcast::<V>().map_err(|_| {
+                        StreamsError::Topology(format!("store {store}: the aggregation's result is not of this type"))
+                    })?;
+                    let mut buf = Vec::new();
+                    crate::codec::encode_into(&mut buf, &*value, "queried value")?;
+                    Ok(Some(bytes::Bytes::from(buf)))
+                });
+                graph.stores.insert(name.to_string(), encoded);
+            }
+        }
+        drop(graph);
+        GroupedStream {
+            inner: self.inner.clone(),
+            emit: self.emit,
+        }
     }
 
     /// Combines the values of each key with `f`: the first value as it

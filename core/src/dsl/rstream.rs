@@ -94,6 +94,11 @@ impl<T: Clone + 'static> RStream<T> {
         &self.graph
     }
 
+    /// The graph node this stream comes out of.
+    pub(crate) fn node_id(&self) -> usize {
+        self.node
+    }
+
     /// Joins this stream (the left side) with `other` (the right side):
     /// pairs of records whose keys are equal and, once windowed, whose
     /// event times the window admits. Then `.on(left_key, right_key)`,

@@ -49,8 +49,12 @@ use self::metrics::ShardCounters;
 use self::shard::{ShardEvent, ShardMsg, ShardSetup};
 use rocketmq_streams_state::RocksDbOptions;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::error::{Result, StreamsError};
 use crate::policy::ErrorPolicy;
+use crate::query::{QueryAnswer, ShardAnswer};
 use crate::topology::Topology;
 
 /// Most batches a shard may have queued before the coordinator stops
@@ -162,7 +166,27 @@ pub struct StreamRuntime {
     state: Arc<Mutex<CoordinatorState>>,
     /// The Prometheus endpoint's address and task, when it is on.
     metrics_server: Option<(SocketAddr, rocketmq_streams_io::IoTask<()>)>,
+    /// Where interactive queries go (`None` once the job stops).
+    queries: SharedRoutes,
+    /// The topology's queryable store names.
+    stores: Vec<String>,
 }
+
+/// What an interactive query needs to find a key's shard: the shuffle
+/// queues, which shard owns which, and the shards' inboxes. The
+/// coordinator keeps it current and empties it when it stops (a shard
+/// stops once every sender to it is gone: a query holds one only while
+/// it sends).
+struct QueryRoutes {
+    shuffle_route: Arc<Vec<QueueId>>,
+    owners: HashMap<QueueId, usize>,
+    shards: Vec<Outbox<ShardMsg>>,
+}
+
+type SharedRoutes = Arc<Mutex<Option<QueryRoutes>>>;
+
+/// How long a query waits for its shard (which answers between batches).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct CoordinatorState {
@@ -330,6 +354,11 @@ impl StreamRuntime {
 
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(CoordinatorState::default()));
+        let queries: SharedRoutes = Arc::new(Mutex::new(keyed.as_ref().map(|(shuffle, _, _)| QueryRoutes {
+            shuffle_route: shuffle.clone(),
+            owners: HashMap::new(),
+            shards: outboxes.clone(),
+        })));
         let coordinator = Coordinator {
             source: Some(source),
             sink: Some(sink),
@@ -347,6 +376,8 @@ impl StreamRuntime {
             stop: stop.clone(),
             state: state.clone(),
             commit_interval: config.commit_interval,
+            queries: queries.clone(),
+            shuffle_topic: topology.shuffle_topic().map(str::to_string),
         };
         let metrics_server = match config.metrics_addr {
             Some(addr) => {
@@ -375,6 +406,8 @@ impl StreamRuntime {
             shards,
             state,
             metrics_server,
+            queries,
+            stores: topology.stores().into_iter().map(str::to_string).collect(),
         })
     }
 
@@ -382,6 +415,84 @@ impl StreamRuntime {
     pub fn metrics(&self) -> JobMetrics {
         let counters: Vec<&ShardCounters> = self.shards.iter().map(|(c, _)| c.as_ref()).collect();
         snapshot(&counters, &self.state)
+    }
+
+    /// The current value of `key` in the queryable store `store` (see
+    /// [`GroupedStream::queryable`](crate::GroupedStream::queryable)), if
+    /// the key's queue is this instance's: read by the shard that owns it,
+    /// between two batches (every record processed so far, checkpointed or
+    /// not). Blocks until the shard answers (at most 10 s).
+    ///
+    /// ```no_run
+    /// # use rocketmq_streams::prelude::*;
+    /// # fn f(runtime: &StreamRuntime) -> Result<(), StreamsError> {
+    /// match runtime.query::<String, u64>("word-counts", &"the".to_string())? {
+    ///     QueryAnswer::Found(n) => println!("the: {n}"),
+    ///     QueryAnswer::Absent => println!("the: never seen"),
+    ///     QueryAnswer::NotHere { queue } => println!("ask the instance that owns {queue}"),
+    ///     QueryAnswer::NotReady { .. } => println!("restoring; ask again"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StreamsError::Topology`] if the job has no store `store`;
+    /// [`StreamsError::Serde`] if the key does not serialize or the value
+    /// does not decode as `V` (not the store's type);
+    /// [`StreamsError::Shutdown`] once the job has stopped; a transient
+    /// [`StreamsError::Io`] if the shard does not answer in time; the
+    /// store's error if it cannot be read.
+    pub fn query<K: Serialize, V: DeserializeOwned>(&self, store: &str, key: &K) -> Result<QueryAnswer<V>> {
+        if !self.stores.iter().any(|s| s == store) {
+            return Err(StreamsError::Topology(format!(
+                "no queryable store is named {store:?}; the job's are {:?}",
+                self.stores
+            )));
+        }
+        let mut raw_key = Vec::new();
+        crate::codec::encode_into(&mut raw_key, key, "query key")?;
+        let (queue, outbox) = {
+            let routes = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(routes) = routes.as_ref() else {
+                return Err(StreamsError::Shutdown(
+                    "the job has stopped: no query is answered".into(),
+                ));
+            };
+            let index = rocketmq_streams_shuffle::stable_hash(&raw_key) % routes.shuffle_route.len().max(1) as u64;
+            let Some(queue) = routes.shuffle_route.get(index as usize).cloned() else {
+                return Err(StreamsError::Topology("the job has no shuffle queue".into()));
+            };
+            match routes.owners.get(&queue) {
+                Some(&shard) => (queue, routes.shards[shard].clone()),
+                None => return Ok(QueryAnswer::NotHere { queue }),
+            }
+        };
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        let message = ShardMsg::Query {
+            queue: queue.clone(),
+            store: store.to_string(),
+            raw_key: bytes::Bytes::from(raw_key),
+            reply,
+        };
+        if outbox.send(message).is_err() {
+            return Err(StreamsError::Shutdown(
+                "the job has stopped: no query is answered".into(),
+            ));
+        }
+        drop(outbox);
+        match answer.recv_timeout(QUERY_TIMEOUT) {
+            Ok(ShardAnswer::Value(Some(bytes))) => {
+                Ok(QueryAnswer::Found(crate::codec::decode(&bytes, "queried value")?))
+            }
+            Ok(ShardAnswer::Value(None)) => Ok(QueryAnswer::Absent),
+            Ok(ShardAnswer::NotReady) => Ok(QueryAnswer::NotReady { queue }),
+            Ok(ShardAnswer::Failed(error)) => Err(error),
+            Err(_) => Err(StreamsError::Io(rocketmq_streams_io::Error::transient(
+                rocketmq_streams_io::Operation::Runtime,
+                format!("the shard owning {queue} did not answer the query within {QUERY_TIMEOUT:?}"),
+            ))),
+        }
     }
 
     /// The address the Prometheus endpoint listens on, if
@@ -507,6 +618,10 @@ struct Coordinator {
     stop: Arc<AtomicBool>,
     state: Arc<Mutex<CoordinatorState>>,
     commit_interval: Duration,
+    /// The owners interactive queries see, kept in step with `owner`.
+    queries: SharedRoutes,
+    /// The job's shuffle topic: its queues' state is claimed on assignment.
+    shuffle_topic: Option<String>,
 }
 
 impl Coordinator {
@@ -536,10 +651,16 @@ impl Coordinator {
             for change in changes {
                 match change {
                     AssignmentChange::Assigned(q) => {
-                        self.shard_of(&q);
+                        let shard = self.shard_of(&q);
+                        if self.shuffle_topic.as_deref() == Some(q.topic()) {
+                            let _ = self.shards[shard].send(ShardMsg::Claim(q));
+                        }
                     }
                     AssignmentChange::Revoked(q) => {
                         self.acked.remove(&q);
+                        if let Some(routes) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                            routes.owners.remove(&q);
+                        }
                         if let Some(shard) = self.owner.remove(&q) {
                             let _ = self.shards[shard].send(ShardMsg::Revoke(q));
                         }
@@ -595,6 +716,16 @@ impl Coordinator {
         if let Some(&s) = self.owner.get(queue) {
             return s;
         }
+        let shard = self.place(queue);
+        if let Some(routes) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            routes.owners.insert(queue.clone(), shard);
+        }
+        shard
+    }
+
+    /// Gives `queue` (not owned now) to its home shard, or to the least
+    /// loaded one if it never had one.
+    fn place(&mut self, queue: &QueueId) -> usize {
         if let Some(&s) = self.homes.get(queue) {
             self.owner.insert(queue.clone(), s);
             return s;
@@ -661,6 +792,8 @@ impl Coordinator {
     /// Closes the shards' inboxes and waits until each has processed what it
     /// holds and stopped.
     async fn drain(&mut self) -> Result<()> {
+        // Queries let go of the shards too (a shard stops once no one can send).
+        *self.queries.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.shards.clear();
         let mut stopped = 0;
         let total = self.in_flight.len();

@@ -22,6 +22,7 @@ use crate::error::{SerdeError, StreamsError};
 use crate::message::{queue_of_key, EVENT_TIME_PROPERTY};
 use crate::policy::{ErrorPolicy, Verdict};
 use crate::processor::Context;
+use crate::query::ShardAnswer;
 use crate::runtime::task::QueueTask;
 use crate::topology::Topology;
 
@@ -38,6 +39,19 @@ pub(crate) enum ShardMsg {
     /// progress since their last checkpoint (an idle stream's state and
     /// offsets would otherwise wait for its next batch).
     Tick,
+    /// The keyed queue was assigned to this instance: claim and restore
+    /// its state now, before its first batch (a consumer that does not
+    /// deliver a queue's records is then caught up from the broker; see
+    /// [`Shard::catch_up`]).
+    Claim(QueueId),
+    /// Read `store`'s value of the key `raw_key` (serialized as `key_by`
+    /// does) from `queue`'s state, and answer on `reply`.
+    Query {
+        queue: QueueId,
+        store: String,
+        raw_key: bytes::Bytes,
+        reply: crossbeam::channel::Sender<ShardAnswer>,
+    },
 }
 
 /// What a shard tells the coordinator.
@@ -381,6 +395,36 @@ impl Shard {
                 true
             }
             ShardMsg::Tick => self.checkpoint_all().await,
+            ShardMsg::Claim(queue) => {
+                if self.states.contains_key(&queue)
+                    || self.restoring.contains_key(&queue)
+                    || self.failed.contains(&queue)
+                {
+                    return true;
+                }
+                match self.start_restore(&queue) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        self.failed.insert(queue.clone());
+                        let event = ShardEvent::Failed {
+                            shard: self.setup.id,
+                            queue: Some(queue),
+                            error,
+                        };
+                        self.setup.events.send(event).is_ok()
+                    }
+                }
+            }
+            ShardMsg::Query {
+                queue,
+                store,
+                raw_key,
+                reply,
+            } => {
+                // The asker may have given up: nothing to tell then.
+                let _ = reply.send(self.query(&queue, &store, &raw_key));
+                true
+            }
             ShardMsg::Batch(batch) => {
                 if self.failed.contains(&batch.queue) {
                     // Dropped unprocessed, so never acknowledged; the
@@ -400,6 +444,30 @@ impl Shard {
                 self.run_batch(batch, false).await
             }
         }
+    }
+
+    /// Reads `store`'s value of `raw_key` in `queue`'s state, between two
+    /// batches (every record processed so far, checkpointed or not).
+    fn query(&mut self, queue: &QueueId, store: &str, raw_key: &[u8]) -> ShardAnswer {
+        let Some(read) = self.setup.topology.stores.get(store).cloned() else {
+            return ShardAnswer::Failed(StreamsError::Topology(format!("no queryable store is named {store:?}")));
+        };
+        if self.restoring.contains_key(queue) {
+            return ShardAnswer::NotReady;
+        }
+        // No state: no record of the queue came yet (or it just left).
+        let Some(state) = self.states.get_mut(queue) else {
+            return ShardAnswer::NotReady;
+        };
+        let Some(mut queue_store) = state.owned.take_store() else {
+            return ShardAnswer::NotReady;
+        };
+        let answer = match read(&mut queue_store, raw_key) {
+            Ok(value) => ShardAnswer::Value(value),
+            Err(error) => ShardAnswer::Failed(error),
+        };
+        state.owned.put_store(queue_store);
+        answer
     }
 
     /// Holds a batch of a keyed queue without state until its restore
