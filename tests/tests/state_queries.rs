@@ -46,10 +46,29 @@ fn the_owner_answers_each_key_and_the_other_instance_says_not_here() {
     }
     let (dir_a, dir_b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let a = job(&job_id, &input, &output, &cluster, dir_a.path());
+    // The first instance counts everything, then a second one takes half
+    // the queues over (their state restored from the state topic when they
+    // are assigned). Both started together, the consumer has been seen to
+    // leave some shuffle queues undelivered for minutes (noted in issue 14's
+    // closing note); scale-out after the fact is what this test is about.
+    let counted = wait_for(Duration::from_secs(120), || {
+        let m = a.metrics();
+        (m.lag.len() >= 12 && m.caught_up()).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "the first instance counted everything: {:?}",
+        a.metrics()
+    );
+    assert_eq!(
+        a.query::<String, u64>("counts", &"w1".to_string()).expect("query"),
+        QueryAnswer::Found(reference["w1"]),
+        "a single instance answers every key"
+    );
     let b = job(&job_id, &input, &output, &cluster, dir_b.path());
 
-    // Both instances own queues (4 input and 8 shuffle between them) and
-    // have processed everything; then every word has one owner.
+    // Both instances own queues (4 input and 8 shuffle between them); then
+    // every word has one owner.
     let mut last = String::new();
     let answers = wait_for(Duration::from_secs(90), || {
         let (ma, mb) = (a.metrics(), b.metrics());

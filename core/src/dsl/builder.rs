@@ -161,8 +161,9 @@ impl StreamBuilder {
         let de: Arc<dyn Deserializer<T>> = Arc::new(deserializer);
         let name = de.name();
         self.add_source(topic, tags, false, name, move |chain: &Arc<Slot<T>>| {
-            Box::new(TypedSource {
+            Box::new(DecodingSource {
                 de: de.clone(),
+                wrap: |value, _, _| value,
                 next: chain.build(),
             }) as Box<dyn SourcePipeline>
         })
@@ -176,8 +177,9 @@ impl StreamBuilder {
         let de: Arc<dyn Deserializer<T>> = Arc::new(deserializer);
         let name = de.name();
         self.add_source(topic, tags, true, name, move |chain: &Arc<Slot<Message<T>>>| {
-            Box::new(MessageSource {
+            Box::new(DecodingSource {
                 de: de.clone(),
+                wrap: with_metadata,
                 next: chain.build(),
             }) as Box<dyn SourcePipeline>
         })
@@ -311,22 +313,26 @@ impl StreamBuilder {
     }
 }
 
-struct TypedSource<T> {
+/// A source chain: decodes each message body as `T`, makes the record's
+/// value of it (`wrap`: the value itself, or a [`Message`] with the
+/// message's metadata) and passes it on.
+struct DecodingSource<T, U> {
     de: Arc<dyn Deserializer<T>>,
-    next: BoxProcessor<T>,
+    wrap: fn(T, &QueueId, &InMessage) -> U,
+    next: BoxProcessor<U>,
 }
 
-impl<T: 'static> SourcePipeline for TypedSource<T> {
+impl<T: 'static, U: 'static> SourcePipeline for DecodingSource<T, U> {
     fn process(
         &mut self,
-        _queue: &QueueId,
+        queue: &QueueId,
         message: &InMessage,
         ctx: &mut Context,
         failed: &mut OnFailure<'_>,
     ) -> Result<(), StreamsError> {
         let body = &message.body;
         let outcome = guarded(ctx, |ctx| {
-            let value = self.de.deserialize(body)?;
+            let value = (self.wrap)(self.de.deserialize(body)?, queue, message);
             self.next.process(
                 Record {
                     value,
@@ -342,44 +348,16 @@ impl<T: 'static> SourcePipeline for TypedSource<T> {
     }
 }
 
-/// A source chain that sees whole messages: [`Message`]s of `T`.
-struct MessageSource<T> {
-    de: Arc<dyn Deserializer<T>>,
-    next: BoxProcessor<Message<T>>,
-}
-
-impl<T: 'static> SourcePipeline for MessageSource<T> {
-    fn process(
-        &mut self,
-        queue: &QueueId,
-        message: &InMessage,
-        ctx: &mut Context,
-        failed: &mut OnFailure<'_>,
-    ) -> Result<(), StreamsError> {
-        let body = &message.body;
-        let outcome = guarded(ctx, |ctx| {
-            let value = self.de.deserialize(body)?;
-            let value = Message {
-                value,
-                keys: message.keys.clone(),
-                tags: message.tags.clone(),
-                properties: message.properties.clone(),
-                born_timestamp: message.born_timestamp,
-                store_timestamp: message.store_timestamp,
-                queue: queue.clone(),
-                offset: message.offset,
-            };
-            self.next.process(
-                Record {
-                    value,
-                    timestamp: message.born_timestamp,
-                },
-                ctx,
-            )
-        });
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(e) => failed(body, None, e),
-        }
+/// A decoded value with the metadata of the message it came in.
+fn with_metadata<T>(value: T, queue: &QueueId, message: &InMessage) -> Message<T> {
+    Message {
+        value,
+        keys: message.keys.clone(),
+        tags: message.tags.clone(),
+        properties: message.properties.clone(),
+        born_timestamp: message.born_timestamp,
+        store_timestamp: message.store_timestamp,
+        queue: queue.clone(),
+        offset: message.offset,
     }
 }

@@ -404,15 +404,7 @@ impl Shard {
                 }
                 match self.start_restore(&queue) {
                     Ok(()) => true,
-                    Err(error) => {
-                        self.failed.insert(queue.clone());
-                        let event = ShardEvent::Failed {
-                            shard: self.setup.id,
-                            queue: Some(queue),
-                            error,
-                        };
-                        self.setup.events.send(event).is_ok()
-                    }
+                    Err(error) => self.fail_queue(queue, error),
                 }
             }
             ShardMsg::Query {
@@ -444,6 +436,19 @@ impl Shard {
                 self.run_batch(batch, false).await
             }
         }
+    }
+
+    /// Marks `queue` failed (no later batch of it is processed) and tells
+    /// the coordinator, which stops the job. Returns `false` when the
+    /// coordinator is gone.
+    fn fail_queue(&mut self, queue: QueueId, error: StreamsError) -> bool {
+        self.failed.insert(queue.clone());
+        let event = ShardEvent::Failed {
+            shard: self.setup.id,
+            queue: Some(queue),
+            error,
+        };
+        self.setup.events.send(event).is_ok()
     }
 
     /// Reads `store`'s value of `raw_key` in `queue`'s state, between two
@@ -918,16 +923,8 @@ impl Shard {
         };
         let (owned, summary, log, resume) = match outcome {
             Ok(restored) => restored,
-            Err(error) => {
-                self.failed.insert(queue.clone());
-                let event = ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(queue),
-                    error,
-                };
-                // The job stops on this event (its in-flight count no longer matters).
-                return self.setup.events.send(event).is_ok();
-            }
+            // The job stops on this event (its in-flight count no longer matters).
+            Err(error) => return self.fail_queue(queue, error),
         };
         ShardCounters::add(&self.setup.counters.restored, summary.applied);
         tracing::info!(%queue, epoch = owned.epoch(), source_next = ?owned.source_next(),
