@@ -30,16 +30,10 @@ impl<T> Processor<T> for Branch<T> {
     }
 
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        for p in &mut self.next {
-            p.flush(ctx)?;
-        }
-        Ok(())
+        super::tee::flush_all(&mut self.next, ctx)
     }
 
     fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        for p in &mut self.next {
-            p.advance(ctx)?;
-        }
-        Ok(())
+        super::tee::advance_all(&mut self.next, ctx)
     }
 }

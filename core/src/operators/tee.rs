@@ -21,16 +21,26 @@ impl<T: Clone> Processor<T> for Tee<T> {
     }
 
     fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        for p in &mut self.next {
-            p.flush(ctx)?;
-        }
-        Ok(())
+        flush_all(&mut self.next, ctx)
     }
 
     fn advance(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        for p in &mut self.next {
-            p.advance(ctx)?;
-        }
-        Ok(())
+        advance_all(&mut self.next, ctx)
     }
+}
+
+/// Passes a flush to each of `next` in turn (an edge to several streams).
+pub(crate) fn flush_all<T>(next: &mut [BoxProcessor<T>], ctx: &mut Context) -> Result<(), StreamsError> {
+    for p in next {
+        p.flush(ctx)?;
+    }
+    Ok(())
+}
+
+/// Passes an advance to each of `next` in turn (an edge to several streams).
+pub(crate) fn advance_all<T>(next: &mut [BoxProcessor<T>], ctx: &mut Context) -> Result<(), StreamsError> {
+    for p in next {
+        p.advance(ctx)?;
+    }
+    Ok(())
 }
