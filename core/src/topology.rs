@@ -172,12 +172,10 @@ impl Topology {
         else {
             return true;
         };
-        let tags: Vec<&str> = expression
-            .split("||")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .collect();
-        tags.is_empty() || tags.contains(&"*") || tag.is_some_and(|t| tags.contains(&t))
+        match rocketmq_streams_io::tag_set(expression) {
+            None => true,
+            Some(tags) => tag.is_some_and(|t| tags.contains(&t)),
+        }
     }
 
     /// The names of the queryable stores

@@ -420,20 +420,22 @@ fn user_properties(m: &MessageExt) -> Vec<(String, String)> {
     out
 }
 
-/// `expression` in the form rocketmq-client-rust 1.0.0 filters right:
-/// its broker-side tag hashes are of the untrimmed tags, so `"A || B"`
-/// would match nothing; `"A||B"` matches both. `*` (or blank) is every tag.
-pub(crate) fn tag_expression(expression: &str) -> String {
+/// The tags a RocketMQ tag expression (`"A || B"`) names, trimmed; `None`
+/// when it takes every tag (`*`, or blank).
+pub fn tag_set(expression: &str) -> Option<Vec<&str>> {
     let tags: Vec<&str> = expression
         .split("||")
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
-    if tags.is_empty() || tags.contains(&"*") {
-        "*".to_string()
-    } else {
-        tags.join("||")
-    }
+    (!tags.is_empty() && !tags.contains(&"*")).then_some(tags)
+}
+
+/// `expression` in the form rocketmq-client-rust 1.0.0 filters right:
+/// its broker-side tag hashes are of the untrimmed tags, so `"A || B"`
+/// would match nothing; `"A||B"` matches both.
+fn tag_expression(expression: &str) -> String {
+    tag_set(expression).map_or_else(|| "*".to_string(), |tags| tags.join("||"))
 }
 
 fn millis(d: Duration) -> u64 {

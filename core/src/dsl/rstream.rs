@@ -436,11 +436,7 @@ impl<T: Clone + 'static> RStream<T> {
     /// window: unlike event time, processing-time windows are not
     /// reproducible.
     pub fn with_processing_time(&self) -> RStream<T> {
-        self.select_timestamp(|_| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        })
+        self.select_timestamp(|_| crate::operators::stream_time::wall_clock_ms())
     }
 
     /// Calls `f` on every value; ends the stream.

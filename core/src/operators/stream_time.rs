@@ -119,3 +119,11 @@ pub(crate) fn encode_layers(store: &mut QueueStore, layers: &[u32], what: &str) 
         .into()),
     }
 }
+
+/// The wall clock in ms since the epoch (what born timestamps and event
+/// times are in).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -292,10 +292,13 @@ impl StreamRuntime {
             .state_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("rocketmq-streams").join(topology.job_id()));
-        let keyed = keyed_routes.map(|(shuffle, state, reader)| (Arc::new(shuffle), Arc::new(state), reader));
-        let written = keyed
-            .as_ref()
-            .map(|(shuffle, _, _)| Arc::new(metrics::ShuffleWritten::new(shuffle.clone())));
+        // Routes of the keyed stage, and what this instance writes to the
+        // shuffle topic (for the lag metric).
+        let keyed = keyed_routes.map(|(shuffle, state, reader)| {
+            let shuffle = Arc::new(shuffle);
+            let written = Arc::new(metrics::ShuffleWritten::new(shuffle.clone()));
+            (shuffle, Arc::new(state), reader, written)
+        });
         let sink_routes = Arc::new(sink_routes);
         let dlq_route = Arc::new(dlq_route);
         let mut outboxes = Vec::new();
@@ -323,24 +326,24 @@ impl StreamRuntime {
                 policy: config.error_policy,
                 outage: config.outage_deadline,
                 counters: counters.clone(),
-                state: keyed.as_ref().map(|(shuffle, state, reader)| shard::StateSetup {
-                    shuffle_route: shuffle.clone(),
-                    state_route: state.clone(),
-                    written: written
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(metrics::ShuffleWritten::new(shuffle.clone()))),
-                    reader: reader.clone(),
-                    admin: admin.clone(),
-                    dir: state_dir.clone(),
-                    cache: config.cache_capacity,
-                    rocksdb: config.rocksdb.clone(),
-                    commit_interval: config.commit_interval,
-                    protocol: rocketmq_streams_state::ProtocolOptions {
-                        snapshot_after: config.snapshot_after,
-                        snapshot_batch: config.send_batch,
-                        ..rocketmq_streams_state::ProtocolOptions::default()
-                    },
-                }),
+                state: keyed
+                    .as_ref()
+                    .map(|(shuffle, state, reader, written)| shard::StateSetup {
+                        shuffle_route: shuffle.clone(),
+                        state_route: state.clone(),
+                        written: written.clone(),
+                        reader: reader.clone(),
+                        admin: admin.clone(),
+                        dir: state_dir.clone(),
+                        cache: config.cache_capacity,
+                        rocksdb: config.rocksdb.clone(),
+                        commit_interval: config.commit_interval,
+                        protocol: rocketmq_streams_state::ProtocolOptions {
+                            snapshot_after: config.snapshot_after,
+                            snapshot_batch: config.send_batch,
+                            ..rocketmq_streams_state::ProtocolOptions::default()
+                        },
+                    }),
                 hand_off: hand_off.get_mut(i).and_then(Option::take),
             };
             let handle = std::thread::Builder::new()
@@ -354,7 +357,7 @@ impl StreamRuntime {
 
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(CoordinatorState::default()));
-        let queries: SharedRoutes = Arc::new(Mutex::new(keyed.as_ref().map(|(shuffle, _, _)| QueryRoutes {
+        let queries: SharedRoutes = Arc::new(Mutex::new(keyed.as_ref().map(|(shuffle, _, _, _)| QueryRoutes {
             shuffle_route: shuffle.clone(),
             owners: HashMap::new(),
             shards: outboxes.clone(),
@@ -362,9 +365,9 @@ impl StreamRuntime {
         let coordinator = Coordinator {
             source: Some(source),
             sink: Some(sink),
-            reader: keyed.as_ref().map(|(_, _, reader)| reader.clone()),
+            reader: keyed.as_ref().map(|(_, _, reader, _)| reader.clone()),
             admin,
-            written,
+            written: keyed.as_ref().map(|(_, _, _, written)| written.clone()),
             lag_refreshed: None,
             shards: outboxes,
             events: events_rx,

@@ -529,7 +529,7 @@ impl Shard {
         if processed.is_ok() {
             let done = Instant::now();
             Latencies::record(&mut self.latencies.processing, micros(done - started));
-            let now_ms = wall_ms();
+            let now_ms = crate::operators::stream_time::wall_clock_ms();
             for r in &batch.records {
                 let waited = u64::try_from(now_ms - r.born_timestamp).unwrap_or(0);
                 Latencies::record(&mut self.latencies.end_to_end, waited.saturating_mul(1_000));
@@ -1292,13 +1292,6 @@ fn out_record(o: crate::processor::Output) -> OutRecord {
 /// `d` in whole microseconds.
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// The wall clock in ms since the epoch (what born timestamps are in).
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The longest pause between two tries of a restore that failed transiently.
