@@ -39,6 +39,11 @@ pub enum StreamsError {
         /// or where the wall clock moved an idle queue's).
         stream_time: i64,
     },
+    /// A user's [`KeyedProcessor`](crate::KeyedProcessor) refused a record
+    /// (its own reason). Permanent for that record: it goes through the
+    /// error policy, its store writes and outputs undone.
+    #[error("processor refused the record: {0}")]
+    Processor(String),
     /// A user closure panicked on a record. Permanent for that record.
     #[error("user code panicked: {0}")]
     UserPanic(String),

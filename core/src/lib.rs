@@ -117,6 +117,7 @@ pub use dsl::{GroupedStream, JoinBuilder, KeyedJoin, RStream, Split, StreamBuild
 pub use emit::Emit;
 pub use error::{Result, SerdeError, StreamsError};
 pub use message::{Message, Produced, EVENT_TIME_PROPERTY};
+pub use operators::process::{KeyedProcessor, ProcessorContext};
 pub use policy::{DeadLetter, ErrorPolicy, DLQ_ERROR_PROPERTY, DLQ_ORIGIN_PROPERTY};
 pub use processor::{BoxProcessor, Context, Keyed, Output, Processor, Record};
 pub use query::QueryAnswer;
@@ -131,9 +132,10 @@ pub use window::{TimeWindow, Window, WindowEmit, Windowed};
 pub mod prelude {
     pub use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
     pub use crate::{
-        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, Message, Produced, QueryAnswer,
-        RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime, StreamsError, TestMessage, TimeWindow,
-        Topology, TopologyTestDriver, Window, WindowEmit, WindowStream, Windowed,
+        join::JoinWindows, Accumulator, Emit, ErrorPolicy, GroupedStream, JobMetrics, KeyedProcessor, Message,
+        ProcessorContext, Produced, QueryAnswer, RStream, RuntimeConfig, ShuffleHandOff, StreamBuilder, StreamRuntime,
+        StreamsError, TestMessage, TimeWindow, Topology, TopologyTestDriver, Window, WindowEmit, WindowStream,
+        Windowed,
     };
     #[cfg(feature = "embedded-broker")]
     pub use rocketmq_streams_io::EmbeddedRocketMQ;

@@ -115,6 +115,22 @@ impl Admin {
             .await?
     }
 
+    /// The addresses of the cluster's master brokers, sorted.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Admin`] error if the name server cannot be
+    /// read, or no master is registered (transient: one may be starting).
+    pub async fn masters(&self) -> Result<Vec<String>> {
+        let admin = self.admin.clone();
+        self.io
+            .spawn(async move {
+                let masters = master_addrs(&admin).await?;
+                Ok(masters.iter().map(ToString::to_string).collect())
+            })
+            .await?
+    }
+
     /// The writable queues of `topic`, ordered by broker and queue index.
     ///
     /// # Errors

@@ -13,6 +13,11 @@
 //! same value, by the first instance. RocketMQ's fixed default HA port
 //! (10912) is replaced by a free one, or a second broker would fail to start.
 //!
+//! A cluster of several brokers, each in a process of its own, is one
+//! [`Servers::NameServer`] and [`Servers::Broker`]s registered with it (the
+//! `rocketmq-streams-broker` command's `--namesrv-only` and
+//! `--namesrv-addr`; `tests/state_two_brokers.rs` runs one).
+//!
 //! RocketMQ judges its disk by the used ratio, not by free bytes: past 85%
 //! it deletes commit-log files early and past 90% it refuses writes (and so
 //! does not start). A temporary store therefore goes to `/dev/shm` when the
@@ -73,6 +78,32 @@ pub struct EmbeddedConfig {
     /// requests with them ([`ClientConfig::credentials`](crate::ClientConfig::credentials)).
     /// Default: off.
     pub acl: Option<crate::Credentials>,
+    /// Which servers to run: a name server and a broker (the default), or
+    /// one of them, to build a cluster of several processes.
+    pub servers: Servers,
+}
+
+/// Which servers an [`EmbeddedRocketMQ`] runs.
+///
+/// A cluster of several brokers is one [`Servers::NameServer`] and any
+/// number of [`Servers::Broker`]s registered with it, each in a process
+/// (or value) of its own; every broker is a master of the default cluster,
+/// named after its port, so topics created by
+/// [`Admin::create_topic`](crate::Admin::create_topic) get their queues
+/// on every broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Servers {
+    /// A name server and one broker registered with it.
+    #[default]
+    Both,
+    /// A name server only.
+    NameServer,
+    /// A broker only, registered with the name server at `namesrv_addr`
+    /// (`host:port`).
+    Broker {
+        /// The name server the broker registers with.
+        namesrv_addr: String,
+    },
 }
 
 impl Default for EmbeddedConfig {
@@ -86,11 +117,13 @@ impl Default for EmbeddedConfig {
             store_dir: None,
             client_expiry: Duration::from_secs(120),
             acl: None,
+            servers: Servers::Both,
         }
     }
 }
 
-/// A RocketMQ name server and one master broker running inside this process.
+/// A RocketMQ name server and one master broker running inside this
+/// process (or one of them: see [`EmbeddedConfig::servers`]).
 ///
 /// ```no_run
 /// use rocketmq_streams_io::EmbeddedRocketMQ;
@@ -104,7 +137,7 @@ pub struct EmbeddedRocketMQ {
     namesrv_stop: Option<oneshot::Sender<()>>,
     namesrv_task: Option<tokio::task::JoinHandle<rocketmq_namesrv::NameServerResult<()>>>,
     namesrv_addr: String,
-    broker_addr: String,
+    broker_addr: Option<String>,
     _store: Option<tempfile::TempDir>,
 }
 
@@ -149,11 +182,12 @@ impl EmbeddedRocketMQ {
         // that gap another process (or an outgoing connection) may take one.
         // With ports of our own choosing a failed start is retried on fresh
         // ones; ports the caller fixed are tried once.
-        let attempts = if config.namesrv_port.is_none() && config.broker_port.is_none() {
-            START_ATTEMPTS
-        } else {
-            1
-        };
+        let attempts =
+            if config.namesrv_port.is_none() && config.broker_port.is_none() && config.servers == Servers::Both {
+                START_ATTEMPTS
+            } else {
+                1
+            };
         let mut attempt = 1;
         loop {
             match Self::start_once(&config) {
@@ -208,30 +242,51 @@ impl EmbeddedRocketMQ {
             .map_err(|e| fail(format!("runtime: {e}")))?;
 
         let mut ports = PortReservation::default();
-        let namesrv_port = match config.namesrv_port {
-            Some(p) => p,
-            None => ports.any()?,
+        let (namesrv_port, namesrv_addr) = match &config.servers {
+            Servers::Broker { namesrv_addr } => (None, namesrv_addr.clone()),
+            Servers::Both | Servers::NameServer => {
+                let port = match config.namesrv_port {
+                    Some(p) => p,
+                    None => ports.any()?,
+                };
+                (Some(port), format!("127.0.0.1:{port}"))
+            }
         };
-        let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
-        let broker_port = match config.broker_port {
-            Some(p) => p,
-            None => ports.broker_pair()?,
+        let broker_ports = match config.servers {
+            Servers::NameServer => None,
+            Servers::Both | Servers::Broker { .. } => {
+                let broker_port = match config.broker_port {
+                    Some(p) => p,
+                    None => ports.broker_pair()?,
+                };
+                Some((broker_port, ports.any()?))
+            }
         };
-        let broker_addr = format!("127.0.0.1:{broker_port}");
-        let ha_port = ports.any()?;
         drop(ports);
 
         let mut mq = EmbeddedRocketMQ {
-            owner: None,
+            owner: Some(owner),
             broker: None,
             namesrv_stop: None,
             namesrv_task: None,
             namesrv_addr: namesrv_addr.clone(),
-            broker_addr: broker_addr.clone(),
+            broker_addr: broker_ports.map(|(port, _)| format!("127.0.0.1:{port}")),
             _store: store,
         };
+        if let Some(namesrv_port) = namesrv_port {
+            mq.start_namesrv(&store_path, namesrv_port)?;
+        }
+        if let Some((broker_port, ha_port)) = broker_ports {
+            mq.start_broker(config, &store_path, broker_port, ha_port)?;
+        }
+        tracing::info!(namesrv = %mq.namesrv_addr, broker = ?mq.broker_addr, "embedded RocketMQ started");
+        Ok(mq)
+    }
 
-        // Name server.
+    /// Starts the name server on `namesrv_port`, its files under `store_path`.
+    fn start_namesrv(&mut self, store_path: &std::path::Path, namesrv_port: u16) -> Result<()> {
+        let namesrv_addr = self.namesrv_addr.clone();
+        let owner = self.owner.as_ref().ok_or_else(|| fail("runtime vanished"))?;
         let ns_dir = store_path.join("namesrv");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = owner.block_on(async {
@@ -259,14 +314,24 @@ impl EmbeddedRocketMQ {
                     .await
             })
         });
-        mq.namesrv_stop = Some(stop_tx);
-        mq.namesrv_task = Some(task);
-        mq.owner = Some(owner);
-        wait_for_port(namesrv_port, START_TIMEOUT).map_err(|e| fail(format!("name server on {namesrv_addr}: {e}")))?;
+        self.namesrv_stop = Some(stop_tx);
+        self.namesrv_task = Some(task);
+        wait_for_port(namesrv_port, START_TIMEOUT).map_err(|e| fail(format!("name server on {namesrv_addr}: {e}")))
+    }
 
-        // Broker.
+    /// Starts the broker on `broker_port` (and `broker_port - 2`, HA on
+    /// `ha_port`), registered with `self.namesrv_addr`, its store under
+    /// `store_path`.
+    fn start_broker(
+        &mut self,
+        config: &EmbeddedConfig,
+        store_path: &std::path::Path,
+        broker_port: u16,
+        ha_port: u16,
+    ) -> Result<()> {
+        let namesrv_addr = self.namesrv_addr.clone();
         let broker_root = store_path.join("broker");
-        let owner = mq.owner.as_ref().ok_or_else(|| fail("runtime vanished"))?;
+        let owner = self.owner.as_ref().ok_or_else(|| fail("runtime vanished"))?;
         let started = owner.block_on(async {
             let root: CheetahString = CheetahString::from_string(broker_root.display().to_string());
             let mut broker_config = BrokerConfig {
@@ -337,9 +402,8 @@ impl EmbeddedRocketMQ {
                 .map_err(|_| fail(format!("broker did not start within {START_TIMEOUT:?}")))?
                 .map_err(|e| fail(format!("broker start: {}", describe_startup_error(&e))))
         })?;
-        mq.broker = Some(started);
-        tracing::info!(namesrv = %mq.namesrv_addr, broker = %mq.broker_addr, "embedded RocketMQ started");
-        Ok(mq)
+        self.broker = Some(started);
+        Ok(())
     }
 
     /// The name-server address (`127.0.0.1:port`) clients connect to.
@@ -347,9 +411,10 @@ impl EmbeddedRocketMQ {
         &self.namesrv_addr
     }
 
-    /// The broker's address (`127.0.0.1:port`).
-    pub fn broker_addr(&self) -> &str {
-        &self.broker_addr
+    /// The broker's address (`127.0.0.1:port`); `None` for a name server
+    /// alone ([`Servers::NameServer`]).
+    pub fn broker_addr(&self) -> Option<&str> {
+        self.broker_addr.as_deref()
     }
 
     /// Stops the broker, then the name server, then their runtime, and
@@ -564,6 +629,14 @@ fn wait_for_port(port: u16, timeout: Duration) -> std::io::Result<()> {
     }
 }
 
+/// The `rocketmq-streams-broker` command's arguments.
+const STANDALONE_USAGE: &str = "usage: rocketmq-streams-broker [--namesrv-port P] [--broker-port P] [--store DIR] \
+     [--namesrv-only | --namesrv-addr HOST:PORT]
+  (default)           a name server and a broker
+  --namesrv-only      a name server alone
+  --namesrv-addr A    a broker alone, registered with the name server at A
+prints ROCKETMQ_BROKER_ADDR=<addr> (with a broker), then ROCKETMQ_NAMESRV_ADDR=<addr> once ready";
+
 /// The `rocketmq-streams-broker` command: parses `args` (without the
 /// program name), runs the broker until Ctrl-C or SIGTERM, and returns the
 /// process's exit code. See the binary's docs for the arguments.
@@ -582,8 +655,15 @@ pub fn standalone_main(args: impl IntoIterator<Item = String>) -> std::process::
                 .and_then(|v| v.parse().map_err(|e| format!("--broker-port: {e}")))
                 .map(|p| config.broker_port = Some(p)),
             "--store" => value("--store").map(|v| config.store_dir = Some(v.into())),
+            "--namesrv-only" => {
+                config.servers = Servers::NameServer;
+                Ok(())
+            }
+            "--namesrv-addr" => {
+                value("--namesrv-addr").map(|namesrv_addr| config.servers = Servers::Broker { namesrv_addr })
+            }
             "-h" | "--help" => {
-                println!("usage: rocketmq-streams-broker [--namesrv-port P] [--broker-port P] [--store DIR]");
+                println!("{STANDALONE_USAGE}");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument {other:?}")),
@@ -600,6 +680,10 @@ pub fn standalone_main(args: impl IntoIterator<Item = String>) -> std::process::
             return ExitCode::FAILURE;
         }
     };
+    if let Some(broker) = mq.broker_addr() {
+        println!("ROCKETMQ_BROKER_ADDR={broker}");
+    }
+    // Last: whoever waits for the process reads up to this line.
     println!("ROCKETMQ_NAMESRV_ADDR={}", mq.namesrv_addr());
     match crate::Interrupt::install() {
         Ok(interrupt) => interrupt.wait(),

@@ -64,9 +64,12 @@ impl QueueReader {
 
     /// Reads up to `max` records of `queue` from offset `from`; an empty
     /// chunk with `next == end` means the end was reached.
+    ///
+    /// A read that takes longer than [`READ_TIMEOUT`] fails (transient).
     pub fn read(&self, queue: QueueId, from: Offset, max: u32) -> IoTask<Result<Chunk>> {
         let c = self.consumer.clone();
-        self.io.spawn(async move {
+        let what = format!("read {queue} at {from}");
+        self.io.spawn(bounded(what, async move {
             let mq = queue.to_mq();
             let end = end_offset(&c, &queue).await?;
             if from.0 >= end {
@@ -104,21 +107,23 @@ impl QueueReader {
                 next: Offset(next.0.max(from.0)),
                 end: Offset(end),
             })
-        })
+        }))
     }
 
     /// The first offset of `queue` and its readable end (one past the last
-    /// message a read can return now).
+    /// message a read can return now). Fails (transient) after
+    /// [`READ_TIMEOUT`].
     pub fn bounds(&self, queue: QueueId) -> IoTask<Result<(Offset, Offset)>> {
         let c = self.consumer.clone();
-        self.io.spawn(async move {
+        let what = format!("bounds of {queue}");
+        self.io.spawn(bounded(what, async move {
             let end = end_offset(&c, &queue).await?;
             let first = c
                 .min_offset(&queue.to_mq())
                 .await
                 .map_err(|e| Error::client(Operation::Source, &format!("first offset of {queue}"), e))?;
             Ok((Offset(first), Offset(end)))
-        })
+        }))
     }
 
     /// Stops the consumer.
@@ -130,6 +135,22 @@ impl QueueReader {
 
 /// Loads the route of `queue`'s topic (so the client knows the queue's
 /// broker) and returns the queue's end offset.
+/// How long one read or bounds request of a [`QueueReader`] may take: the
+/// client's requests to a broker that went away mid-request were not
+/// always seen to end, and a shard awaiting one stands still.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `request`, failed as transient once it took [`READ_TIMEOUT`].
+async fn bounded<T>(what: String, request: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(READ_TIMEOUT, request).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::transient(
+            Operation::Source,
+            format!("{what}: no answer within {READ_TIMEOUT:?}"),
+        )),
+    }
+}
+
 async fn end_offset(c: &DefaultMQPullConsumer, queue: &QueueId) -> Result<i64> {
     c.fetch_subscribe_message_queues(queue.topic())
         .await

@@ -212,6 +212,6 @@ pub use decoded::ValueCodec;
 pub use error::{Result, StateError};
 pub use failpoint::{failpoint, STEPS as FAILPOINTS};
 pub use log::{LogChunk, LogRecord, MemoryLog, StateLog};
-pub use owner::{new_token, OwnedQueue, ProtocolOptions};
+pub use owner::{new_token, FenceProbe, OwnedQueue, ProtocolOptions};
 pub use restore::{Restore, RestoreSummary};
 pub use store::{Checkpoint, Compression, QueueStore, RocksDbOptions, StoreMetrics};

@@ -432,16 +432,7 @@ impl OwnedQueue {
         tracing::trace!(queue = %log.name(), expected, last, "another writer: checking for a newer claim");
         wait_readable(log, last, &self.options, Instant::now(), None).await?;
         let epoch = self.epoch;
-        let mut newer = None;
-        scan(log, expected, last, &self.options, |r| {
-            if r.offset > epoch && matches!(Change::decode(&r.body), Ok(Change::Claim { .. })) {
-                newer = Some(r.offset);
-                return Ok(ControlFlow::Break(()));
-            }
-            Ok(ControlFlow::Continue(()))
-        })
-        .await?;
-        match newer {
+        match claim_after(log, epoch, expected, last, &self.options).await? {
             Some(newer) => {
                 self.fenced_by = Some(newer);
                 Err(StateError::Fenced {
@@ -454,11 +445,81 @@ impl OwnedQueue {
         }
     }
 
+    /// What tells this owner, without touching its store, whether a newer
+    /// owner has claimed the queue since its last append (see
+    /// [`FenceProbe`]).
+    pub fn fence_probe(&self) -> FenceProbe {
+        FenceProbe {
+            epoch: self.epoch,
+            from: self.write_next,
+            options: self.options.clone(),
+        }
+    }
+
     /// Closes the store, keeping the database: an owner that gets the
     /// queue back replays only what was written since.
     pub fn close(self) {
         drop(self.store);
     }
+}
+
+/// Checks, away from the owner, whether a newer owner claimed its queue:
+/// the runtime asks before it sends a keyed queue's outputs again after a
+/// failed send. An owner cut off from the broker for a while (the broker of
+/// its output or state queue down) must not deliver results computed on
+/// state that a newer owner, claiming meanwhile, has already replayed and
+/// emitted: its late outputs would land after the newer owner's and undo
+/// a key's latest result.
+#[derive(Debug, Clone)]
+pub struct FenceProbe {
+    epoch: Epoch,
+    /// Where the owner's own writes end: a newer claim can only be after it
+    /// (the owner's appends check what came before).
+    from: i64,
+    options: ProtocolOptions,
+}
+
+impl FenceProbe {
+    /// The owner's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The offset of a claim newer than the owner's, among the readable
+    /// messages after its last append, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Log`] if the state queue cannot be read (its broker
+    /// unreachable: the caller cannot tell, and must not send).
+    pub async fn newer_claim<L: StateLog>(&self, log: &L) -> Result<Option<i64>> {
+        let (_, end) = log.bounds().await?;
+        if end <= self.from {
+            return Ok(None);
+        }
+        claim_after(log, self.epoch, self.from, end - 1, &self.options).await
+    }
+}
+
+/// The offset of the first claim newer than `epoch` among the messages
+/// `from..=last` of `log` (readable), if any.
+async fn claim_after<L: StateLog>(
+    log: &L,
+    epoch: Epoch,
+    from: i64,
+    last: i64,
+    options: &ProtocolOptions,
+) -> Result<Option<i64>> {
+    let mut newer = None;
+    scan(log, from, last, options, |r| {
+        if r.offset > epoch && matches!(Change::decode(&r.body), Ok(Change::Claim { .. })) {
+            newer = Some(r.offset);
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .await?;
+    Ok(newer)
 }
 
 /// Feeds `f` every message of `log` from `from` through `last` (both
@@ -928,6 +989,33 @@ mod tests {
         assert_eq!(moved.epoch(), 4, "claimed again after the stalled claim at 3");
         assert_eq!(moved.source_next(), Some(1));
         assert_eq!(value(&mut moved, "a").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_fence_probe_sees_a_newer_claim_and_only_that() {
+        let log = MemoryLog::new();
+        let (da, db) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let (mut a, _) = claim(&log, &da.path().join("q")).expect("claim a");
+        count(&mut a, &["x"]);
+        block_on(a.checkpoint(&log, 1)).expect("checkpoint a");
+        let probe = a.fence_probe();
+        assert_eq!(probe.epoch(), a.epoch());
+        assert_eq!(
+            block_on(probe.newer_claim(&log)).expect("probe"),
+            None,
+            "a's own writes"
+        );
+        // b claims while a waits to send (its output's broker down).
+        let (b, _) = claim(&log, &db.path().join("q")).expect("claim b");
+        assert_eq!(block_on(probe.newer_claim(&log)).expect("probe"), Some(b.epoch()));
+        assert_eq!(
+            block_on(b.fence_probe().newer_claim(&log)).expect("probe"),
+            None,
+            "b is the newest owner"
+        );
     }
 
     #[test]

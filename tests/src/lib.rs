@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rocketmq_streams_io::{ClientConfig, EmbeddedRocketMQ, IoRuntime};
 
 pub mod joins;
+pub mod processes;
 pub mod windows;
 pub mod wordcount;
 
@@ -202,23 +203,26 @@ impl TestCluster {
         });
     }
 
+    /// The test's admin client, started at the first call; `None` if it
+    /// cannot start.
+    pub fn admin(&self) -> Option<rocketmq_streams_io::Admin> {
+        if let Some(admin) = self.admin.get() {
+            return Some(admin.clone());
+        }
+        let (io, client) = (self.io.clone(), self.client.clone());
+        let admin = self
+            .block_on(async move { rocketmq_streams_io::Admin::start(io, &client).await })
+            .ok()?;
+        Some(self.admin.get_or_init(|| admin).clone())
+    }
+
     /// How many messages `topic` holds: its queues' end offsets summed (0 if
     /// it does not exist yet), read once the brokers have indexed every
     /// message they stored (their dispatch backlog is 0, waited for at most
     /// 60 s): the end offsets count every message acknowledged before the
     /// call.
     pub fn topic_size(&self, topic: &str) -> u64 {
-        let admin = match self.admin.get() {
-            Some(admin) => admin.clone(),
-            None => {
-                let (io, client) = (self.io.clone(), self.client.clone());
-                let Ok(admin) = self.block_on(async move { rocketmq_streams_io::Admin::start(io, &client).await })
-                else {
-                    return 0;
-                };
-                self.admin.get_or_init(|| admin).clone()
-            }
-        };
+        let Some(admin) = self.admin() else { return 0 };
         let topic = topic.to_string();
         self.block_on(async move {
             let deadline = Instant::now() + Duration::from_secs(60);

@@ -5,76 +5,33 @@
 //! up to `RuntimeConfig::outage_deadline`), resumes, and its counts equal
 //! a reference computed in the test.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rocketmq_streams_tests::processes::{free_broker_port, free_port, ServerProcess};
 use rocketmq_streams_tests::wordcount::{assert_counts, config, corpus_of, run_to_end, start, Latest};
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
 const WORDS: usize = 300_000;
 const DISTINCT: usize = 20_000;
 
-/// A free loopback port `p` with `p - 2` free too (the broker's fast port).
-fn free_ports() -> (u16, u16) {
-    let namesrv = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    loop {
-        let broker = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if broker > 1026
-            && broker != namesrv
-            && broker - 2 != namesrv
-            && TcpListener::bind(("127.0.0.1", broker - 2)).is_ok()
-        {
-            return (namesrv, broker);
-        }
-    }
-}
-
-/// Starts the broker process and waits for its address line.
-fn start_broker(store: &std::path::Path, namesrv: u16, broker: u16) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_test-broker"))
-        .args([
-            "--namesrv-port",
-            &namesrv.to_string(),
-            "--broker-port",
-            &broker.to_string(),
-            "--store",
-        ])
-        .arg(store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the broker");
-    let stdout = child.stdout.take().expect("broker stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(addr) = line.strip_prefix("ROCKETMQ_NAMESRV_ADDR=") {
-                    break addr.to_string();
-                }
-            }
-            _ => panic!("the broker process exited before it was ready: {:?}", child.wait()),
-        }
-    };
-    (child, addr)
-}
-
 #[test]
 fn counts_are_exact_when_the_broker_is_killed_and_restarted_mid_stream() {
     let store = tempfile::tempdir().expect("broker store");
-    let (namesrv_port, broker_port) = free_ports();
-    let (mut broker, addr) = start_broker(store.path(), namesrv_port, broker_port);
+    let namesrv_port = free_port();
+    let broker_port = free_broker_port(&[namesrv_port]);
+    let mut broker = ServerProcess::start(
+        env!("CARGO_BIN_EXE_test-broker"),
+        &[
+            "--namesrv-port".into(),
+            namesrv_port.to_string(),
+            "--broker-port".into(),
+            broker_port.to_string(),
+            "--store".into(),
+            store.path().display().to_string(),
+        ],
+    );
+    let addr = broker.namesrv_addr.clone();
     let cluster = TestCluster::external(&addr);
     let (input, job) = (unique("outage-lines"), unique("outage-job"));
     let (lines, reference) = corpus_of(WORDS, DISTINCT);
@@ -88,11 +45,10 @@ fn counts_are_exact_when_the_broker_is_killed_and_restarted_mid_stream() {
     });
     assert!(midway.is_some(), "the job made no progress within 300 s");
 
-    broker.kill().expect("SIGKILL the broker");
-    broker.wait().expect("reap the broker");
+    broker.kill();
     std::thread::sleep(Duration::from_secs(3));
-    let (mut broker, again) = start_broker(store.path(), namesrv_port, broker_port);
-    assert_eq!(again, addr, "the broker came back on its ports");
+    broker.restart();
+    assert_eq!(broker.namesrv_addr, addr, "the broker came back on its ports");
 
     run_to_end(&[&job]);
     let m = job.stop().expect("the job rode the outage out");
@@ -103,6 +59,5 @@ fn counts_are_exact_when_the_broker_is_killed_and_restarted_mid_stream() {
         m.total(|s| s.restored)
     );
     drop(cluster);
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 }

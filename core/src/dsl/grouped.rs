@@ -165,6 +165,36 @@ where
         self.aggregate_as("Reduce", Reduce { f })
     }
 
+    /// Runs a processor of your own on every record of this keyed stage —
+    /// RocketMQ Streams' `addGraphNode`, Kafka Streams' `process` — with a
+    /// store of its own (see [`KeyedProcessor`](crate::KeyedProcessor) and
+    /// its example). `factory` builds one processor per queue, on the
+    /// shard that owns the queue. The step's store is as exact as an
+    /// aggregation's: rolled back with a failed record, checkpointed and
+    /// restored with its queue, and a replayed record never reaches the
+    /// processor twice. `name` names the step in the topology's
+    /// description.
+    pub fn process<P, F>(&self, name: &str, factory: F) -> GroupedStream<K, P::Out>
+    where
+        P: crate::KeyedProcessor<K, V> + 'static,
+        P::Out: Clone + 'static,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let kind = "Process";
+        self.inner.refuse_after_on_commit(kind);
+        self.inner.refuse_after_window(kind);
+        let stream = self.inner.then_node_named(kind, name.to_string(), move |node, next| {
+            Box::new(crate::operators::process::Process {
+                prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
+                user: factory(),
+                next,
+                key_buf: Vec::new(),
+                _v: PhantomData,
+            }) as BoxProcessor<Keyed<K, V>>
+        });
+        GroupedStream::new(stream).emit(self.emit)
+    }
+
     /// Groups each key's values by event-time window as well: the
     /// aggregations of the returned [`WindowStream`] keep a state per key
     /// and window, and emit [`Windowed`](crate::Windowed) results (see

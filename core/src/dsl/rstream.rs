@@ -214,7 +214,18 @@ impl<T: Clone + 'static> RStream<T> {
         kind: &'static str,
         make: impl Fn(usize, BoxProcessor<U>) -> BoxProcessor<T> + Send + Sync + 'static,
     ) -> RStream<U> {
-        let node = self.node(kind, String::new(), false);
+        self.then_node_named(kind, String::new(), make)
+    }
+
+    /// As [`then_node`](Self::then_node), with `detail` (a user's name for
+    /// the step) in the topology's description.
+    pub(crate) fn then_node_named<U: Clone + 'static>(
+        &self,
+        kind: &'static str,
+        detail: String,
+        make: impl Fn(usize, BoxProcessor<U>) -> BoxProcessor<T> + Send + Sync + 'static,
+    ) -> RStream<U> {
+        let node = self.node(kind, detail, false);
         let slot: Arc<Slot<U>> = Arc::default();
         let next = slot.clone();
         self.slot.push(Arc::new(move || make(node, next.build())));

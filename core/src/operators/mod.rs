@@ -9,6 +9,7 @@ pub(crate) mod join;
 pub mod key_by;
 pub mod map;
 pub mod peek;
+pub mod process;
 pub mod select_timestamp;
 pub(crate) mod shuffle_source;
 pub mod sink;

@@ -234,9 +234,11 @@ impl StreamRuntime {
                 let keyed_routes = match keyed_topics {
                     Some((shuffle, state)) => {
                         let mut shuffle_route = route_or_create(&admin, &shuffle, shuffle_queues).await?;
-                        // As many state queues as the shuffle topic really has.
-                        let shuffle_count = u32::try_from(shuffle_route.len()).unwrap_or(shuffle_queues);
-                        let mut state_route = route_or_create(&admin, &state, shuffle_count).await?;
+                        // As many state queues as the shuffle topic really
+                        // has: `create_topic` gives every master broker the
+                        // count, so the shuffle topic's per broker.
+                        let mut state_route =
+                            route_or_create(&admin, &state, queues_per_broker(&shuffle_route, shuffle_queues)).await?;
                         shuffle_route.sort();
                         state_route.sort();
                         if shuffle_route.len() != state_route.len() {
@@ -587,6 +589,15 @@ impl StreamRuntime {
     }
 }
 
+/// The most queues `route` has on one broker (`default` for an empty one).
+fn queues_per_broker(route: &[QueueId], default: u32) -> u32 {
+    let mut per_broker: HashMap<&str, u32> = HashMap::new();
+    for queue in route {
+        *per_broker.entry(queue.broker()).or_default() += 1;
+    }
+    per_broker.into_values().max().unwrap_or(default)
+}
+
 async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_streams_io::Result<Vec<QueueId>> {
     match admin.route(topic).await {
         Ok(route) if !route.is_empty() => Ok(route),
@@ -696,6 +707,15 @@ impl Coordinator {
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
+                // Every assigned keyed queue has its state or a restore
+                // under way (the shard ignores a claim of a queue it has):
+                // a queue left without either, whatever the path, would
+                // never be processed while the consumer delivers nothing.
+                if let Some(shuffle) = self.shuffle_topic.as_deref() {
+                    for (queue, &shard) in self.owner.iter().filter(|(q, _)| q.topic() == shuffle) {
+                        let _ = self.shards[shard].send(ShardMsg::Claim(queue.clone()));
+                    }
+                }
                 for shard in &self.shards {
                     let _ = shard.send(ShardMsg::Tick);
                 }
@@ -883,5 +903,25 @@ impl Coordinator {
             }
         }
         Some((lag, behind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_topic_mirrors_the_shuffle_topic_per_broker() {
+        let route: Vec<QueueId> = ["a", "b"]
+            .iter()
+            .flat_map(|broker| (0..4).map(move |i| QueueId::new("job-shuffle", *broker, i)))
+            .collect();
+        assert_eq!(
+            queues_per_broker(&route, 8),
+            4,
+            "two brokers of 4 queues: 4 each, 8 in all"
+        );
+        assert_eq!(queues_per_broker(&route[..4], 8), 4);
+        assert_eq!(queues_per_broker(&[], 8), 8);
     }
 }

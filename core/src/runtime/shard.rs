@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Sender;
 use rocketmq_streams_io::{Offset, OutRecord, QueueBatch, QueueId, QueueReader, SendAck, Sink};
 use rocketmq_streams_state::{
-    LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions, StateError, StateLog,
+    FenceProbe, LogChunk, LogRecord, OwnedQueue, ProtocolOptions, QueueStore, RestoreSummary, RocksDbOptions,
+    StateError, StateLog,
 };
 use tracing::Instrument;
 
@@ -172,6 +173,22 @@ struct Restored {
 /// What `process` answers when a batch's queue was fenced under it: the
 /// batch is held for the new restore instead of processed without state.
 const REFENCED: &str = "internal: the queue was fenced while its batch was processed";
+
+/// Whether `error` says the queue was fenced and is being restored again
+/// ([`REFENCED`]): not a failure.
+fn is_refenced(error: &StreamsError) -> bool {
+    matches!(error, StreamsError::Topology(why) if why == REFENCED)
+}
+
+/// `Ok` for a [`REFENCED`] error (the queue's new restore carries on), the
+/// error otherwise.
+fn refenced_is_ok(error: StreamsError) -> Result<(), StreamsError> {
+    if is_refenced(&error) {
+        Ok(())
+    } else {
+        Err(error)
+    }
+}
 
 /// How long an owned keyed queue may get no batch while records wait in
 /// it before the shard reads them directly ([`Shard::catch_up`]).
@@ -535,7 +552,7 @@ impl Shard {
                 Latencies::record(&mut self.latencies.end_to_end, waited.saturating_mul(1_000));
             }
         }
-        if matches!(&processed, Err(StreamsError::Topology(why)) if why == REFENCED) {
+        if processed.as_ref().is_err_and(is_refenced) {
             return self.hold_again(batch, held);
         }
         let event = match processed {
@@ -578,7 +595,15 @@ impl Shard {
         if self.failed.contains(&queue) {
             return true;
         }
-        if let Err(error) = self.catch_up(&queue).await {
+        let caught_up = match self.catch_up(&queue).await.or_else(refenced_is_ok) {
+            // The broker busy or away: the next tick tries again.
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(%queue, %error, "catch-up read failed; the next tick tries again");
+                Ok(())
+            }
+            other => other,
+        };
+        if let Err(error) = caught_up {
             self.failed.insert(queue.clone());
             let event = ShardEvent::Failed {
                 shard: self.setup.id,
@@ -590,7 +615,11 @@ impl Shard {
             }
             return true;
         }
-        let idle = match self.idle_step(&queue).await {
+        let idle = match self
+            .idle_step(&queue)
+            .await
+            .or_else(|e| refenced_is_ok(e).map(|()| None))
+        {
             Ok(Some(next)) => self.setup.events.send(ShardEvent::Checkpointed {
                 queue: queue.clone(),
                 next,
@@ -970,7 +999,12 @@ impl Shard {
     async fn checkpoint(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
         // Held results go out, acknowledged, before the marker that makes
         // the state behind them durable.
-        self.flush(queue).await?;
+        match self.flush(queue).await {
+            Ok(()) => {}
+            // A newer owner: the queue is being restored again.
+            Err(e) if is_refenced(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         let Some(state) = self.states.get_mut(queue) else {
             return Ok(None);
         };
@@ -997,16 +1031,8 @@ impl Shard {
         match state.owned.checkpoint(&state.log, next.0).await {
             Ok(_) => {}
             Err(e @ StateError::Fenced { .. }) => {
-                // While the queue stays assigned here (a rebalance that
-                // briefly gave it to two instances), this instance claims
-                // it again at once: its next batches are held until the new
-                // restore (which reads the other owner's writes) ends. If the
-                // queue moved away, its revoke cancels that restore.
-                tracing::warn!(%queue, error = %e, "a newer owner claimed the queue; restoring it again");
-                self.pipelines.remove(queue);
-                self.drop_state(queue);
-                self.start_restore(queue)?;
-                return Ok(None);
+                let error = self.refence(queue, e);
+                return refenced_is_ok(error).map(|()| None);
             }
             Err(e) => return Err(e.into()),
         }
@@ -1014,6 +1040,25 @@ impl Shard {
         state.last_checkpoint = Instant::now();
         ShardCounters::add(&s.counters.checkpoints, 1);
         Ok(Some(next))
+    }
+
+    /// A newer owner claimed `queue` (`fenced` says so): drops its state,
+    /// pipeline and unsent outputs and claims it again at once. While the
+    /// queue stays assigned here (a rebalance that briefly gave it to two
+    /// instances), its next batches are held until the new restore (which
+    /// reads the other owner's writes) ends; if it moved away, its revoke
+    /// cancels that restore. Returns [`REFENCED`] as a `Topology` error
+    /// (the batch at hand is held again), or the error of a restore that
+    /// could not start.
+    fn refence(&mut self, queue: &QueueId, fenced: StateError) -> StreamsError {
+        tracing::warn!(%queue, error = %fenced, "a newer owner claimed the queue; restoring it again");
+        self.pipelines.remove(queue);
+        self.drop_state(queue);
+        self.ctx.discard_outputs();
+        match self.start_restore(queue) {
+            Ok(()) => StreamsError::Topology(REFENCED.into()),
+            Err(error) => error,
+        }
     }
 
     /// Emits what the queue's pipeline held back (the latest results of
@@ -1250,12 +1295,26 @@ impl Shard {
         // All sends of the batch run at once on the I/O runtime; the batch is
         // done when every one is acknowledged. Counted are records (a
         // shuffle frame holds many), once their messages are stored.
+        let fence = self
+            .states
+            .get(queue)
+            .map(|st| (st.log.clone(), st.owned.fence_probe()));
         let tasks: Vec<_> = sends
             .into_iter()
-            .map(|(kind, target, count, records)| (kind, count, send_retrying(&s.sink, target, records, s.outage)))
+            .map(|(kind, target, count, records)| {
+                (
+                    kind,
+                    count,
+                    send_fenced(&s.sink, target, records, s.outage, fence.clone()),
+                )
+            })
             .collect();
         for (kind, stored, task) in tasks {
-            let ack = task.await?;
+            let ack = match task.await {
+                Ok(ack) => ack,
+                Err(StreamsError::State(e @ StateError::Fenced { .. })) => return Err(self.refence(queue, e)),
+                Err(e) => return Err(e),
+            };
             let counter = match kind {
                 Output::DeadLetter => &s.counters.dead_lettered,
                 Output::Sink => &s.counters.records_out,
@@ -1445,7 +1504,30 @@ pub(crate) fn send_retrying(
     outage: Duration,
 ) -> impl std::future::Future<Output = Result<SendAck, StreamsError>> {
     let first = sink.send(target.clone(), records.clone());
-    send_with_retry(first, sink.clone(), target, records, outage)
+    send_with_retry(first, sink.clone(), target, records, outage, None)
+}
+
+/// The state queue of a keyed queue's owner and its [`FenceProbe`]: a
+/// send of the owner's outputs that failed is tried again only while no
+/// newer owner has claimed the queue.
+type Fence = (StateQueueLog, FenceProbe);
+
+/// Sends the outputs of a keyed queue's owner: as [`send_retrying`], but
+/// before each retry the state queue is read for a newer claim. With one
+/// there, the outputs are dropped with [`StateError::Fenced`]: the newer
+/// owner replays their records from the durable state and emits their
+/// results itself, and a late delivery of these, computed on an older
+/// state, would land after its own. Until the state queue can be read
+/// again (its broker down too), nothing is sent.
+fn send_fenced(
+    sink: &Sink,
+    target: QueueId,
+    records: Vec<OutRecord>,
+    outage: Duration,
+    fence: Option<Fence>,
+) -> impl std::future::Future<Output = Result<SendAck, StreamsError>> {
+    let first = sink.send(target.clone(), records.clone());
+    send_with_retry(first, sink.clone(), target, records, outage, fence)
 }
 
 /// Awaits the `first` send of `records` to `target` (already under way),
@@ -1459,6 +1541,7 @@ async fn send_with_retry(
     target: QueueId,
     records: Vec<OutRecord>,
     outage: Duration,
+    fence: Option<Fence>,
 ) -> Result<SendAck, StreamsError> {
     let mut attempt = 0u32;
     let mut pending = Some(first);
@@ -1472,14 +1555,35 @@ async fn send_with_retry(
         let result = task.await;
         let error = match result {
             Ok(Ok(ack)) => return Ok(ack),
-            Ok(Err(e)) | Err(e) => e,
+            Ok(Err(e)) | Err(e) => StreamsError::Io(e),
         };
         let since = *failing_since.get_or_insert_with(Instant::now);
-        if !error.is_retriable() || since.elapsed() >= outage {
-            return Err(StreamsError::Io(error));
+        let mut error = error;
+        loop {
+            if !error.is_retriable() || since.elapsed() >= outage {
+                return Err(error);
+            }
+            tracing::warn!(%target, attempt, %error, "send failed; retrying");
+            let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
+            glommio::timer::sleep(pause).await;
+            let Some((log, probe)) = &fence else { break };
+            match probe.newer_claim(log).await {
+                Ok(None) => break,
+                Ok(Some(newer)) => {
+                    return Err(StateError::Fenced {
+                        queue: log.name(),
+                        epoch: probe.epoch(),
+                        newer,
+                    }
+                    .into())
+                }
+                // The state queue unreadable: whether a newer owner
+                // claimed cannot be told, so nothing is sent yet.
+                Err(e) => {
+                    attempt += 1;
+                    error = e.into();
+                }
+            }
         }
-        tracing::warn!(%target, attempt, %error, "send failed; retrying");
-        let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
-        glommio::timer::sleep(pause).await;
     }
 }
