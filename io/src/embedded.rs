@@ -655,6 +655,9 @@ pub fn standalone_main(args: impl IntoIterator<Item = String>) -> std::process::
                 .and_then(|v| v.parse().map_err(|e| format!("--broker-port: {e}")))
                 .map(|p| config.broker_port = Some(p)),
             "--store" => value("--store").map(|v| config.store_dir = Some(v.into())),
+            "--namesrv-only" | "--namesrv-addr" if config.servers != Servers::Both => {
+                Err("--namesrv-only and --namesrv-addr exclude each other".to_string())
+            }
             "--namesrv-only" => {
                 config.servers = Servers::NameServer;
                 Ok(())
@@ -672,6 +675,15 @@ pub fn standalone_main(args: impl IntoIterator<Item = String>) -> std::process::
             eprintln!("rocketmq-streams-broker: {e}");
             return ExitCode::from(2);
         }
+    }
+    let unused = match config.servers {
+        Servers::NameServer if config.broker_port.is_some() => Some("--broker-port with --namesrv-only"),
+        Servers::Broker { .. } if config.namesrv_port.is_some() => Some("--namesrv-port with --namesrv-addr"),
+        _ => None,
+    };
+    if let Some(unused) = unused {
+        eprintln!("rocketmq-streams-broker: {unused}: that server does not run here");
+        return ExitCode::from(2);
     }
     let mq = match EmbeddedRocketMQ::start_with(config) {
         Ok(mq) => mq,

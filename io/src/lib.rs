@@ -82,7 +82,7 @@ pub use config::{ClientConfig, Credentials, NAMESRV_ENV};
 pub use embedded::{standalone_main, EmbeddedConfig, EmbeddedRocketMQ, Servers};
 pub use error::{Error, Operation, Result, Retry};
 pub use ids::{Offset, QueueId};
-pub use reader::{Chunk, QueueReader};
+pub use reader::{Chunk, QueueReader, READ_TIMEOUT};
 pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, IO_THREAD_NAME, KEEP_AWAKE_PERIOD};
 pub use signal::Interrupt;
 pub use sink::{is_system_property, OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};

@@ -133,8 +133,6 @@ impl QueueReader {
     }
 }
 
-/// Loads the route of `queue`'s topic (so the client knows the queue's
-/// broker) and returns the queue's end offset.
 /// How long one read or bounds request of a [`QueueReader`] may take: the
 /// client's requests to a broker that went away mid-request were not
 /// always seen to end, and a shard awaiting one stands still.
@@ -151,6 +149,8 @@ async fn bounded<T>(what: String, request: impl std::future::Future<Output = Res
     }
 }
 
+/// Loads the route of `queue`'s topic (so the client knows the queue's
+/// broker) and returns the queue's end offset.
 async fn end_offset(c: &DefaultMQPullConsumer, queue: &QueueId) -> Result<i64> {
     c.fetch_subscribe_message_queues(queue.topic())
         .await

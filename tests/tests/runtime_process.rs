@@ -4,7 +4,7 @@
 //! directory (its store restored from the state topic) runs over a second
 //! batch that repeats half of the first: every id reaches the output
 //! exactly once, and a record the processor fails is skipped with its
-//! store write undone.
+//! store write undone (the same id is refused again after the restore).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +14,8 @@ use rocketmq_streams::prelude::*;
 use rocketmq_streams_tests::{unique, TestCluster};
 
 /// Forwards an order id the first time it is seen; counts every sighting
-/// in its store. An id starting with `bad` fails after its store write.
+/// in its store. An id starting with `bad` fails, after its store write,
+/// when the store says it was never seen.
 struct FirstOnly;
 
 impl KeyedProcessor<String, String> for FirstOnly {
@@ -29,7 +30,9 @@ impl KeyedProcessor<String, String> for FirstOnly {
     ) -> Result<(), StreamsError> {
         let seen = ctx.get(key)?.unwrap_or(0);
         ctx.put(key, &(seen + 1))?;
-        if key.starts_with("bad") {
+        if key.starts_with("bad") && seen == 0 {
+            // Refused at its first sighting only: a second one is refused
+            // again only if this write was undone.
             return Err(StreamsError::Processor(format!("{key} is refused")));
         }
         if seen == 0 {
@@ -86,9 +89,16 @@ fn a_user_processor_keeps_exact_state_across_a_restore() {
     let m1 = run(&cluster, &job, &input, &output, 1_000);
     assert_eq!(m1.total(|s| s.skipped), 1, "the failed record is skipped, once");
 
-    cluster.produce(&input, 4, orders(500..1_500));
+    let mut second = orders(500..1_500);
+    second.push(Bytes::from_static(b"bad-1"));
+    cluster.produce(&input, 4, second);
     let m2 = run(&cluster, &job, &input, &output, 1_500);
     assert!(m2.total(|s| s.restored) > 0, "the second instance restored the store");
+    assert_eq!(
+        m2.total(|s| s.skipped),
+        1,
+        "bad-1 refused again: the first refusal's store write was undone"
+    );
 
     let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for r in cluster.read_topic(&output, 1_500, Duration::from_secs(60)) {

@@ -23,7 +23,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocketmq_streams::prelude::*;
 use rocketmq_streams_tests::processes::{free_broker_port, free_port, ServerProcess};
 use rocketmq_streams_tests::wordcount::{
     assert_counts, assert_output_counts, assert_state_by_probe, config, corpus_of, run_to_end, start, Latest,

@@ -67,7 +67,7 @@ where
         self.inner.refuse_after_window(kind);
         let grouped = GroupedStream::new(self.inner.then_node(kind, move |node, next| {
             Box::new(Aggregate {
-                prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
+                prefix: store_prefix(node),
                 acc: acc.clone(),
                 next,
                 key_buf: Vec::new(),
@@ -79,7 +79,7 @@ where
             grouped.inner.mark_on_commit();
         }
         let node = grouped.inner.node_id();
-        let prefix = u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes();
+        let prefix = store_prefix(node);
         let reader: crate::query::StoreReader = Arc::new(move |store, raw_key| {
             let mut key = prefix.to_vec();
             key.extend_from_slice(raw_key);
@@ -171,8 +171,10 @@ where
     /// its example). `factory` builds one processor per queue, on the
     /// shard that owns the queue. The step's store is as exact as an
     /// aggregation's: rolled back with a failed record, checkpointed and
-    /// restored with its queue, and a replayed record never reaches the
-    /// processor twice. `name` names the step in the topology's
+    /// restored with its queue, and a record already applied to the
+    /// restored state never reaches the processor again (records after the
+    /// last checkpoint are processed again after a restart or a move: keep
+    /// side effects idempotent). `name` names the step in the topology's
     /// description.
     pub fn process<P, F>(&self, name: &str, factory: F) -> GroupedStream<K, P::Out>
     where
@@ -185,7 +187,7 @@ where
         self.inner.refuse_after_window(kind);
         let stream = self.inner.then_node_named(kind, name.to_string(), move |node, next| {
             Box::new(crate::operators::process::Process {
-                prefix: u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes(),
+                prefix: store_prefix(node),
                 user: factory(),
                 next,
                 key_buf: Vec::new(),
@@ -357,6 +359,13 @@ where
     {
         self.to_rstream().print();
     }
+}
+
+/// The prefix of node `node`'s keys in a queue's store: its id, two bytes
+/// (a topology has far fewer nodes than the 65,534 this leaves before the
+/// high-water marks' prefix).
+pub(crate) fn store_prefix(node: usize) -> [u8; 2] {
+    u16::try_from(node).unwrap_or(u16::MAX - 1).to_be_bytes()
 }
 
 /// A key as message-key text: a string as it is, anything else as JSON.

@@ -5,8 +5,11 @@
 //! The step's store lives in the queue's store, under the step's node id
 //! (as an aggregation's states do): its writes are rolled back with a
 //! failed record, checkpointed and change-logged with the queue, restored
-//! where the queue moves, and a replayed record (one already applied) never
-//! reaches the processor, so what it stores is exact as a count is.
+//! where the queue moves, and a record already applied to the restored
+//! state never reaches the processor again, so what it stores is exact as
+//! a count is. Records processed after the last checkpoint are processed
+//! again after a restart or a move (at-least-once): the store is exact, but
+//! the processor's own fields and side effects see them twice.
 
 use std::marker::PhantomData;
 

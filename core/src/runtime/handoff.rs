@@ -129,7 +129,7 @@ pub(crate) async fn write_handed(
                 (
                     counts,
                     answers,
-                    super::shard::send_retrying(&sink, target, records, outage),
+                    super::shard::send_retrying(&sink, target, records, outage, None),
                 )
             })
             .collect();

@@ -205,7 +205,7 @@ const MAX_HELD: usize = 16;
 /// One state-topic queue as the `state` crate's protocol sees it: sends
 /// through the job's sink (retried), reads through the state reader.
 #[derive(Clone)]
-struct StateQueueLog {
+pub(crate) struct StateQueueLog {
     sink: Sink,
     outage: Duration,
     reader: QueueReader,
@@ -229,7 +229,7 @@ impl StateLog for StateQueueLog {
 
     async fn append(&self, bodies: Vec<bytes::Bytes>) -> rocketmq_streams_state::Result<i64> {
         let records = bodies.into_iter().map(OutRecord::new).collect();
-        match send_retrying(&self.sink, self.queue.clone(), records, self.outage).await {
+        match send_retrying(&self.sink, self.queue.clone(), records, self.outage, None).await {
             Ok(ack) => Ok(ack.last_offset.0),
             Err(e) => {
                 let retriable = e.is_retriable();
@@ -324,6 +324,9 @@ struct Shard {
     lag: Option<(Instant, Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error>)>,
     /// Latencies recorded since they were last published.
     latencies: Latencies,
+    /// Set once the shard stops: a queue found fenced then is dropped,
+    /// never claimed again (a claim would fence its live owner).
+    stopping: bool,
 }
 
 impl Shard {
@@ -343,6 +346,7 @@ impl Shard {
             restored_rx,
             ctx,
             lag: None,
+            stopping: false,
             latencies: Latencies::default(),
         }
     }
@@ -397,6 +401,7 @@ impl Shard {
         // Restores still running are cancelled: their queues' offsets were
         // never acknowledged.
         self.restoring.clear();
+        self.stopping = true;
         // Stopping: make every owned queue's state durable and report it.
         self.checkpoint_all().await;
     }
@@ -595,25 +600,8 @@ impl Shard {
         if self.failed.contains(&queue) {
             return true;
         }
-        let caught_up = match self.catch_up(&queue).await.or_else(refenced_is_ok) {
-            // The broker busy or away: the next tick tries again.
-            Err(error) if error.is_retriable() => {
-                tracing::warn!(%queue, %error, "catch-up read failed; the next tick tries again");
-                Ok(())
-            }
-            other => other,
-        };
-        if let Err(error) = caught_up {
-            self.failed.insert(queue.clone());
-            let event = ShardEvent::Failed {
-                shard: self.setup.id,
-                queue: Some(queue),
-                error,
-            };
-            if self.setup.events.send(event).is_err() {
-                return false;
-            }
-            return true;
+        if let Err(error) = self.catch_up(&queue).await.or_else(refenced_is_ok) {
+            return self.fail_queue(queue, error);
         }
         let idle = match self
             .idle_step(&queue)
@@ -813,7 +801,16 @@ impl Shard {
         let Some(state) = &self.setup.state else {
             return Ok(());
         };
-        let (_, end) = state.reader.bounds(queue.clone()).await??;
+        // A read that fails before anything is applied is tried again at
+        // the next tick (the broker busy, or away for a moment).
+        let (_, end) = match state.reader.bounds(queue.clone()).await {
+            Ok(Ok(bounds)) => bounds,
+            Ok(Err(error)) | Err(error) if error.is_retriable() => {
+                tracing::warn!(%queue, %error, "catch-up: cannot read the queue's end; the next tick tries again");
+                return Ok(());
+            }
+            Ok(Err(error)) | Err(error) => return Err(error.into()),
+        };
         if end <= expected {
             if let Some(st) = self.states.get_mut(queue) {
                 st.last_batch = Instant::now();
@@ -828,7 +825,14 @@ impl Shard {
             if from >= end {
                 break;
             }
-            let batch = self.read_gap(queue, from, end).await?;
+            let batch = match self.read_gap(queue, from, end).await {
+                Ok(batch) => batch,
+                Err(error) if error.is_retriable() => {
+                    tracing::warn!(%queue, %error, "catch-up: read failed; the next tick tries again");
+                    break;
+                }
+                Err(error) => return Err(error),
+            };
             if let Some(next) = self.process_one(&batch, true).await? {
                 if self
                     .setup
@@ -999,11 +1003,9 @@ impl Shard {
     async fn checkpoint(&mut self, queue: &QueueId) -> Result<Option<Offset>, StreamsError> {
         // Held results go out, acknowledged, before the marker that makes
         // the state behind them durable.
-        match self.flush(queue).await {
-            Ok(()) => {}
-            // A newer owner: the queue is being restored again.
-            Err(e) if is_refenced(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        // A newer owner met there: the queue is being restored again.
+        if let Err(error) = self.flush(queue).await {
+            return refenced_is_ok(error).map(|()| None);
         }
         let Some(state) = self.states.get_mut(queue) else {
             return Ok(None);
@@ -1047,7 +1049,8 @@ impl Shard {
     /// queue stays assigned here (a rebalance that briefly gave it to two
     /// instances), its next batches are held until the new restore (which
     /// reads the other owner's writes) ends; if it moved away, its revoke
-    /// cancels that restore. Returns [`REFENCED`] as a `Topology` error
+    /// cancels that restore (and while the shard stops, none starts).
+    /// Returns [`REFENCED`] as a `Topology` error
     /// (the batch at hand is held again), or the error of a restore that
     /// could not start.
     fn refence(&mut self, queue: &QueueId, fenced: StateError) -> StreamsError {
@@ -1055,6 +1058,9 @@ impl Shard {
         self.pipelines.remove(queue);
         self.drop_state(queue);
         self.ctx.discard_outputs();
+        if self.stopping {
+            return StreamsError::Topology(REFENCED.into());
+        }
         match self.start_restore(queue) {
             Ok(()) => StreamsError::Topology(REFENCED.into()),
             Err(error) => error,
@@ -1305,7 +1311,7 @@ impl Shard {
                 (
                     kind,
                     count,
-                    send_fenced(&s.sink, target, records, s.outage, fence.clone()),
+                    send_retrying(&s.sink, target, records, s.outage, fence.clone()),
                 )
             })
             .collect();
@@ -1413,7 +1419,7 @@ async fn route_malformed_state(
     s.judge(body, &error, at, &mut dead)?;
     if !dead.is_empty() {
         let target = s.dlq_route[index % s.dlq_route.len().max(1)].clone();
-        send_retrying(&s.sink, target, dead, s.outage).await?;
+        send_retrying(&s.sink, target, dead, s.outage, None).await?;
         ShardCounters::add(&s.counters.dead_lettered, 1);
     }
     Ok(())
@@ -1494,32 +1500,16 @@ enum Output {
     DeadLetter,
 }
 
-/// Starts sending `records` to `target` now (on the I/O runtime, so several
-/// sends run at once) and returns the future of its acknowledgement, which
-/// retries as [`send_with_retry`] does for up to `outage`.
-pub(crate) fn send_retrying(
-    sink: &Sink,
-    target: QueueId,
-    records: Vec<OutRecord>,
-    outage: Duration,
-) -> impl std::future::Future<Output = Result<SendAck, StreamsError>> {
-    let first = sink.send(target.clone(), records.clone());
-    send_with_retry(first, sink.clone(), target, records, outage, None)
-}
-
 /// The state queue of a keyed queue's owner and its [`FenceProbe`]: a
 /// send of the owner's outputs that failed is tried again only while no
 /// newer owner has claimed the queue.
 type Fence = (StateQueueLog, FenceProbe);
 
-/// Sends the outputs of a keyed queue's owner: as [`send_retrying`], but
-/// before each retry the state queue is read for a newer claim. With one
-/// there, the outputs are dropped with [`StateError::Fenced`]: the newer
-/// owner replays their records from the durable state and emits their
-/// results itself, and a late delivery of these, computed on an older
-/// state, would land after its own. Until the state queue can be read
-/// again (its broker down too), nothing is sent.
-fn send_fenced(
+/// Starts sending `records` to `target` now (on the I/O runtime, so several
+/// sends run at once) and returns the future of its acknowledgement, which
+/// retries as [`send_with_retry`] does for up to `outage`, under `fence`
+/// when a keyed queue's owner sends its outputs.
+pub(crate) fn send_retrying(
     sink: &Sink,
     target: QueueId,
     records: Vec<OutRecord>,
@@ -1535,6 +1525,14 @@ fn send_fenced(
 /// [`MAX_SEND_PAUSE`]) until `outage` has passed since the first failure:
 /// a broker that restarts within it is ridden out. At-least-once: a
 /// retried chunk may be stored twice, never lost.
+///
+/// With a `fence` (a keyed queue's owner sending its outputs), each retry
+/// first reads the state queue for a newer claim. With one there, the
+/// outputs are dropped with [`StateError::Fenced`]: the newer owner
+/// replays their records from the durable state and emits their results
+/// itself, and a late delivery of these, computed on an older state, would
+/// land after its own. While the state queue cannot be read (its broker
+/// away too), nothing is sent.
 async fn send_with_retry(
     first: rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<rocketmq_streams_io::SendAck>>,
     sink: Sink,
@@ -1552,21 +1550,20 @@ async fn send_with_retry(
             Some(task) => task,
             None => sink.send(target.clone(), records.clone()),
         };
-        let result = task.await;
-        let error = match result {
+        let error = match task.await {
             Ok(Ok(ack)) => return Ok(ack),
-            Ok(Err(e)) | Err(e) => StreamsError::Io(e),
+            Ok(Err(e)) | Err(e) => e,
         };
         let since = *failing_since.get_or_insert_with(Instant::now);
-        let mut error = error;
+        if !error.is_retriable() || since.elapsed() >= outage {
+            return Err(StreamsError::Io(error));
+        }
+        tracing::warn!(%target, attempt, %error, "send failed; retrying");
+        let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
+        glommio::timer::sleep(pause).await;
+        let Some((log, probe)) = &fence else { continue };
+        // Until the probe can tell, nothing is sent (within the deadline).
         loop {
-            if !error.is_retriable() || since.elapsed() >= outage {
-                return Err(error);
-            }
-            tracing::warn!(%target, attempt, %error, "send failed; retrying");
-            let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
-            glommio::timer::sleep(pause).await;
-            let Some((log, probe)) = &fence else { break };
             match probe.newer_claim(log).await {
                 Ok(None) => break,
                 Ok(Some(newer)) => {
@@ -1577,13 +1574,17 @@ async fn send_with_retry(
                     }
                     .into())
                 }
-                // The state queue unreadable: whether a newer owner
-                // claimed cannot be told, so nothing is sent yet.
-                Err(e) => {
-                    attempt += 1;
-                    error = e.into();
+                Err(probe_error) => {
+                    if since.elapsed() >= outage {
+                        return Err(StreamsError::Io(error));
+                    }
+                    tracing::warn!(%target, error = %probe_error, "cannot tell whether a newer owner claimed the queue; the send waits");
+                    glommio::timer::sleep(MAX_SEND_PAUSE).await;
                 }
             }
+        }
+        if since.elapsed() >= outage {
+            return Err(StreamsError::Io(error));
         }
     }
 }
