@@ -284,6 +284,10 @@ impl EmbeddedRocketMQ {
     }
 
     /// Starts the name server on `namesrv_port`, its files under `store_path`.
+    // The block spawns the server on the embedded runtime (it needs that
+    // runtime's context) and hands back the task's handle, not to await it
+    // there: the stop awaits it.
+    #[allow(clippy::async_yields_async)]
     fn start_namesrv(&mut self, store_path: &std::path::Path, namesrv_port: u16) -> Result<()> {
         let namesrv_addr = self.namesrv_addr.clone();
         let owner = self.owner.as_ref().ok_or_else(|| fail("runtime vanished"))?;
