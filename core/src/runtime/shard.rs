@@ -503,13 +503,7 @@ impl Shard {
     fn hold(&mut self, batch: QueueBatch) -> bool {
         if !self.restoring.contains_key(&batch.queue) {
             if let Err(error) = self.start_restore(&batch.queue) {
-                self.failed.insert(batch.queue.clone());
-                let event = ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(batch.queue.clone()),
-                    error,
-                };
-                return self.setup.events.send(event).is_ok();
+                return self.fail_queue(batch.queue.clone(), error);
             }
         }
         let shard = self.setup.id;
@@ -567,14 +561,7 @@ impl Shard {
                 next,
                 held,
             },
-            Err(error) => {
-                self.failed.insert(batch.queue.clone());
-                ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(batch.queue.clone()),
-                    error,
-                }
-            }
+            Err(error) => return self.fail_queue(batch.queue.clone(), error),
         };
         self.setup.events.send(event).is_ok()
     }
@@ -603,27 +590,22 @@ impl Shard {
         if let Err(error) = self.catch_up(&queue).await.or_else(refenced_is_ok) {
             return self.fail_queue(queue, error);
         }
-        let idle = match self
+        match self
             .idle_step(&queue)
             .await
             .or_else(|e| refenced_is_ok(e).map(|()| None))
         {
-            Ok(Some(next)) => self.setup.events.send(ShardEvent::Checkpointed {
-                queue: queue.clone(),
-                next,
-            }),
-            Ok(None) => Ok(()),
-            Err(error) => {
-                self.failed.insert(queue.clone());
-                self.setup.events.send(ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(queue.clone()),
-                    error,
-                })
+            Ok(Some(next)) => {
+                let event = ShardEvent::Checkpointed {
+                    queue: queue.clone(),
+                    next,
+                };
+                if self.setup.events.send(event).is_err() {
+                    return false;
+                }
             }
-        };
-        if idle.is_err() {
-            return false;
+            Ok(None) => {}
+            Err(error) => return self.fail_queue(queue, error),
         }
         if self.failed.contains(&queue) {
             return true;
@@ -636,19 +618,9 @@ impl Shard {
                 }
                 return true;
             }
-            Err(error) => {
-                self.failed.insert(queue.clone());
-                ShardEvent::Failed {
-                    shard: self.setup.id,
-                    queue: Some(queue),
-                    error,
-                }
-            }
+            Err(error) => return self.fail_queue(queue, error),
         };
-        if self.setup.events.send(event).is_err() {
-            return false;
-        }
-        true
+        self.setup.events.send(event).is_ok()
     }
 
     /// Event time on a quiet queue: once a keyed queue has had no batch
