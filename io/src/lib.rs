@@ -86,7 +86,7 @@ pub use reader::{Chunk, QueueReader, READ_TIMEOUT};
 pub use runtime::{keep_awake, IoRuntime, IoTask, DEFAULT_IO_THREADS, IO_THREAD_NAME, KEEP_AWAKE_PERIOD};
 pub use signal::Interrupt;
 pub use sink::{is_system_property, OutRecord, SendAck, Sink, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
-pub use source::{tag_set, AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig};
+pub use source::{tag_set, AssignmentChange, ConsumeFrom, QueueBatch, Record, Source, SourceConfig, RECONCILE_AFTER};
 
 /// The log filter [`init_logging`] uses when `RUST_LOG` is not set: warnings
 /// of this project, errors only of the RocketMQ crates (whose start-up and

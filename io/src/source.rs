@@ -1,8 +1,9 @@
 //! The source: a lite-pull consumer in clustering mode with manual offset commits.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam::channel::{Receiver, Sender};
@@ -163,6 +164,11 @@ pub struct Source {
     config: SourceConfig,
     /// The last offset committed (or known committed) per assigned queue.
     positions: HashMap<QueueId, Offset>,
+    /// The rebalance listener, whose view [`Source::reconcile`] checks.
+    listener: AssignmentListener,
+    /// When each disagreement between the listener's view and the
+    /// consumer's assignment was first seen.
+    disagreed: HashMap<MessageQueue, Instant>,
 }
 
 /// Turns the consumer's rebalance callbacks into [`AssignmentChange`]s.
@@ -175,12 +181,17 @@ pub struct Source {
 struct AssignmentListener {
     tx: Sender<AssignmentChange>,
     current: Arc<Mutex<HashMap<String, HashSet<MessageQueue>>>>,
+    /// Calls of the listener so far (counted under `current`'s lock): a
+    /// reconcile skips a round in which the listener was called while the
+    /// consumer's assignment was being read.
+    calls: Arc<AtomicU64>,
 }
 
 impl MessageQueueListener for AssignmentListener {
     fn message_queue_changed(&self, topic: &str, _mq_all: &HashSet<MessageQueue>, mq_assigned: &HashSet<MessageQueue>) {
         // Rebalance path, not the record path: a lock here is harmless.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let previous = current.entry(topic.to_owned()).or_default();
         for mq in previous.difference(mq_assigned) {
             let _ = self.tx.send(AssignmentChange::Revoked(QueueId::from_mq(mq)));
@@ -189,6 +200,66 @@ impl MessageQueueListener for AssignmentListener {
             let _ = self.tx.send(AssignmentChange::Assigned(QueueId::from_mq(mq)));
         }
         *previous = mq_assigned.clone();
+    }
+}
+
+/// How long the listener's view of a queue may disagree with the
+/// consumer's assignment before [`Source::reconcile`] puts it right: longer
+/// than a rebalance's own tasks take to call the listener (a revoke can
+/// wait seconds for each queue's pull task to stop), shorter than waiting
+/// for a change that will never come.
+pub const RECONCILE_AFTER: Duration = Duration::from_secs(10);
+
+impl AssignmentListener {
+    /// Compares the listener's view with `actual`, the consumer's
+    /// assignment of every topic, read when the listener had been called
+    /// `calls` times (if it was called since, nothing is done: `actual`
+    /// may predate that call). A queue on which they have disagreed at
+    /// every comparison since at least `after` ago (`disagreed` keeps when
+    /// each disagreement was first seen) takes the consumer's side, and
+    /// the change is sent as if the listener had been called. Returns how
+    /// many were put right.
+    ///
+    /// Why: rocketmq-client-rust 1.0.0 calls the listener from a task of
+    /// its own per rebalance, unordered (`default_lite_pull_consumer_impl.rs`,
+    /// the internal listener spawns `update_assign_queue_and_start_pull_task`
+    /// and then calls ours), and only when the rebalance changed the queue
+    /// table. A slow revoke that finishes after the next assignment leaves
+    /// the listener's view stale with nothing to correct it, while the
+    /// consumer's assignment is rebuilt from the table at every rebalance.
+    fn reconcile(
+        &self,
+        actual: &HashSet<MessageQueue>,
+        calls: u64,
+        disagreed: &mut HashMap<MessageQueue, Instant>,
+        after: Duration,
+    ) -> usize {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if self.calls.load(Ordering::Relaxed) != calls {
+            return 0;
+        }
+        let now = Instant::now();
+        let viewed: HashSet<MessageQueue> = current.values().flatten().cloned().collect();
+        let differing: HashSet<&MessageQueue> = viewed.symmetric_difference(actual).collect();
+        disagreed.retain(|mq, _| differing.contains(mq));
+        let mut fixed = 0;
+        for mq in differing {
+            let since = *disagreed.entry(mq.clone()).or_insert(now);
+            if now.duration_since(since) < after {
+                continue;
+            }
+            disagreed.remove(mq);
+            fixed += 1;
+            let view = current.entry(mq.topic().to_string()).or_default();
+            if actual.contains(mq) {
+                view.insert(mq.clone());
+                let _ = self.tx.send(AssignmentChange::Assigned(QueueId::from_mq(mq)));
+            } else {
+                view.remove(mq);
+                let _ = self.tx.send(AssignmentChange::Revoked(QueueId::from_mq(mq)));
+            }
+        }
+        fixed
     }
 }
 
@@ -239,11 +310,14 @@ impl Source {
                 )
             })
             .collect();
+        let listener = AssignmentListener {
+            tx,
+            current: Arc::default(),
+            calls: Arc::default(),
+        };
+        let subscribed = listener.clone();
         io.spawn(async move {
-            let listener = AssignmentListener {
-                tx,
-                current: Arc::default(),
-            };
+            let listener = subscribed;
             for (topic, expression) in &topics {
                 c.subscribe_with_listener(topic, expression, listener.clone())
                     .await
@@ -260,7 +334,38 @@ impl Source {
             changes: rx,
             config,
             positions: HashMap::new(),
+            listener,
+            disagreed: HashMap::new(),
         })
+    }
+
+    /// Checks the assignment reported so far against the consumer's own
+    /// and reports, as [`AssignmentChange`]s for the next
+    /// [`assignment_changes`](Self::assignment_changes), each queue on which
+    /// they have disagreed for [`RECONCILE_AFTER`]: the consumer's rebalance
+    /// can leave its listener stale (see the listener's `reconcile`). Call
+    /// it now and then (the runtime does, every commit interval). Returns
+    /// how many queues were put right.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Operation::Source`] error if the consumer's assignment
+    /// cannot be read; nothing is changed then.
+    pub async fn reconcile(&mut self) -> Result<usize> {
+        let calls = self.listener.calls.load(Ordering::Relaxed);
+        let actual = self.consumer_assignment().await?;
+        Ok(self
+            .listener
+            .reconcile(&actual, calls, &mut self.disagreed, RECONCILE_AFTER))
+    }
+
+    /// The consumer's own assignment, every topic's.
+    async fn consumer_assignment(&self) -> Result<HashSet<MessageQueue>> {
+        let c = self.consumer.clone();
+        self.io
+            .spawn(async move { c.assignment().await })
+            .await?
+            .map_err(|e| Error::client(Operation::Source, "cannot read the assignment", e))
     }
 
     /// The assignment changes since the last call, oldest first. Never blocks.
@@ -280,13 +385,7 @@ impl Source {
     ///
     /// Returns an [`Operation::Source`] error if the consumer is not running.
     pub async fn assignment(&self) -> Result<HashSet<QueueId>> {
-        let c = self.consumer.clone();
-        let set = self
-            .io
-            .spawn(async move { c.assignment().await })
-            .await?
-            .map_err(|e| Error::client(Operation::Source, "cannot read the assignment", e))?;
-        Ok(set.iter().map(QueueId::from_mq).collect())
+        Ok(self.consumer_assignment().await?.iter().map(QueueId::from_mq).collect())
     }
 
     /// Whether `queue` is assigned to this consumer now.
@@ -496,18 +595,143 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_view_takes_the_consumers_assignment_once_the_disagreement_lasts() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let listener = AssignmentListener {
+            tx,
+            current: Arc::default(),
+            calls: Arc::default(),
+        };
+        let (a0, a1, a2) = (mq("a", 0), mq("a", 1), mq("a", 2));
+        // The listener was last told a0 and a1; the consumer has a0 and a2
+        // (a late revoke of a2 and a lost assignment of a1, say).
+        listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone(), a1.clone()]));
+        let _: Vec<_> = rx.try_iter().collect();
+        let actual = set(&[a0.clone(), a2.clone()]);
+        let mut disagreed = HashMap::new();
+        let patience = Duration::from_millis(50);
+        assert_eq!(
+            listener.reconcile(
+                &actual,
+                listener.calls.load(Ordering::Relaxed),
+                &mut disagreed,
+                patience
+            ),
+            0,
+            "a fresh disagreement waits"
+        );
+        assert_eq!(disagreed.len(), 2);
+        assert!(rx.try_iter().next().is_none());
+        std::thread::sleep(patience * 2);
+        assert_eq!(
+            listener.reconcile(
+                &actual,
+                listener.calls.load(Ordering::Relaxed),
+                &mut disagreed,
+                patience
+            ),
+            2
+        );
+        let changes: Vec<_> = rx.try_iter().collect();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.contains(&AssignmentChange::Revoked(QueueId::from_mq(&a1))));
+        assert!(changes.contains(&AssignmentChange::Assigned(QueueId::from_mq(&a2))));
+        assert!(disagreed.is_empty());
+        // Agreed now: nothing more, and a later call of the listener diffs
+        // against the corrected view.
+        assert_eq!(
+            listener.reconcile(
+                &actual,
+                listener.calls.load(Ordering::Relaxed),
+                &mut disagreed,
+                patience
+            ),
+            0
+        );
+        listener.message_queue_changed("a", &actual, &set(std::slice::from_ref(&a0)));
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![AssignmentChange::Revoked(QueueId::from_mq(&a2))]
+        );
+    }
+
+    #[test]
+    fn an_assignment_read_before_a_call_of_the_listener_is_not_acted_on() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let listener = AssignmentListener {
+            tx,
+            current: Arc::default(),
+            calls: Arc::default(),
+        };
+        let a0 = mq("a", 0);
+        let mut disagreed = HashMap::new();
+        let patience = Duration::ZERO;
+        // The consumer's assignment, read before the listener is told a0.
+        let calls = listener.calls.load(Ordering::Relaxed);
+        let actual = set(&[]);
+        listener.message_queue_changed("a", &set(std::slice::from_ref(&a0)), &set(std::slice::from_ref(&a0)));
+        assert_eq!(listener.reconcile(&actual, calls, &mut disagreed, patience), 0);
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![AssignmentChange::Assigned(QueueId::from_mq(&a0))],
+            "a0 stays assigned"
+        );
+    }
+
+    #[test]
+    fn a_disagreement_that_ends_by_itself_is_forgotten() {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let listener = AssignmentListener {
+            tx,
+            current: Arc::default(),
+            calls: Arc::default(),
+        };
+        let a0 = mq("a", 0);
+        let mut disagreed = HashMap::new();
+        let patience = Duration::from_millis(50);
+        // The consumer has a0 before the listener is called.
+        assert_eq!(
+            listener.reconcile(
+                &set(std::slice::from_ref(&a0)),
+                listener.calls.load(Ordering::Relaxed),
+                &mut disagreed,
+                patience
+            ),
+            0
+        );
+        listener.message_queue_changed("a", &set(std::slice::from_ref(&a0)), &set(std::slice::from_ref(&a0)));
+        std::thread::sleep(patience * 2);
+        assert_eq!(
+            listener.reconcile(
+                &set(std::slice::from_ref(&a0)),
+                listener.calls.load(Ordering::Relaxed),
+                &mut disagreed,
+                patience
+            ),
+            0
+        );
+        assert!(disagreed.is_empty());
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![AssignmentChange::Assigned(QueueId::from_mq(&a0))],
+            "only the listener's own change"
+        );
+    }
+
+    #[test]
     fn one_listener_keeps_each_topics_assignment_apart() {
         let (tx, rx) = crossbeam::channel::unbounded();
         let listener = AssignmentListener {
             tx,
             current: Arc::default(),
+            calls: Arc::default(),
         };
         let (a0, a1, b0) = (mq("a", 0), mq("a", 1), mq("b", 0));
         listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone(), a1.clone()]));
         // The consumer reports topic b on its own: a's queues stay assigned.
-        listener.message_queue_changed("b", &set(&[b0.clone()]), &set(&[b0.clone()]));
+        listener.message_queue_changed("b", &set(std::slice::from_ref(&b0)), &set(std::slice::from_ref(&b0)));
         // A rebalance takes a1 away.
-        listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone()]));
+        listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(std::slice::from_ref(&a0)));
         let changes: Vec<_> = rx.try_iter().collect();
         let revoked: Vec<_> = changes
             .iter()

@@ -464,12 +464,13 @@ impl OwnedQueue {
 }
 
 /// Checks, away from the owner, whether a newer owner claimed its queue:
-/// the runtime asks before it sends a keyed queue's outputs again after a
-/// failed send. An owner cut off from the broker for a while (the broker of
-/// its output or state queue down) must not deliver results computed on
-/// state that a newer owner, claiming meanwhile, has already replayed and
-/// emitted: its late outputs would land after the newer owner's and undo
-/// a key's latest result.
+/// the runtime asks before every send of a keyed queue's outputs, and
+/// again before each retry of a failed send. An owner that runs on after
+/// another claimed its queue (a rebalance that gave the queue to two
+/// instances for a while, or the owner cut off from the broker of its
+/// output or state queue) must not deliver results computed on state that
+/// the newer owner has already replayed and emitted: its late outputs
+/// would land after the newer owner's and undo a key's latest result.
 #[derive(Debug, Clone)]
 pub struct FenceProbe {
     epoch: Epoch,

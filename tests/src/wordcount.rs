@@ -184,9 +184,20 @@ pub fn start(job: &str, input: &str, output: Option<&str>, config: RuntimeConfig
 
 /// Waits (at most 600 s) until `jobs` together have committed every one of the 16 queues
 /// to its end.
+///
+/// # Panics
+///
+/// When the time is up, or as soon as one of `jobs` stopped on its own.
 pub fn run_to_end(jobs: &[&StreamRuntime]) {
     let mut last_report = std::time::Instant::now();
     let done = crate::wait_for(Duration::from_secs(600), || {
+        // A stopped instance's metrics stand still: waiting on them would
+        // only end at the time limit.
+        if let Some(i) = jobs.iter().position(|j| j.has_stopped()) {
+            panic!(
+                "instance {i} stopped on its own before the end of its input (its 'the job stops' log line says why)"
+            );
+        }
         let metrics: Vec<_> = jobs.iter().map(|j| j.metrics()).collect();
         if last_report.elapsed() > Duration::from_secs(10) {
             last_report = std::time::Instant::now();
@@ -259,6 +270,33 @@ pub fn assert_state_by_probe(
     assert_counts(latest, &plus_one);
 }
 
+/// How many words' last update in the `output` topic differs from its
+/// `reference` count (a word with no update counts too): a figure for the
+/// log where the test does not assert it.
+pub fn output_differences(cluster: &crate::TestCluster, output: &str, reference: &HashMap<String, u64>) -> usize {
+    let (_, _, last, _) = read_output_counts(cluster, output, reference);
+    reference.iter().filter(|(w, c)| last.get(*w) != Some(c)).count()
+}
+
+/// What [`read_output_counts`] found.
+type OutputCounts = (
+    u64,
+    Vec<rocketmq_streams_io::Record>,
+    HashMap<String, u64>,
+    Vec<(String, u64, Option<u64>)>,
+);
+
+/// Reads the whole `output` topic: how many updates it stores, the
+/// updates read, every word's last count and the first few that differ
+/// from `reference`.
+fn read_output_counts(cluster: &crate::TestCluster, output: &str, reference: &HashMap<String, u64>) -> OutputCounts {
+    let stored = cluster.topic_size(output);
+    let updates = cluster.read_topic(output, stored as usize, Duration::from_secs(300));
+    let last = last_counts(&updates);
+    let wrong = wrong_counts(&last, reference);
+    (stored, updates, last, wrong)
+}
+
 /// Asserts that the last update of every word in the `output` topic is
 /// its `reference` count (and that every word has one).
 ///
@@ -266,10 +304,7 @@ pub fn assert_state_by_probe(
 ///
 /// When a count differs (naming up to five words) or a word is missing.
 pub fn assert_output_counts(cluster: &crate::TestCluster, output: &str, reference: &HashMap<String, u64>) {
-    let stored = cluster.topic_size(output);
-    let updates = cluster.read_topic(output, stored as usize, Duration::from_secs(300));
-    let last = last_counts(&updates);
-    let wrong = wrong_counts(&last, reference);
+    let (stored, updates, last, wrong) = read_output_counts(cluster, output, reference);
     if let Some((word, _, _)) = wrong.first() {
         // What tells a reader's fault (the right count is there, or the
         // read stopped short) from a lost update (it is nowhere).

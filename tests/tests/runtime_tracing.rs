@@ -64,8 +64,8 @@ fn a_skipped_record_is_logged_with_its_job_shard_and_queue() {
         .find(|l| l.contains("record skipped"))
         .unwrap_or_else(|| panic!("no 'record skipped' line in:\n{log}"));
     assert!(
-        line.contains(&format!("shard{{job={job} shard=0}}")),
-        "names the job and shard: {line}"
+        line.contains(&format!("shard{{job={job} shard=0 instance=")),
+        "names the job, shard and instance: {line}"
     );
     assert!(
         line.contains(&format!("queue{{queue={input}@")),

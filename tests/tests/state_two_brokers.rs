@@ -11,13 +11,20 @@
 //!   makes every word's next update its reference count plus one, and
 //!   that update is the last of the word in the output topic.
 //!
-//! Not asserted: the output topic's last update of a word *before* that
-//! probe. Two instances that both own a queue for a while (both claimed it
-//! at start, or around the restart) each emit their own replay of its
-//! records until the older one is fenced at its next checkpoint; when the
-//! fenced one's last emitted update comes after the other's, a word's
-//! latest update in the topic reads low until its next record (seen in 3
-//! of 4 runs; the state stays exact). See the issue 14 closing note.
+//! Logged, not asserted: how many words' last update in the output topic
+//! *before* that probe differs from the reference. Two instances that both
+//! own a queue for a while (both claimed it at start, or around the
+//! restart) may both process its records; each owner checks its state
+//! queue for a newer claim before every send of the queue's outputs, so
+//! the older one's results stop before the newer one's start (0 words
+//! differed in the runs since; 72 of 20,000 in a run before the check).
+//! A result sent between that check and a newer claim can still land
+//! late: outputs are at-least-once (README, Deployment).
+//!
+//! Found by this test and fixed: an instance stopped when a read of a
+//! queue's records timed out against the killed broker (now retried for
+//! the outage deadline, as sends are), and `run_to_end` waited on the
+//! stopped instance's frozen metrics (it now fails at once).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,7 +32,8 @@ use std::time::Duration;
 
 use rocketmq_streams_tests::processes::{free_broker_port, free_port, ServerProcess};
 use rocketmq_streams_tests::wordcount::{
-    assert_counts, assert_output_counts, assert_state_by_probe, config, corpus_of, run_to_end, start, Latest,
+    assert_counts, assert_output_counts, assert_state_by_probe, config, corpus_of, output_differences, run_to_end,
+    start, Latest,
 };
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
@@ -60,8 +68,6 @@ fn brokers_of(cluster: &TestCluster, topic: &str) -> BTreeSet<String> {
 }
 
 #[test]
-#[ignore = "liveness defect: in 2 of 16 runs an instance left the restarted broker's shuffle queues unprocessed \
-            for 10 minutes (the state stayed exact); run with --ignored while it is open (issue 14 note)"]
 fn counts_are_exact_on_two_brokers_when_one_is_killed_and_restarted_mid_stream() {
     let bin = env!("CARGO_BIN_EXE_test-broker");
     let stores = [(); 3].map(|()| tempfile::tempdir().expect("store"));
@@ -148,6 +154,11 @@ fn counts_are_exact_on_two_brokers_when_one_is_killed_and_restarted_mid_stream()
 
     run_to_end(&[&first, &second]);
     assert_counts(&latest, &reference);
+    eprintln!(
+        "before the probe, {} of {DISTINCT} words' last update in the output topic differs from the reference \
+         (not asserted: see the module doc)",
+        output_differences(&cluster, &output, &reference)
+    );
     // The state itself: one more line with every word once makes every
     // word's next update its reference count plus one.
     assert_state_by_probe(&cluster, &input, &latest, &reference);

@@ -103,10 +103,10 @@ pub struct RuntimeConfig {
     /// How shuffled records reach the shuffle topic. Default:
     /// [`ShuffleHandOff::Direct`] (see `tuning.md` for the measurement).
     pub shuffle_hand_off: ShuffleHandOff,
-    /// How long a send (of outputs, shuffled records or state) is retried
-    /// while the broker is unreachable or refuses it with a transient error,
-    /// before the job stops. A broker restart within it is ridden out.
-    /// Default: 60 s.
+    /// How long a send (of outputs, shuffled records or state), or a read
+    /// of a queue's records or of its state queue, is retried while the
+    /// broker is unreachable or answers with a transient error, before the
+    /// job stops. A broker restart within it is ridden out. Default: 60 s.
     pub outage_deadline: Duration,
     /// Changes a state queue takes between two snapshots of its state (at
     /// least twice its keys; a checkpoint's batch message counts its
@@ -285,6 +285,7 @@ impl StreamRuntime {
         };
 
         let (events_tx, events_rx) = crossbeam::channel::unbounded();
+        let instance: Arc<str> = instance_id().into();
         let cores = if config.pin_shards {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -318,6 +319,7 @@ impl StreamRuntime {
             let counters = Arc::new(ShardCounters::default());
             let setup = ShardSetup {
                 id,
+                instance: instance.clone(),
                 core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 topology: topology.clone(),
                 inbox: rx,
@@ -402,7 +404,7 @@ impl StreamRuntime {
             }
             None => None,
         };
-        let span = tracing::error_span!("job", job = %topology.job_id());
+        let span = tracing::error_span!("job", job = %topology.job_id(), %instance);
         let coordinator = io.spawn(tracing::Instrument::instrument(coordinator.run(), span));
         Ok(StreamRuntime {
             _io: io,
@@ -598,6 +600,14 @@ fn queues_per_broker(route: &[QueueId], default: u32) -> u32 {
     per_broker.into_values().max().unwrap_or(default)
 }
 
+/// This instance's name in logs: the process id and the instance's number
+/// in the process (several instances of a job can share a process).
+fn instance_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_streams_io::Result<Vec<QueueId>> {
     match admin.route(topic).await {
         Ok(route) if !route.is_empty() => Ok(route),
@@ -666,11 +676,13 @@ impl Coordinator {
                 match change {
                     AssignmentChange::Assigned(q) => {
                         let shard = self.shard_of(&q);
+                        tracing::info!(queue = %q, shard, "queue assigned");
                         if self.shuffle_topic.as_deref() == Some(q.topic()) {
                             let _ = self.shards[shard].send(ShardMsg::Claim(q));
                         }
                     }
                     AssignmentChange::Revoked(q) => {
+                        tracing::info!(queue = %q, "queue revoked");
                         self.acked.remove(&q);
                         if let Some(routes) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                             routes.owners.remove(&q);
@@ -719,11 +731,28 @@ impl Coordinator {
                 for shard in &self.shards {
                     let _ = shard.send(ShardMsg::Tick);
                 }
+                self.reconcile().await;
                 self.commit().await?;
                 last_commit = Instant::now();
             }
         }
         Ok(())
+    }
+
+    /// Puts right what the consumer's rebalance reported wrongly (its
+    /// changes come back through `assignment_changes`); see
+    /// [`Source::reconcile`]. A failure to read the assignment waits for
+    /// the next commit interval.
+    async fn reconcile(&mut self) {
+        let Some(source) = self.source.as_mut() else { return };
+        match source.reconcile().await {
+            Ok(0) => {}
+            Ok(fixed) => tracing::warn!(
+                fixed,
+                "the consumer's assignment differed from what its rebalance reported; following the assignment"
+            ),
+            Err(error) => tracing::debug!(%error, "cannot read the consumer's assignment"),
+        }
     }
 
     /// Whether the consumer has `queue` assigned now.

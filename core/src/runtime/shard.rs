@@ -90,6 +90,8 @@ pub(crate) enum ShardEvent {
 /// Everything a shard needs, moved onto its thread.
 pub(crate) struct ShardSetup {
     pub(crate) id: ShardId,
+    /// The instance's name in logs (see the job's span).
+    pub(crate) instance: Arc<str>,
     pub(crate) core: Option<core_affinity::CoreId>,
     pub(crate) topology: Topology,
     pub(crate) inbox: Inbox<ShardMsg>,
@@ -239,15 +241,21 @@ impl StateLog for StateQueueLog {
     }
 
     async fn bounds(&self) -> rocketmq_streams_state::Result<(i64, i64)> {
-        match self.reader.bounds(self.queue.clone()).await {
-            Ok(Ok((first, end))) => Ok((first.0, end.0)),
-            Ok(Err(e)) | Err(e) => Err(self.error(&e, e.is_retriable())),
+        let what = || format!("bounds of {}", self.queue);
+        match read_retrying(what, self.outage, || self.reader.bounds(self.queue.clone())).await {
+            Ok((first, end)) => Ok((first.0, end.0)),
+            Err(e) => Err(self.error(&e, e.is_retriable())),
         }
     }
 
     async fn read(&self, from: i64, max: u32) -> rocketmq_streams_state::Result<LogChunk> {
-        match self.reader.read(self.queue.clone(), Offset(from), max).await {
-            Ok(Ok(chunk)) => Ok(LogChunk {
+        let what = || format!("read of {} at {from}", self.queue);
+        match read_retrying(what, self.outage, || {
+            self.reader.read(self.queue.clone(), Offset(from), max)
+        })
+        .await
+        {
+            Ok(chunk) => Ok(LogChunk {
                 records: chunk
                     .records
                     .into_iter()
@@ -258,7 +266,7 @@ impl StateLog for StateQueueLog {
                     .collect(),
                 next: chunk.next.0,
             }),
-            Ok(Err(e)) | Err(e) => Err(self.error(&e, e.is_retriable())),
+            Err(e) => Err(self.error(&e, e.is_retriable())),
         }
     }
 
@@ -294,7 +302,7 @@ pub(crate) fn run(setup: ShardSetup) {
             return;
         }
     };
-    let span = tracing::error_span!("shard", job = %setup.topology.job_id(), shard = id.0);
+    let span = tracing::error_span!("shard", job = %setup.topology.job_id(), shard = id.0, instance = %setup.instance);
     executor.run(
         async move {
             rocketmq_streams_io::keep_awake();
@@ -1089,7 +1097,8 @@ impl Shard {
             )));
         };
         let max = u32::try_from(until.0 - from.0).unwrap_or(u32::MAX).min(1024);
-        let chunk = state.reader.read(queue.clone(), from, max).await??;
+        let what = || format!("read of {queue} at {from}");
+        let chunk = read_retrying(what, self.setup.outage, || state.reader.read(queue.clone(), from, max)).await?;
         let records: Vec<_> = chunk.records.into_iter().filter(|r| r.offset < until).collect();
         match records.first() {
             Some(r) if r.offset == from => {}
@@ -1146,7 +1155,7 @@ impl Shard {
             }
         }
         let dead = outcome?;
-        self.send_outputs(&batch.queue, dead).await?;
+        self.send_any(&batch.queue, dead).await?;
         if !keyed {
             return Ok(batch.next_offset());
         }
@@ -1204,6 +1213,26 @@ impl Shard {
     /// Sends the batch's outputs (sinks, shuffle, dead letters) at once and
     /// waits for every acknowledgement.
     async fn send_outputs(&mut self, queue: &QueueId, dead: Vec<OutRecord>) -> Result<(), StreamsError> {
+        // A keyed queue's owner first makes sure no newer owner has claimed
+        // the queue: that one replays the records behind these outputs from
+        // the durable state and emits their results itself, and these,
+        // landing after its own, would undo a key's latest result (two
+        // owners at once: a rebalance that gave the queue to two instances
+        // for a while, an old owner that ran on).
+        let fence = self
+            .states
+            .get(queue)
+            .map(|st| (st.log.clone(), st.owned.fence_probe()));
+        if let Some(fence) = &fence {
+            match unfenced(fence).await {
+                Ok(()) => {}
+                Err(StreamsError::State(e @ StateError::Fenced { .. })) => return Err(self.refence(queue, e)),
+                Err(e) => {
+                    self.ctx.discard_outputs();
+                    return Err(e);
+                }
+            }
+        }
         self.batches += 1;
         let s = &self.setup;
         let index = queue.queue() as usize;
@@ -1273,10 +1302,6 @@ impl Shard {
         // All sends of the batch run at once on the I/O runtime; the batch is
         // done when every one is acknowledged. Counted are records (a
         // shuffle frame holds many), once their messages are stored.
-        let fence = self
-            .states
-            .get(queue)
-            .map(|st| (st.log.clone(), st.owned.fence_probe()));
         let tasks: Vec<_> = sends
             .into_iter()
             .map(|(kind, target, count, records)| {
@@ -1477,6 +1502,44 @@ enum Output {
 /// newer owner has claimed the queue.
 type Fence = (StateQueueLog, FenceProbe);
 
+/// The pause before try `attempt + 1` of a failed send or read: 100 ms
+/// more each time, at most [`MAX_SEND_PAUSE`].
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE)
+}
+
+/// Runs `read` (a read of a queue's records or bounds) again after each
+/// transient failure, pausing as a failed send does, until `outage` has
+/// passed since the first failure: a broker that restarts within it is
+/// ridden out, as by the sends, instead of stopping the job. A read that
+/// went to a broker killed meanwhile only fails after
+/// [`READ_TIMEOUT`](rocketmq_streams_io::READ_TIMEOUT); the next try
+/// opens a new connection.
+///
+/// # Errors
+///
+/// The last failure, once it is permanent or the deadline has passed.
+async fn read_retrying<T, F>(what: impl Fn() -> String, outage: Duration, mut read: F) -> rocketmq_streams_io::Result<T>
+where
+    F: FnMut() -> rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<T>>,
+{
+    let mut attempt = 0u32;
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        attempt += 1;
+        let error = match read().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) | Err(e) => e,
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if !error.is_retriable() || since.elapsed() >= outage {
+            return Err(error);
+        }
+        tracing::warn!(what = what(), attempt, %error, "read failed; retrying");
+        glommio::timer::sleep(retry_pause(attempt)).await;
+    }
+}
+
 /// Starts sending `records` to `target` now (on the I/O runtime, so several
 /// sends run at once) and returns the future of its acknowledgement, which
 /// retries as [`send_with_retry`] does for up to `outage`, under `fence`
@@ -1499,12 +1562,13 @@ pub(crate) fn send_retrying(
 /// retried chunk may be stored twice, never lost.
 ///
 /// With a `fence` (a keyed queue's owner sending its outputs), each retry
-/// first reads the state queue for a newer claim. With one there, the
-/// outputs are dropped with [`StateError::Fenced`]: the newer owner
-/// replays their records from the durable state and emits their results
-/// itself, and a late delivery of these, computed on an older state, would
-/// land after its own. While the state queue cannot be read (its broker
-/// away too), nothing is sent.
+/// first reads the state queue for a newer claim, as `send_outputs` did
+/// before the first try. With one there, the outputs are dropped with
+/// [`StateError::Fenced`]: the newer owner replays their records from the
+/// durable state and emits their results itself, and a late delivery of
+/// these, computed on an older state, would land after its own. While the
+/// state queue cannot be read (its broker away too), nothing is sent (see
+/// [`unfenced`]).
 async fn send_with_retry(
     first: rocketmq_streams_io::IoTask<rocketmq_streams_io::Result<rocketmq_streams_io::SendAck>>,
     sink: Sink,
@@ -1531,32 +1595,41 @@ async fn send_with_retry(
             return Err(StreamsError::Io(error));
         }
         tracing::warn!(%target, attempt, %error, "send failed; retrying");
-        let pause = Duration::from_millis(100 * u64::from(attempt)).min(MAX_SEND_PAUSE);
-        glommio::timer::sleep(pause).await;
-        let Some((log, probe)) = &fence else { continue };
-        // Until the probe can tell, nothing is sent (within the deadline).
-        loop {
-            match probe.newer_claim(log).await {
-                Ok(None) => break,
-                Ok(Some(newer)) => {
-                    return Err(StateError::Fenced {
-                        queue: log.name(),
-                        epoch: probe.epoch(),
-                        newer,
-                    }
-                    .into())
-                }
-                Err(probe_error) => {
-                    if since.elapsed() >= outage {
-                        return Err(StreamsError::Io(error));
-                    }
-                    tracing::warn!(%target, error = %probe_error, "cannot tell whether a newer owner claimed the queue; the send waits");
-                    glommio::timer::sleep(MAX_SEND_PAUSE).await;
-                }
+        glommio::timer::sleep(retry_pause(attempt)).await;
+        if let Some(fence) = &fence {
+            // Within the send's own deadline: the probe's reads would
+            // otherwise ride out an outage of their own after it.
+            let probe = unfenced(fence);
+            let deadline = glommio::timer::sleep(outage.saturating_sub(since.elapsed()));
+            futures::pin_mut!(probe, deadline);
+            match futures::future::select(probe, deadline).await {
+                futures::future::Either::Left((checked, _)) => checked?,
+                futures::future::Either::Right(_) => return Err(StreamsError::Io(error)),
+            }
+            if since.elapsed() >= outage {
+                return Err(StreamsError::Io(error));
             }
         }
-        if since.elapsed() >= outage {
-            return Err(StreamsError::Io(error));
+    }
+}
+
+/// Whether the owner behind `fence` may still send: reads its state queue
+/// for a claim newer than its own.
+///
+/// # Errors
+///
+/// [`StateError::Fenced`] when a newer owner claimed the queue; the
+/// state queue's read error when it cannot be read (tried again for the
+/// outage deadline first, see [`read_retrying`]): nothing may be sent
+/// then.
+async fn unfenced((log, probe): &Fence) -> Result<(), StreamsError> {
+    match probe.newer_claim(log).await? {
+        None => Ok(()),
+        Some(newer) => Err(StateError::Fenced {
+            queue: log.name(),
+            epoch: probe.epoch(),
+            newer,
         }
+        .into()),
     }
 }
