@@ -105,6 +105,8 @@ pub mod message;
 pub mod operators;
 mod policy;
 mod processor;
+#[cfg(test)]
+mod props;
 mod query;
 pub mod runtime;
 pub mod serde;

@@ -8,7 +8,7 @@ use crate::error::StateError;
 /// added [`Change::Batch`] and comes with MessagePack state values and
 /// keys; version 2 state (JSON values and keys) is refused, since its
 /// keys would never be found again and every count would silently restart.
-const VERSION: u8 = 3;
+pub(crate) const VERSION: u8 = 3;
 const PUT: u8 = 0;
 const DELETE: u8 = 1;
 const MARKER: u8 = 2;

@@ -204,6 +204,8 @@ mod failpoint;
 mod journal;
 mod log;
 mod owner;
+#[cfg(test)]
+mod props;
 mod restore;
 mod store;
 

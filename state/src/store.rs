@@ -38,14 +38,14 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    const LEN: usize = 33;
+    pub(crate) const LEN: usize = 33;
     /// The last byte: the state format of the database (the changelog
     /// version; 3 since MessagePack keys and values). Older databases
     /// (16 or 32 bytes, no format byte) hold keys this release would never
     /// look up, and are refused.
-    const FORMAT: u8 = 3;
+    pub(crate) const FORMAT: u8 = 3;
 
-    fn encode(&self) -> [u8; Self::LEN] {
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
         let mut out = [0u8; Self::LEN];
         out[..8].copy_from_slice(&self.state_next.to_le_bytes());
         out[8..16].copy_from_slice(&self.source_next.unwrap_or(-1).to_le_bytes());
@@ -59,7 +59,7 @@ impl Checkpoint {
     /// older release's 16- or 32-byte checkpoint included: it cannot be
     /// verified or its keys are of another format, and
     /// [`QueueStore::checkpoint`] refuses it).
-    fn decode(b: &[u8]) -> Option<Checkpoint> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Checkpoint> {
         if b.len() != Self::LEN || b[32] != Self::FORMAT {
             return None;
         }
