@@ -5,8 +5,9 @@
 //! routes); every valid value round-trips; a state value of another
 //! format version is refused by its number.
 //!
-//! 1,000 cases each by default; `PROPTEST_CASES=1000000 cargo test
-//! --release -p rocketmq-streams --lib props` runs a million.
+//! Cases per property: `PROPTEST_CASES` (1,000 in `.cargo/config.toml`);
+//! `PROPTEST_CASES=1000000 cargo test --release -p rocketmq-streams props` runs a
+//! million.
 
 use std::collections::BTreeMap;
 
@@ -16,15 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, decode_state, encode_into, encode_state, STATE_VERSION};
 use crate::serde::{Deserializer, Json, Raw, Serializer, Utf8};
-
-/// Cases per property: `PROPTEST_CASES`, or 1,000.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    ProptestConfig::with_cases(cases)
-}
 
 /// A user type of the shapes state and keys take: nested, optional,
 /// enums, maps, byte strings.
@@ -77,8 +69,6 @@ fn body(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_bytes_never_panic_the_engine_codec(b in body(300)) {
         let _ = decode::<Shape>(&b, "value");

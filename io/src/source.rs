@@ -211,6 +211,15 @@ impl MessageQueueListener for AssignmentListener {
 pub const RECONCILE_AFTER: Duration = Duration::from_secs(10);
 
 impl AssignmentListener {
+    /// A listener with an empty view, sending its changes to `tx`.
+    fn new(tx: Sender<AssignmentChange>) -> Self {
+        AssignmentListener {
+            tx,
+            current: Arc::default(),
+            calls: Arc::default(),
+        }
+    }
+
     /// Compares the listener's view with `actual`, the consumer's
     /// assignment of every topic, read when the listener had been called
     /// `calls` times (if it was called since, nothing is done: `actual`
@@ -310,11 +319,7 @@ impl Source {
                 )
             })
             .collect();
-        let listener = AssignmentListener {
-            tx,
-            current: Arc::default(),
-            calls: Arc::default(),
-        };
+        let listener = AssignmentListener::new(tx);
         let subscribed = listener.clone();
         io.spawn(async move {
             let listener = subscribed;
@@ -594,14 +599,20 @@ mod tests {
         queues.iter().cloned().collect()
     }
 
+    /// Reconciles with an assignment read now (no listener call since).
+    fn reconcile_now(
+        listener: &AssignmentListener,
+        actual: &HashSet<MessageQueue>,
+        disagreed: &mut HashMap<MessageQueue, Instant>,
+        after: Duration,
+    ) -> usize {
+        listener.reconcile(actual, listener.calls.load(Ordering::Relaxed), disagreed, after)
+    }
+
     #[test]
     fn a_stale_view_takes_the_consumers_assignment_once_the_disagreement_lasts() {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let listener = AssignmentListener {
-            tx,
-            current: Arc::default(),
-            calls: Arc::default(),
-        };
+        let listener = AssignmentListener::new(tx);
         let (a0, a1, a2) = (mq("a", 0), mq("a", 1), mq("a", 2));
         // The listener was last told a0 and a1; the consumer has a0 and a2
         // (a late revoke of a2 and a lost assignment of a1, say).
@@ -611,27 +622,14 @@ mod tests {
         let mut disagreed = HashMap::new();
         let patience = Duration::from_millis(50);
         assert_eq!(
-            listener.reconcile(
-                &actual,
-                listener.calls.load(Ordering::Relaxed),
-                &mut disagreed,
-                patience
-            ),
+            reconcile_now(&listener, &actual, &mut disagreed, patience),
             0,
             "a fresh disagreement waits"
         );
         assert_eq!(disagreed.len(), 2);
         assert!(rx.try_iter().next().is_none());
         std::thread::sleep(patience * 2);
-        assert_eq!(
-            listener.reconcile(
-                &actual,
-                listener.calls.load(Ordering::Relaxed),
-                &mut disagreed,
-                patience
-            ),
-            2
-        );
+        assert_eq!(reconcile_now(&listener, &actual, &mut disagreed, patience), 2);
         let changes: Vec<_> = rx.try_iter().collect();
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(changes.contains(&AssignmentChange::Revoked(QueueId::from_mq(&a1))));
@@ -639,15 +637,7 @@ mod tests {
         assert!(disagreed.is_empty());
         // Agreed now: nothing more, and a later call of the listener diffs
         // against the corrected view.
-        assert_eq!(
-            listener.reconcile(
-                &actual,
-                listener.calls.load(Ordering::Relaxed),
-                &mut disagreed,
-                patience
-            ),
-            0
-        );
+        assert_eq!(reconcile_now(&listener, &actual, &mut disagreed, patience), 0);
         listener.message_queue_changed("a", &actual, &set(std::slice::from_ref(&a0)));
         assert_eq!(
             rx.try_iter().collect::<Vec<_>>(),
@@ -658,11 +648,7 @@ mod tests {
     #[test]
     fn an_assignment_read_before_a_call_of_the_listener_is_not_acted_on() {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let listener = AssignmentListener {
-            tx,
-            current: Arc::default(),
-            calls: Arc::default(),
-        };
+        let listener = AssignmentListener::new(tx);
         let a0 = mq("a", 0);
         let mut disagreed = HashMap::new();
         let patience = Duration::ZERO;
@@ -681,33 +667,19 @@ mod tests {
     #[test]
     fn a_disagreement_that_ends_by_itself_is_forgotten() {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let listener = AssignmentListener {
-            tx,
-            current: Arc::default(),
-            calls: Arc::default(),
-        };
+        let listener = AssignmentListener::new(tx);
         let a0 = mq("a", 0);
         let mut disagreed = HashMap::new();
         let patience = Duration::from_millis(50);
         // The consumer has a0 before the listener is called.
         assert_eq!(
-            listener.reconcile(
-                &set(std::slice::from_ref(&a0)),
-                listener.calls.load(Ordering::Relaxed),
-                &mut disagreed,
-                patience
-            ),
+            reconcile_now(&listener, &set(std::slice::from_ref(&a0)), &mut disagreed, patience),
             0
         );
         listener.message_queue_changed("a", &set(std::slice::from_ref(&a0)), &set(std::slice::from_ref(&a0)));
         std::thread::sleep(patience * 2);
         assert_eq!(
-            listener.reconcile(
-                &set(std::slice::from_ref(&a0)),
-                listener.calls.load(Ordering::Relaxed),
-                &mut disagreed,
-                patience
-            ),
+            reconcile_now(&listener, &set(std::slice::from_ref(&a0)), &mut disagreed, patience),
             0
         );
         assert!(disagreed.is_empty());
@@ -721,11 +693,7 @@ mod tests {
     #[test]
     fn one_listener_keeps_each_topics_assignment_apart() {
         let (tx, rx) = crossbeam::channel::unbounded();
-        let listener = AssignmentListener {
-            tx,
-            current: Arc::default(),
-            calls: Arc::default(),
-        };
+        let listener = AssignmentListener::new(tx);
         let (a0, a1, b0) = (mq("a", 0), mq("a", 1), mq("b", 0));
         listener.message_queue_changed("a", &set(&[a0.clone(), a1.clone()]), &set(&[a0.clone(), a1.clone()]));
         // The consumer reports topic b on its own: a's queues stay assigned.

@@ -2,22 +2,14 @@
 //! panic and end in a [`DecodeError`]; every frame the writer builds reads
 //! back as the records pushed; another version is refused by its number.
 //!
-//! 1,000 cases each by default; `PROPTEST_CASES=1000000 cargo test
-//! --release -p rocketmq-streams-shuffle props` runs a million.
+//! Cases per property: `PROPTEST_CASES` (1,000 in `.cargo/config.toml`);
+//! `PROPTEST_CASES=1000000 cargo test --release -p rocketmq-streams-shuffle props` runs a
+//! million.
 
 use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-
-/// Cases per property: `PROPTEST_CASES`, or 1,000.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    ProptestConfig::with_cases(cases)
-}
 
 /// Every record of `body` read as a frame, or the first error.
 fn read_all(body: &Bytes) -> Result<Vec<ShuffleRecord>, DecodeError> {
@@ -43,8 +35,6 @@ fn record() -> impl Strategy<Value = ShuffleRecord> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = read_all(&Bytes::from(body));

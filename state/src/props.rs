@@ -4,8 +4,9 @@
 //! checkpoint, `None`: it is rebuilt); every valid value round-trips;
 //! another version is refused by its number.
 //!
-//! 1,000 cases each by default; `PROPTEST_CASES=1000000 cargo test
-//! --release -p rocketmq-streams-state props` runs a million.
+//! Cases per property: `PROPTEST_CASES` (1,000 in `.cargo/config.toml`);
+//! `PROPTEST_CASES=1000000 cargo test --release -p rocketmq-streams-state props` runs a
+//! million.
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -13,15 +14,6 @@ use proptest::prelude::*;
 use crate::changelog::Change;
 use crate::error::StateError;
 use crate::store::Checkpoint;
-
-/// Cases per property: `PROPTEST_CASES`, or 1,000.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    ProptestConfig::with_cases(cases)
-}
 
 fn bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
@@ -56,8 +48,6 @@ fn change() -> impl Strategy<Value = Change> {
 }
 
 proptest! {
-    #![proptest_config(config())]
-
     #[test]
     fn arbitrary_messages_never_panic(body in bytes(300)) {
         match Change::decode(&body) {
