@@ -105,8 +105,7 @@ proptest! {
     }
 
     #[test]
-    fn another_version_is_refused_by_its_number(version in any::<u8>(), rest in proptest::collection::vec(any::<u8>(), 0..100)) {
-        prop_assume!(version != VERSION);
+    fn another_version_is_refused_by_its_number(version in (0u8..u8::MAX).prop_map(|v| if v >= VERSION { v + 1 } else { v }), rest in proptest::collection::vec(any::<u8>(), 0..100)) {
         let mut body = vec![version];
         body.extend_from_slice(&rest);
         match Frame::decode(&Bytes::from(body)) {

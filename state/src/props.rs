@@ -129,8 +129,7 @@ proptest! {
     }
 
     #[test]
-    fn another_version_is_refused_by_its_number(version in any::<u8>(), rest in bytes(100)) {
-        prop_assume!(version != crate::changelog::VERSION);
+    fn another_version_is_refused_by_its_number(version in (0u8..u8::MAX).prop_map(|v| if v >= crate::changelog::VERSION { v + 1 } else { v }), rest in bytes(100)) {
         let mut body = vec![version];
         body.extend_from_slice(&rest);
         match Change::decode(&Bytes::from(body)) {
