@@ -192,13 +192,21 @@ impl Default for Options {
 }
 
 /// A running engine (or the baseline loop).
-enum Running {
+pub(crate) enum Running {
     Baseline(Baseline),
     Job(StreamRuntime),
 }
 
 impl Running {
-    fn stop(self) -> Result<(), String> {
+    /// The engine's job, if this is one.
+    pub(crate) fn job(&self) -> Option<&StreamRuntime> {
+        match self {
+            Running::Job(j) => Some(j),
+            Running::Baseline(_) => None,
+        }
+    }
+
+    pub(crate) fn stop(self) -> Result<(), String> {
         match self {
             Running::Baseline(b) => b.stop(),
             Running::Job(j) => j.stop().map(|_| ()).map_err(|e| e.to_string()),
@@ -226,17 +234,30 @@ impl Accumulator<(String, u64)> for CountWithStamp {
     }
 }
 
-struct Ctx<'a> {
-    io: &'a Arc<IoRuntime>,
-    client: &'a ClientConfig,
-    options: &'a Options,
+/// What every run of one invocation shares.
+pub(crate) struct Ctx<'a> {
+    pub(crate) io: &'a Arc<IoRuntime>,
+    pub(crate) client: &'a ClientConfig,
+    pub(crate) options: &'a Options,
     run_id: String,
     /// Runs so far: each run has topics and a job of its own.
     runs: std::cell::Cell<u32>,
 }
 
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(io: &'a Arc<IoRuntime>, client: &'a ClientConfig, options: &'a Options) -> Ctx<'a> {
+        Ctx {
+            io,
+            client,
+            options,
+            run_id: format!("{}-{}", std::process::id(), load::now_nanos() % 1_000_000),
+            runs: std::cell::Cell::new(0),
+        }
+    }
+}
+
 impl Ctx<'_> {
-    fn topics(&self, label: &str) -> (String, String, String) {
+    pub(crate) fn topics(&self, label: &str) -> (String, String, String) {
         self.runs.set(self.runs.get() + 1);
         let tag = format!(
             "{}-{}-{}",
@@ -251,7 +272,7 @@ impl Ctx<'_> {
         )
     }
 
-    fn start(&self, scenario: Scenario, input: &str, output: &str, job: &str) -> Result<Running, String> {
+    pub(crate) fn start(&self, scenario: Scenario, input: &str, output: &str, job: &str) -> Result<Running, String> {
         let builder = StreamBuilder::new(job);
         match scenario {
             Scenario::PipeBaseline => {
@@ -336,7 +357,7 @@ impl Ctx<'_> {
             .map_err(|e| e.to_string())
     }
 
-    fn make(&self, scenario: Scenario) -> impl Fn(u64, u64) -> Bytes + Send + 'static {
+    pub(crate) fn make(&self, scenario: Scenario) -> impl Fn(u64, u64) -> Bytes + Send + 'static {
         let (size, words, vocabulary) = (self.options.size, self.options.words, self.options.vocabulary);
         move |seq, stamp| match scenario {
             Scenario::WordCount => load::stamped_line(seq, stamp, words, vocabulary),
@@ -346,7 +367,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn expected(&self, scenario: Scenario, offered: u64) -> u64 {
+    pub(crate) fn expected(&self, scenario: Scenario, offered: u64) -> u64 {
         match scenario {
             Scenario::PipeBaseline => offered,
             Scenario::Stateless => offered - offered.div_ceil(10),
@@ -361,7 +382,7 @@ impl Ctx<'_> {
 
     /// How an output of `scenario` is weighed: its stamp and the input
     /// records it stands for.
-    fn weigh(&self, scenario: Scenario) -> impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static {
+    pub(crate) fn weigh(&self, scenario: Scenario) -> impl FnMut(&[u8]) -> (Option<u64>, u64) + Send + 'static {
         let on_commit = self.options.emit == Emit::OnCommit;
         // With `Emit::OnCommit` an update stands for every word counted
         // since the word's previous update: the rise of its count.
@@ -394,7 +415,7 @@ impl Ctx<'_> {
     /// Starts the reader of `output` (which creates the topic, so the
     /// baseline never sends to a topic the broker would make with its
     /// default queue count).
-    fn reader(&self, output: &str) -> Result<Reader, String> {
+    pub(crate) fn reader(&self, output: &str) -> Result<Reader, String> {
         Reader::start(self.client, output).map_err(|e| e.to_string())
     }
 
@@ -427,7 +448,7 @@ impl Ctx<'_> {
 
     /// Preloads the input, then times the engine from its first output
     /// record to its last.
-    fn flat_out(&self, scenario: Scenario) -> Result<Run, String> {
+    pub(crate) fn flat_out(&self, scenario: Scenario) -> Result<Run, String> {
         let label = format!("{} flat out", scenario.name());
         let (input, output, job) = self.topics(&label);
         let n = self.options.records;
@@ -529,13 +550,7 @@ pub fn run(
     scenario: Scenario,
     options: &Options,
 ) -> Result<Vec<Run>, String> {
-    let ctx = Ctx {
-        io,
-        client,
-        options,
-        run_id: format!("{}-{}", std::process::id(), load::now_nanos() % 1_000_000),
-        runs: std::cell::Cell::new(0),
-    };
+    let ctx = Ctx::new(io, client, options);
     let mut runs = Vec::new();
     let mut flat_out = Vec::new();
     for _ in 0..options.repeats.max(1) {
@@ -557,10 +572,34 @@ pub fn run(
     Ok(runs)
 }
 
+/// What the harness's broker-backed unit tests share: an embedded broker,
+/// a client of it, a load runtime, and small word-count options (2,000
+/// lines of 5 words over 50: over the reader's poll of 1,024, so every
+/// run's outputs arrive in more than one poll and first ≠ last).
+#[cfg(test)]
+pub(crate) fn small_setup() -> (
+    rocketmq_streams_io::EmbeddedRocketMQ,
+    ClientConfig,
+    Arc<IoRuntime>,
+    Options,
+) {
+    let mq = rocketmq_streams_io::EmbeddedRocketMQ::start_with(rocketmq_streams_io::EmbeddedConfig::default())
+        .expect("embedded broker");
+    let client = ClientConfig::new(mq.namesrv_addr());
+    let io = IoRuntime::named("bench-load", 1).expect("runtime");
+    let options = Options {
+        records: 2_000,
+        words: 5,
+        vocabulary: 50,
+        shards: 1,
+        limit: Duration::from_secs(120),
+        ..Options::default()
+    };
+    (mq, client, io, options)
+}
+
 #[cfg(test)]
 mod tests {
-    use rocketmq_streams_io::{EmbeddedConfig, EmbeddedRocketMQ};
-
     use super::*;
 
     /// The harness end to end on a real (embedded) broker, kept small: the
@@ -568,21 +607,12 @@ mod tests {
     /// rated run.
     #[test]
     fn a_scenario_runs_with_repeats_against_the_baseline_on_a_broker() {
-        let mq = EmbeddedRocketMQ::start_with(EmbeddedConfig::default()).expect("embedded broker");
-        let client = ClientConfig::new(mq.namesrv_addr());
-        let io = IoRuntime::named("bench-load", 1).expect("runtime");
+        let (_mq, client, io, small) = small_setup();
         let options = Options {
-            // Over the reader's poll of 1,024, so every run's outputs
-            // arrive in more than one poll and first ≠ last.
-            records: 2_000,
-            words: 5,
-            vocabulary: 50,
             repeats: 2,
             rates: vec![50.0],
             rated_for: Duration::from_secs(1),
-            shards: 1,
-            limit: Duration::from_secs(120),
-            ..Options::default()
+            ..small
         };
         let runs = run(&io, &client, Scenario::WordCount, &options).expect("the runs complete");
         let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();

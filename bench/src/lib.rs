@@ -22,6 +22,9 @@
 //! that baseline. Rated runs offer a share of the median flat-out rate for
 //! a stated time. CPU is read per thread (`/proc/self/task`), so the job's
 //! threads are reported apart from the embedded broker's and the harness's.
+//! `soak` runs the word count at a share of its flat-out rate for minutes
+//! or hours with the broker in a process of its own, and samples the job's
+//! memory, lag, throughput and p99 every 10 s ([`soak`]).
 #![warn(missing_docs)]
 
 pub mod baseline;
@@ -32,6 +35,7 @@ pub mod load;
 pub mod machine;
 pub mod progress;
 pub mod report;
+pub mod soak;
 
 /// Builds `n` record bodies of `size` bytes each, as the benches send them.
 pub fn bodies(n: usize, size: usize) -> Vec<bytes::Bytes> {

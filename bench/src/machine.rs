@@ -202,6 +202,20 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Resident memory now (`VmRSS`) of this process (`None`) or of process
+/// `pid`, in KiB; 0 if unknown.
+pub fn rss_kib(pid: Option<u32>) -> u64 {
+    let path = pid.map_or_else(|| "/proc/self/status".to_string(), |p| format!("/proc/{p}/status"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|r| r.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Starts a new peak-RSS measurement (`echo 5 > /proc/self/clear_refs`).
 /// Returns whether the kernel accepted it; if not, the peak is the
 /// process's lifetime peak.
@@ -275,6 +289,9 @@ mod tests {
         let m = Machine::detect();
         assert!(m.cores >= 1);
         assert!(peak_rss_kib() > 0);
+        assert!(rss_kib(None) > 0);
+        assert!(rss_kib(Some(std::process::id())) > 0);
+        assert_eq!(rss_kib(Some(u32::MAX)), 0, "no such process");
         assert!(m.memory_mib > 0);
     }
 }

@@ -11,6 +11,8 @@
 //!                   stamped bids → key_by → window (hopping / tumbling, early results) → sink
 //!   nexmark-q3 --on-broker | nexmark-q8 --on-broker
 //!                   stamped persons and auctions → join (unwindowed / tumbling 10 s) → sink
+//!   soak            wordcount flat out (--repeats), then at --percent of it for --minutes,
+//!                   sampling RSS, lag, throughput and p99 every 10 s (broker in its own process)
 //! in-process scenarios (no broker; one shard's work through the test driver):
 //!   nexmark-q0 | nexmark-q1 | nexmark-q2 | nexmark-count   Nexmark bids, generated before timing
 //!   nexmark-q5 | nexmark-q7                                windowed: hot items, highest bid
@@ -37,6 +39,9 @@
 //!   --block-cache-mb N   RocksDB block cache per queue, wordcount (default 8)
 //!   --compression C   none | lz4 | zstd, RocksDB files, wordcount (default lz4)
 //!   --on-broker       nexmark-q3, -q5, -q7 and -q8 on the broker instead of in-process
+//!   --minutes N       how long the soak offers records (default 10)
+//!   --percent P       the soak's rate in % of the median flat-out rate (default 50)
+//!   --embedded        the soak's broker in this process instead of its own
 //!   --namesrv ADDR    an external cluster instead of the embedded broker
 //!   --out DIR         where the JSON and SVG go (default bench/results)
 //! ```
@@ -49,6 +54,7 @@ use rocketmq_streams_bench::broker::{self, Scenario};
 use rocketmq_streams_bench::inproc::{self, Query};
 use rocketmq_streams_bench::machine::Machine;
 use rocketmq_streams_bench::report::Report;
+use rocketmq_streams_bench::soak::{self, BrokerProcess, SoakOptions};
 use rocketmq_streams_io::{ClientConfig, EmbeddedConfig, EmbeddedRocketMQ, IoRuntime};
 
 fn usage() -> String {
@@ -61,10 +67,18 @@ fn usage() -> String {
         .join("\n")
 }
 
-fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("error: {e}\n\n{}", usage());
-        std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(soak::BROKER_PROCESS) {
+        // The soak's broker, in a process of its own (`BrokerProcess`).
+        return rocketmq_streams_io::standalone_main(args);
+    }
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", usage());
+            std::process::ExitCode::from(2)
+        }
     }
 }
 
@@ -78,6 +92,7 @@ fn real_main() -> Result<(), String> {
         return Ok(());
     }
     let on_broker = args.iter().any(|a| a == "--on-broker");
+    let is_soak = scenario == "soak";
     let in_process = match scenario.as_str() {
         "nexmark-q0" => Some(Query::Q0),
         "nexmark-q1" => Some(Query::Q1),
@@ -93,7 +108,7 @@ fn real_main() -> Result<(), String> {
     let scenario = match scenario.as_str() {
         "pipe-baseline" => Scenario::PipeBaseline,
         "stateless" => Scenario::Stateless,
-        "wordcount" => Scenario::WordCount,
+        "wordcount" | "soak" => Scenario::WordCount,
         "nexmark-q5" if on_broker => Scenario::Q5,
         "nexmark-q7" if on_broker => Scenario::Q7,
         "nexmark-q3" if on_broker => Scenario::Q3,
@@ -102,6 +117,8 @@ fn real_main() -> Result<(), String> {
         other => return Err(format!("unknown scenario {other:?}")),
     };
     let mut options = broker::Options::default();
+    let mut soak_options = SoakOptions::default();
+    let mut embedded = !is_soak;
     let mut namesrv: Option<String> = None;
     let mut out = PathBuf::from("bench/results");
     let mut rest = args[1..].iter();
@@ -156,6 +173,15 @@ fn real_main() -> Result<(), String> {
                 }
             }
             "--on-broker" => {}
+            "--minutes" => soak_options.duration = Duration::from_secs(number(value()?)?.max(1) * 60),
+            "--percent" => {
+                soak_options.percent = value()?
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| *p > 0.0)
+                    .ok_or_else(|| format!("{flag}: a share above 0 %"))?
+            }
+            "--embedded" => embedded = true,
             "--namesrv" => namesrv = Some(value()?),
             "--out" => out = PathBuf::from(value()?),
             other => return Err(format!("unknown option {other:?}")),
@@ -166,8 +192,16 @@ fn real_main() -> Result<(), String> {
     if let Some(query) = in_process {
         return run_in_process(query, options.records as usize, options.repeats, command, &out);
     }
+    let mut broker_process = None;
     let (_broker, client, broker_kind) = match namesrv {
         Some(addr) => (None, ClientConfig::new(addr.as_str()), format!("external {addr}")),
+        None if !embedded => {
+            // Its log beside the report: a broker that fails says why there.
+            let process = BrokerProcess::start(&out.join("broker-process.log"))?;
+            let client = ClientConfig::new(process.namesrv_addr.as_str());
+            broker_process = Some(process);
+            (None, client, "its own process (same machine, same cores)".to_string())
+        }
         None => {
             let mq = EmbeddedRocketMQ::start_with(EmbeddedConfig::default()).map_err(|e| e.to_string())?;
             let client = ClientConfig::new(mq.namesrv_addr());
@@ -176,7 +210,12 @@ fn real_main() -> Result<(), String> {
     };
     // The load producer's runtime: its threads count as the harness's.
     let io = IoRuntime::named("bench-load", 1).map_err(|e| e.to_string())?;
-    let runs = broker::run(&io, &client, scenario, &options)?;
+    let (runs, samples) = if is_soak {
+        let pid = broker_process.as_ref().map(BrokerProcess::pid);
+        soak::run(&io, &client, &options, &soak_options, pid)?
+    } else {
+        (broker::run(&io, &client, scenario, &options)?, Vec::new())
+    };
     let mut settings = vec![
         ("broker".to_string(), broker_kind),
         ("shards".into(), options.shards.to_string()),
@@ -188,14 +227,27 @@ fn real_main() -> Result<(), String> {
             "commit interval".into(),
             format!("{} ms", options.commit_interval.as_millis()),
         ),
-        (
-            "rated for".into(),
-            format!(
-                "{} s after a {} s warm-up",
-                options.rated_for.as_secs(),
-                broker::WARM_UP.as_secs()
-            ),
-        ),
+        if is_soak {
+            (
+                "soak".into(),
+                format!(
+                    "{} min at {}% of the median flat-out rate after a {} s warm-up, sampled every {} s",
+                    soak_options.duration.as_secs() / 60,
+                    soak_options.percent,
+                    broker::WARM_UP.as_secs(),
+                    soak_options.every.as_secs()
+                ),
+            )
+        } else {
+            (
+                "rated for".into(),
+                format!(
+                    "{} s after a {} s warm-up",
+                    options.rated_for.as_secs(),
+                    broker::WARM_UP.as_secs()
+                ),
+            )
+        },
     ];
     match scenario {
         Scenario::WordCount => {
@@ -243,12 +295,18 @@ fn real_main() -> Result<(), String> {
         _ => settings.push(("message size".into(), format!("{} B", options.size))),
     }
     let report = Report {
-        scenario: scenario.name().to_string(),
+        scenario: if is_soak {
+            "wordcount-soak".to_string()
+        } else {
+            scenario.name().to_string()
+        },
         command,
         machine: Machine::detect(),
         settings,
-        baseline: runs.first().map(|r| r.label.clone()),
+        // The soak calibrates without the baseline.
+        baseline: (!is_soak).then(|| runs.first().map(|r| r.label.clone())).flatten(),
         runs,
+        samples,
     };
     print_and_write(&report, &out)
 }
@@ -305,6 +363,7 @@ fn run_in_process(
         ],
         baseline: query.has_timely_peer().then(|| runs[0].label.clone()),
         runs,
+        samples: Vec::new(),
     };
     print_and_write(&report, out)
 }

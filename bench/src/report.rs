@@ -1,6 +1,6 @@
 //! A scenario's figures, as a table for people (Markdown, so it pastes into
 //! `tuning.md`), JSON for tools and an SVG latency-percentile plot
-//! (`plotters`).
+//! (`plotters`); a soak's samples over time as a second plot.
 //!
 //! A report holds every run; runs of the same label are repeats of one
 //! measurement, and each figure of the table is their median with its min
@@ -152,6 +152,74 @@ pub struct Summary {
     pub peak_rss_mib: Spread,
 }
 
+/// One sample of a soak ([`crate::soak`]): the job's state at `t_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Seconds since the load started.
+    pub t_s: f64,
+    /// Resident memory of the job's process (the engine, the load producer
+    /// and the reader; not the broker, which runs in a process of its
+    /// own), MiB.
+    pub rss_mib: f64,
+    /// The broker process's resident memory, MiB, when it runs here.
+    pub broker_rss_mib: Option<f64>,
+    /// The job's lag: messages not yet committed on the queues it owns
+    /// (`JobMetrics::total_lag`; a shuffle message is a frame of records).
+    pub lag: u64,
+    /// Input records per second whose outputs the reader saw since the
+    /// last sample (each output weighed as the input records it stands
+    /// for: one word a count update with `Emit::OnUpdate`).
+    pub records_per_second: f64,
+    /// p99 end-to-end latency of those outputs, µs (0 when none came).
+    pub p99_us: u64,
+    /// Whether records were still being offered: the samples after are
+    /// of the job draining what is left.
+    pub offering: bool,
+}
+
+/// How a soak's samples after its first minute, while records were
+/// offered, went: RSS, lag, throughput, latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoakSummary {
+    /// Samples after the first minute.
+    pub samples: usize,
+    /// Their RSS, MiB.
+    pub rss_mib: Spread,
+    /// The largest distance of an RSS sample from their median, in % of it.
+    pub rss_deviation_percent: f64,
+    /// Their lag.
+    pub lag: Spread,
+    /// Their throughput.
+    pub records_per_second: Spread,
+    /// Their p99 latency, µs (of the samples that saw outputs).
+    pub p99_us: Spread,
+}
+
+impl SoakSummary {
+    /// What settled once warmed up: the samples from `after_s` seconds on
+    /// while records were offered; `None` if there are none.
+    pub fn of(samples: &[Sample], after_s: f64) -> Option<SoakSummary> {
+        let late: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= after_s && s.offering).collect();
+        let rss = Spread::of(late.iter().map(|s| s.rss_mib))?;
+        let deviation = if rss.median > 0.0 {
+            (rss.max - rss.median).max(rss.median - rss.min) / rss.median * 100.0
+        } else {
+            0.0
+        };
+        Some(SoakSummary {
+            samples: late.len(),
+            rss_mib: rss,
+            rss_deviation_percent: deviation,
+            lag: Spread::of(late.iter().map(|s| s.lag as f64))?,
+            records_per_second: Spread::of(late.iter().map(|s| s.records_per_second))?,
+            p99_us: Spread::of(late.iter().filter(|s| s.p99_us > 0).map(|s| s.p99_us as f64))?,
+        })
+    }
+}
+
+/// When a soak's summary starts: after its first minute.
+pub const SOAK_SETTLED_S: f64 = 60.0;
+
 /// The figures of one scenario, with what they were measured on.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -167,6 +235,8 @@ pub struct Report {
     pub runs: Vec<Run>,
     /// The label of the runs the others are compared with, if any.
     pub baseline: Option<String>,
+    /// A soak's samples over time (empty for other scenarios).
+    pub samples: Vec<Sample>,
 }
 
 impl Report {
@@ -273,6 +343,19 @@ impl Report {
                 "ratio = flat-out records/s ÷ {b} records/s of the same repeat (run just before it)"
             );
         }
+        if let Some(s) = SoakSummary::of(&self.samples, SOAK_SETTLED_S) {
+            let _ = writeln!(
+                out,
+                "\nsoak, {} samples after the first minute while offering: RSS {} MiB (±{:.1}% of the median), \
+                 lag {} messages, {} records/s, p99 {} ms",
+                s.samples,
+                s.rss_mib.show(1),
+                s.rss_deviation_percent,
+                s.lag.show(0),
+                s.records_per_second.show(0),
+                s.p99_us.map(|us| us / 1e3).show(1),
+            );
+        }
         out
     }
 
@@ -320,7 +403,81 @@ impl Report {
                 "cpu_seconds_by_thread": r.cost.cpu_by_thread,
                 "peak_rss_mib": r.cost.peak_rss_mib,
             })).collect::<Vec<_>>(),
+            "samples": self.samples.iter().map(|s| json!({
+                "t_s": s.t_s,
+                "rss_mib": s.rss_mib,
+                "broker_rss_mib": s.broker_rss_mib,
+                "lag": s.lag,
+                "records_per_second": s.records_per_second,
+                "p99_us": s.p99_us,
+                "offering": s.offering,
+            })).collect::<Vec<_>>(),
+            "soak_after_first_minute": SoakSummary::of(&self.samples, SOAK_SETTLED_S).map(|s| json!({
+                "samples": s.samples,
+                "rss_mib": s.rss_mib.json(),
+                "rss_deviation_percent": s.rss_deviation_percent,
+                "lag": s.lag.json(),
+                "records_per_second": s.records_per_second.json(),
+                "p99_us": s.p99_us.json(),
+            })),
         })
+    }
+
+    /// An SVG plot of a soak's samples against time: RSS, lag, throughput
+    /// and p99 latency, one panel each; `None` without samples.
+    ///
+    /// # Errors
+    ///
+    /// What plotters reports drawing it.
+    pub fn samples_svg(&self) -> Result<Option<String>, String> {
+        use plotters::prelude::*;
+
+        if self.samples.is_empty() {
+            return Ok(None);
+        }
+        let t_end = self.samples.iter().map(|s| s.t_s).fold(1.0, f64::max);
+        let panels: [(&str, fn(&Sample) -> f64); 4] = [
+            ("job RSS (MiB)", |s| s.rss_mib),
+            ("lag (messages)", |s| s.lag as f64),
+            ("records/s (input, by output)", |s| s.records_per_second),
+            ("p99 latency (ms)", |s| s.p99_us as f64 / 1e3),
+        ];
+        let mut svg = String::new();
+        {
+            let err = |e: &dyn std::fmt::Display| format!("plotting: {e}");
+            let root = SVGBackend::with_string(&mut svg, (900, 900)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| err(&e))?;
+            let root = root
+                .titled(
+                    &format!("{} — every sample of the soak", self.scenario),
+                    ("sans-serif", 18),
+                )
+                .map_err(|e| err(&e))?;
+            for (area, (name, value)) in root.split_evenly((4, 1)).iter().zip(panels.iter()) {
+                let top = self.samples.iter().map(value).fold(0.0, f64::max);
+                let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+                let mut chart = ChartBuilder::on(area)
+                    .margin(8)
+                    .x_label_area_size(30)
+                    .y_label_area_size(70)
+                    .build_cartesian_2d(0f64..t_end, 0f64..top)
+                    .map_err(|e| err(&e))?;
+                chart
+                    .configure_mesh()
+                    .x_desc("seconds")
+                    .y_desc(*name)
+                    .draw()
+                    .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(LineSeries::new(
+                        self.samples.iter().map(|s| (s.t_s, value(s))),
+                        BLUE.stroke_width(2),
+                    ))
+                    .map_err(|e| err(&e))?;
+            }
+            root.present().map_err(|e| err(&e))?;
+        }
+        Ok(Some(svg))
     }
 
     /// An SVG plot of latency against percentile ("nines" scale), a line per
@@ -408,7 +565,8 @@ impl Report {
     }
 
     /// Writes `<scenario>.json` (and `<scenario>-latency.svg` when there is
-    /// latency) into `dir`; returns the files written.
+    /// latency, `<scenario>-samples.svg` when there are samples) into
+    /// `dir`; returns the files written.
     ///
     /// # Errors
     ///
@@ -423,6 +581,11 @@ impl Report {
         written.push(json_path);
         if let Some(svg) = self.latency_svg().map_err(std::io::Error::other)? {
             let svg_path = dir.join(format!("{}-latency.svg", self.scenario));
+            std::fs::write(&svg_path, svg)?;
+            written.push(svg_path);
+        }
+        if let Some(svg) = self.samples_svg().map_err(std::io::Error::other)? {
+            let svg_path = dir.join(format!("{}-samples.svg", self.scenario));
             std::fs::write(&svg_path, svg)?;
             written.push(svg_path);
         }
@@ -477,6 +640,7 @@ mod tests {
                 run("stateless at 50%", 250, 1.0, Some(250.0), &[100, 200, 300, 400, 20_000]),
             ],
             baseline: Some("pipe-baseline flat out".into()),
+            samples: Vec::new(),
         }
     }
 
@@ -536,5 +700,61 @@ mod tests {
             ..r
         };
         assert_eq!(flat_only.latency_svg(), Ok(None));
+        assert_eq!(flat_only.samples_svg(), Ok(None));
+    }
+
+    #[test]
+    fn a_soak_is_summarised_after_its_first_minute_and_plotted() {
+        let sample = |t_s: f64, rss_mib: f64, lag: u64| Sample {
+            t_s,
+            rss_mib,
+            broker_rss_mib: None,
+            lag,
+            records_per_second: 1000.0,
+            p99_us: 50_000,
+            offering: true,
+        };
+        // The warm-up's low RSS and high lag are left out, and so is the
+        // drain after the offering ended.
+        let samples = vec![
+            sample(10.0, 50.0, 9_000),
+            sample(60.0, 100.0, 10),
+            sample(70.0, 110.0, 30),
+            sample(80.0, 95.0, 20),
+            Sample {
+                offering: false,
+                p99_us: 0,
+                ..sample(81.0, 200.0, 0)
+            },
+        ];
+        let s = SoakSummary::of(&samples, SOAK_SETTLED_S).expect("samples after a minute");
+        assert_eq!(s.samples, 3);
+        assert_eq!((s.rss_mib.median, s.rss_mib.min, s.rss_mib.max), (100.0, 95.0, 110.0));
+        assert_eq!(s.rss_deviation_percent, 10.0);
+        assert_eq!((s.lag.median, s.lag.max), (20.0, 30.0));
+        assert_eq!(SoakSummary::of(&samples[..1], SOAK_SETTLED_S), None);
+        let r = Report {
+            scenario: "wordcount-soak".into(),
+            samples,
+            ..report()
+        };
+        assert!(
+            r.table()
+                .contains("soak, 3 samples after the first minute while offering: RSS 100.0 (95.0–110.0) MiB (±10.0% of the median)"),
+            "{}",
+            r.table()
+        );
+        let json = r.json();
+        assert_eq!(json["samples"].as_array().map(Vec::len), Some(5));
+        assert_eq!(json["samples"][4]["offering"], false);
+        assert_eq!(json["samples"][1]["rss_mib"], 100.0);
+        assert_eq!(json["samples"][1]["lag"], 10);
+        assert_eq!(json["samples"][1]["p99_us"], 50_000);
+        assert_eq!(json["soak_after_first_minute"]["rss_deviation_percent"], 10.0);
+        let svg = r.samples_svg().expect("plotted").expect("samples");
+        assert!(
+            svg.matches("<polyline").count() >= 4 && svg.contains("lag (messages)"),
+            "{svg}"
+        );
     }
 }

@@ -43,9 +43,18 @@ pub struct SourceConfig {
     /// How long one [`Source::poll`] waits for messages before returning empty.
     pub poll_timeout: Duration,
     /// The most records one [`Source::poll`] returns. A poll waits for the
-    /// first pulled batch, then takes whatever else is already pulled, up to
-    /// this many records.
+    /// first pulled batch, then takes whatever else is already pulled while
+    /// one more pull (`pull_batch_size`) still fits: with `max_poll_records`
+    /// at least `pull_batch_size`, a poll never returns more.
     pub max_poll_records: usize,
+    /// Messages the consumer pulls ahead and buffers for [`Source::poll`],
+    /// over all its queues (RocketMQ's `pullThresholdForAll`); each queue
+    /// stops at `min(1000, buffer_messages)` (`pullThresholdForQueue`) and
+    /// at 100 MiB. A queue's next pull waits while the buffer holds more,
+    /// so it can go over by up to one pull per queue. The client also sizes
+    /// its queue of pulled batches by this number and accepts at most this
+    /// many pulled batches a second: small values cap throughput.
+    pub buffer_messages: u32,
     /// How long the broker holds a pull request open while a queue has no
     /// new messages (long polling). New messages end the wait at once, so
     /// this does not add latency; it bounds how long shutting the source
@@ -67,7 +76,7 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// A configuration with the defaults: consume from the first offset, pull
     /// 256 messages at a time, wait at most 100 ms per poll, return at most
-    /// 1024 records per poll.
+    /// 1024 records per poll, buffer at most 10,000 messages pulled ahead.
     pub fn new(group: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
         Self {
             group: group.into(),
@@ -76,6 +85,7 @@ impl SourceConfig {
             pull_batch_size: 256,
             poll_timeout: Duration::from_millis(100),
             max_poll_records: 1024,
+            buffer_messages: 10_000,
             long_poll: Duration::from_secs(1),
             with_properties: false,
             tags: HashMap::new(),
@@ -297,6 +307,8 @@ impl Source {
             .name_server_addr(client.namesrv_addr.clone())
             .consume_from_where(consume_from)
             .pull_batch_size(i32::try_from(config.pull_batch_size).unwrap_or(i32::MAX))
+            .pull_threshold_for_all(i64::from(config.buffer_messages.max(1)))
+            .pull_threshold_for_queue(i64::from(config.buffer_messages.clamp(1, 1000)))
             .poll_timeout_millis(millis(config.poll_timeout))
             .auto_commit(false)
             .broker_suspend_max_time_millis(millis(config.long_poll))
@@ -414,11 +426,14 @@ impl Source {
         let c = self.consumer.clone();
         let timeout = millis(self.config.poll_timeout);
         let max = self.config.max_poll_records.max(1);
+        let pull = usize::try_from(self.config.pull_batch_size).unwrap_or(usize::MAX);
         let with_properties = self.config.with_properties;
         self.io
             .spawn(async move {
+                // A pulled batch holds at most `pull` messages (the pull
+                // request's maximum): take another only while it fits.
                 let mut messages = c.poll_with_timeout_zero_copy(timeout).await;
-                while !messages.is_empty() && messages.len() < max {
+                while !messages.is_empty() && messages.len().saturating_add(pull) <= max {
                     // A zero timeout takes an already pulled batch or nothing.
                     let more = c.poll_with_timeout_zero_copy(0).await;
                     if more.is_empty() {

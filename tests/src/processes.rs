@@ -69,6 +69,29 @@ impl ServerProcess {
         process
     }
 
+    /// Starts `bin` (the test-broker binary's path) as a name server and a
+    /// broker in one process, on free loopback ports (kept across
+    /// [`restart`](Self::restart)s) and the store at `store`.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn both(bin: &str, store: &std::path::Path) -> Self {
+        let namesrv_port = free_port();
+        let broker_port = free_broker_port(&[namesrv_port]);
+        Self::start(
+            bin,
+            &[
+                "--namesrv-port".into(),
+                namesrv_port.to_string(),
+                "--broker-port".into(),
+                broker_port.to_string(),
+                "--store".into(),
+                store.display().to_string(),
+            ],
+        )
+    }
+
     fn spawn(&mut self) {
         let mut child = Command::new(&self.bin)
             .args(&self.args)
@@ -112,6 +135,39 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes it with SIGSTOP: its sockets stay open, nothing answers (a
+    /// broker stalled by a long GC pause or a hung disk).
+    ///
+    /// # Panics
+    ///
+    /// If it is not running or the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets it run on after [`pause`](Self::pause), with SIGCONT.
+    ///
+    /// # Panics
+    ///
+    /// If it is not running or the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("a running server process");
+        let pid = libc::pid_t::try_from(child.id()).expect("a process id");
+        // SAFETY: `kill` only sends a signal; `pid` is our own child, not
+        // yet reaped (we hold its `Child`), so it cannot name another process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "signal {signal} to the server process: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Starts it again with the same arguments.
     ///
     /// # Panics
@@ -126,6 +182,7 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGKILL ends a stopped process too.
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocketmq_streams_tests::processes::{free_broker_port, free_port, ServerProcess};
+use rocketmq_streams_tests::processes::ServerProcess;
 use rocketmq_streams_tests::wordcount::{assert_counts, config, corpus_of, run_to_end, start, Latest};
 use rocketmq_streams_tests::{unique, wait_for, TestCluster};
 
@@ -18,19 +18,7 @@ const DISTINCT: usize = 20_000;
 #[test]
 fn counts_are_exact_when_the_broker_is_killed_and_restarted_mid_stream() {
     let store = tempfile::tempdir().expect("broker store");
-    let namesrv_port = free_port();
-    let broker_port = free_broker_port(&[namesrv_port]);
-    let mut broker = ServerProcess::start(
-        env!("CARGO_BIN_EXE_test-broker"),
-        &[
-            "--namesrv-port".into(),
-            namesrv_port.to_string(),
-            "--broker-port".into(),
-            broker_port.to_string(),
-            "--store".into(),
-            store.path().display().to_string(),
-        ],
-    );
+    let mut broker = ServerProcess::both(env!("CARGO_BIN_EXE_test-broker"), store.path());
     let addr = broker.namesrv_addr.clone();
     let cluster = TestCluster::external(&addr);
     let (input, job) = (unique("outage-lines"), unique("outage-job"));

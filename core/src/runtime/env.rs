@@ -13,6 +13,8 @@
 //! | `ROCKETMQ_STREAMS_ERROR_POLICY` | [`RuntimeConfig::error_policy`] | `skip`/`dead-letter`/`fail` | `skip` |
 //! | `ROCKETMQ_STREAMS_POLL_BATCH` | [`RuntimeConfig::poll_batch`] | count ≥ 1 | 1024 |
 //! | `ROCKETMQ_STREAMS_SEND_BATCH` | [`RuntimeConfig::send_batch`] | count ≥ 1 | 512 |
+//! | `ROCKETMQ_STREAMS_MAX_BATCHES_IN_FLIGHT` | [`RuntimeConfig::max_batches_in_flight`] | count ≥ 1 | 8 |
+//! | `ROCKETMQ_STREAMS_CONSUMER_BUFFER` | [`RuntimeConfig::consumer_buffer`] | count ≥ 1000 | 10000 |
 //! | `ROCKETMQ_STREAMS_CACHE_CAPACITY` | [`RuntimeConfig::cache_capacity`] | count ≥ 1 | 100000 |
 //! | `ROCKETMQ_STREAMS_SHUFFLE_QUEUES` | [`RuntimeConfig::shuffle_queues`] | count ≥ 1 | 8 |
 //! | `ROCKETMQ_STREAMS_OUTAGE_DEADLINE_MS` | [`RuntimeConfig::outage_deadline`] | milliseconds | 60000 |
@@ -115,6 +117,13 @@ impl RuntimeConfig {
         if let Some(n) = parsed(var, "ROCKETMQ_STREAMS_SEND_BATCH", count)? {
             self.send_batch = n;
         }
+        if let Some(n) = parsed(var, "ROCKETMQ_STREAMS_MAX_BATCHES_IN_FLIGHT", count)? {
+            self.max_batches_in_flight = n;
+        }
+        if let Some(n) = parsed(var, "ROCKETMQ_STREAMS_CONSUMER_BUFFER", count)? {
+            self.consumer_buffer =
+                u32::try_from(n).map_err(|_| config_error("ROCKETMQ_STREAMS_CONSUMER_BUFFER", "too large"))?;
+        }
         if let Some(n) = parsed(var, "ROCKETMQ_STREAMS_CACHE_CAPACITY", count)? {
             self.cache_capacity = n;
         }
@@ -196,6 +205,8 @@ mod tests {
             ("ROCKETMQ_STREAMS_ERROR_POLICY", "dead-letter"),
             ("ROCKETMQ_STREAMS_POLL_BATCH", "256"),
             ("ROCKETMQ_STREAMS_SEND_BATCH", "64"),
+            ("ROCKETMQ_STREAMS_MAX_BATCHES_IN_FLIGHT", "2"),
+            ("ROCKETMQ_STREAMS_CONSUMER_BUFFER", "5000"),
             ("ROCKETMQ_STREAMS_CACHE_CAPACITY", "5000"),
             ("ROCKETMQ_STREAMS_SHUFFLE_QUEUES", "16"),
             ("ROCKETMQ_STREAMS_OUTAGE_DEADLINE_MS", "0"),
@@ -214,6 +225,7 @@ mod tests {
             (config.poll_batch, config.send_batch, config.cache_capacity),
             (256, 64, 5000)
         );
+        assert_eq!((config.max_batches_in_flight, config.consumer_buffer), (2, 5000));
         assert_eq!(config.shuffle_queues, 16);
         assert_eq!(config.outage_deadline, Duration::ZERO);
         assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().expect("addr")));

@@ -1,7 +1,8 @@
 //! Every metric of the runtime, declared in one place.
 //!
 //! Per-shard counters are atomics written only by their shard (relaxed
-//! stores, no contention) and read by `StreamRuntime::metrics`.
+//! stores, no contention) and read by `StreamRuntime::metrics`; the one
+//! exception, `records_in_flight`, is written only by the coordinator.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -143,6 +144,10 @@ pub(crate) struct ShardCounters {
     pub(crate) restored: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) join_records: Gauge,
+    /// Records given to the shard and not yet done with (processed, or
+    /// held out of flight while their queue restores); written by the
+    /// coordinator alone, the one thread that counts them.
+    pub(crate) records_in_flight: AtomicU64,
     /// Queues this shard built a pipeline for, and the OS thread it ran on.
     /// Written once per queue assignment, not per record.
     pub(crate) queues: Mutex<Vec<QueueId>>,
@@ -173,6 +178,7 @@ impl ShardCounters {
             restored: get(&self.restored),
             checkpoints: get(&self.checkpoints),
             join_records: self.join_records.get(),
+            records_in_flight: get(&self.records_in_flight),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
             latencies: self.latencies.lock().map(|l| l.clone()).unwrap_or_default(),
         }
@@ -218,6 +224,10 @@ pub struct ShardMetrics {
     /// rises as records arrive and falls as their windows close or their
     /// queue leaves the shard).
     pub join_records: u64,
+    /// Records given to this shard and not yet done with, now (a gauge):
+    /// never above `max_batches_in_flight × poll_batch` (see
+    /// [`RuntimeConfig::max_batches_in_flight`](super::RuntimeConfig::max_batches_in_flight)).
+    pub records_in_flight: u64,
     /// Queues this shard has owned (built a pipeline for).
     pub queues: Vec<QueueId>,
     /// Latency distributions (see [`Latencies`]).

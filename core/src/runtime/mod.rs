@@ -57,9 +57,14 @@ use crate::policy::ErrorPolicy;
 use crate::query::{QueryAnswer, ShardAnswer};
 use crate::topology::Topology;
 
-/// Most batches a shard may have queued before the coordinator stops
-/// polling (back-pressure).
+/// The default [`RuntimeConfig::max_batches_in_flight`].
 const MAX_BATCHES_IN_FLIGHT: usize = 8;
+/// The default [`RuntimeConfig::consumer_buffer`] (the RocketMQ client's
+/// own `pullThresholdForAll`).
+const CONSUMER_BUFFER: u32 = 10_000;
+/// The least [`RuntimeConfig::consumer_buffer`]: the client's rate of
+/// pulled batches follows it.
+const MIN_CONSUMER_BUFFER: u32 = 1_000;
 /// How often the lag metric asks the broker for end offsets, at most.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// How long `stop` waits for shards to drain.
@@ -80,6 +85,34 @@ pub struct RuntimeConfig {
     pub commit_interval: Duration,
     /// Records per poll (and so per batch a shard processes). Default: 1024.
     pub poll_batch: usize,
+    /// Back-pressure: the coordinator polls only while every shard holds
+    /// fewer than this many batches unfinished (given to it and not yet
+    /// processed with every output acknowledged). A shard that falls
+    /// behind, as when the broker stalls and its sends wait, stops getting
+    /// records; meanwhile the consumer's buffer fills and the next polls
+    /// come back full, so a busy job works in large batches.
+    ///
+    /// One poll brings at most `poll_batch` records in all (split into a
+    /// batch per queue), so a shard never holds more than
+    /// `max_batches_in_flight × poll_batch` records given to it unfinished
+    /// (its gauge [`ShardMetrics::records_in_flight`]). Not counted there:
+    /// up to 16 batches per queue whose state is being restored, held aside
+    /// meanwhile (so the shard's other queues go on), and the records a
+    /// shard reads itself to fill a gap in a queue (at most 1,024 at a
+    /// time). With [`consumer_buffer`](Self::consumer_buffer) this bounds
+    /// what a job holds of its input. At least 1; default: 8 (8,192
+    /// records with the default `poll_batch`).
+    pub max_batches_in_flight: usize,
+    /// Messages the RocketMQ consumer pulls ahead of the job and buffers,
+    /// over all the queues this instance owns (the client's
+    /// `pullThresholdForAll`; each queue also stops at `min(1000,
+    /// consumer_buffer)` messages, its `pullThresholdForQueue`, and at
+    /// 100 MiB). A queue's next pull waits while the buffer holds more, so
+    /// it may go over by up to one pull (256 messages) per queue. The
+    /// client also sizes its queue of pulled batches by this number, and
+    /// accepts at most this many pulled batches a second. At least 1,000;
+    /// default: 10,000.
+    pub consumer_buffer: u32,
     /// Most messages one send to the broker carries (sinks, shuffle,
     /// changelog, dead letters); a send is also capped at 1 MiB. Default:
     /// 512.
@@ -141,6 +174,8 @@ impl RuntimeConfig {
             consume_from: ConsumeFrom::First,
             commit_interval: Duration::from_secs(1),
             poll_batch: 1024,
+            max_batches_in_flight: MAX_BATCHES_IN_FLIGHT,
+            consumer_buffer: CONSUMER_BUFFER,
             send_batch: rocketmq_streams_io::MAX_BATCH_MESSAGES,
             error_policy: ErrorPolicy::Skip,
             default_topic_queues: 8,
@@ -203,10 +238,24 @@ impl StreamRuntime {
     /// # Errors
     ///
     /// [`StreamsError::Io`] when the cluster cannot be reached or a topic
-    /// cannot be created; [`StreamsError::Topology`] for a zero shard count.
+    /// cannot be created; [`StreamsError::Topology`] for a zero shard count;
+    /// [`StreamsError::Config`] for a zero `poll_batch` or
+    /// `max_batches_in_flight`, or a `consumer_buffer` under 1,000.
     pub fn start(topology: Topology, config: RuntimeConfig) -> Result<StreamRuntime> {
         if config.shards == 0 {
             return Err(StreamsError::Topology("a job needs at least one shard".into()));
+        }
+        if config.poll_batch == 0 || config.max_batches_in_flight == 0 {
+            return Err(StreamsError::Config(
+                "poll_batch and max_batches_in_flight must be at least 1".into(),
+            ));
+        }
+        if config.consumer_buffer < MIN_CONSUMER_BUFFER {
+            return Err(StreamsError::Config(format!(
+                "consumer_buffer ({}) must be at least {MIN_CONSUMER_BUFFER}: the client also accepts at most \
+                 that many pulled batches a second",
+                config.consumer_buffer
+            )));
         }
         let io = IoRuntime::new(rocketmq_streams_io::DEFAULT_IO_THREADS)?;
         let (admin, sink, sink_routes, dlq_route, keyed_routes) = {
@@ -278,6 +327,11 @@ impl StreamRuntime {
             .map(|(topic, tags)| (topic.to_string(), tags.to_string()))
             .collect();
         source_config.max_poll_records = config.poll_batch;
+        // A pull never brings more than a poll may return.
+        source_config.pull_batch_size = source_config
+            .pull_batch_size
+            .min(u32::try_from(config.poll_batch).unwrap_or(u32::MAX));
+        source_config.buffer_messages = config.consumer_buffer;
         let source = {
             let io2 = io.clone();
             let client = config.client.clone();
@@ -377,7 +431,9 @@ impl StreamRuntime {
             events: events_rx,
             owner: HashMap::new(),
             homes: HashMap::new(),
-            in_flight: vec![0; config.shards],
+            in_flight: vec![InFlight::default(); config.shards],
+            in_flight_gauges: shards.iter().map(|(c, _)| c.clone()).collect(),
+            max_in_flight: config.max_batches_in_flight,
             acked: HashMap::new(),
             poisoned: HashSet::new(),
             stop: stop.clone(),
@@ -618,6 +674,13 @@ async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_st
     }
 }
 
+/// Batches, and their records, a shard holds unfinished.
+#[derive(Debug, Clone, Copy, Default)]
+struct InFlight {
+    batches: usize,
+    records: usize,
+}
+
 struct Coordinator {
     source: Option<Source>,
     sink: Option<Sink>,
@@ -636,7 +699,13 @@ struct Coordinator {
     /// to the same shard, so its revoke and its new batches are seen in
     /// order, and its local database is opened by one shard at a time.
     homes: HashMap<QueueId, usize>,
-    in_flight: Vec<usize>,
+    /// What each shard holds unfinished ([`ShardEvent::Acked`] and
+    /// [`ShardEvent::Held`] give a batch back); its records are published
+    /// to its gauge.
+    in_flight: Vec<InFlight>,
+    in_flight_gauges: Vec<Arc<ShardCounters>>,
+    /// [`RuntimeConfig::max_batches_in_flight`].
+    max_in_flight: usize,
     acked: HashMap<QueueId, Offset>,
     poisoned: HashSet<QueueId>,
     stop: Arc<AtomicBool>,
@@ -693,7 +762,7 @@ impl Coordinator {
                     }
                 }
             }
-            if self.in_flight.iter().any(|&n| n >= MAX_BATCHES_IN_FLIGHT) {
+            if self.in_flight.iter().any(|n| n.batches >= self.max_in_flight) {
                 tracing::trace!(in_flight = ?self.in_flight, "shards busy; not polling");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else {
@@ -712,7 +781,7 @@ impl Coordinator {
                         continue;
                     }
                     let shard = self.shard_of(&batch.queue);
-                    self.in_flight[shard] += 1;
+                    self.count_in_flight(shard, batch.records.len(), true);
                     if self.shards[shard].send(ShardMsg::Batch(batch)).is_err() {
                         return Err(StreamsError::Topology(format!("shard {shard} is gone")));
                     }
@@ -806,10 +875,10 @@ impl Coordinator {
                 queue,
                 next,
                 held,
+                records,
             } => {
                 if !held {
-                    let s = shard.0 as usize;
-                    self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+                    self.count_in_flight(shard.0 as usize, records, false);
                 }
                 if let (Some(next), true) = (next, self.owner.contains_key(&queue) && !self.poisoned.contains(&queue)) {
                     self.acked.insert(queue, next);
@@ -817,8 +886,8 @@ impl Coordinator {
                 Ok(())
             }
             ShardEvent::Failed { shard, queue, error } => {
-                let s = shard.0 as usize;
-                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+                // The job stops: nothing is polled again, so the failed
+                // batch's records stay counted.
                 if let Some(queue) = queue {
                     // Never commit past the failed record: a restart must see it again.
                     self.poisoned.insert(queue);
@@ -832,12 +901,27 @@ impl Coordinator {
                 }
                 Ok(())
             }
-            ShardEvent::Held { shard } => {
-                let s = shard.0 as usize;
-                self.in_flight[s] = self.in_flight[s].saturating_sub(1);
+            ShardEvent::Held { shard, records } => {
+                self.count_in_flight(shard.0 as usize, records, false);
                 Ok(())
             }
             ShardEvent::Stopped(_) => Ok(()),
+        }
+    }
+
+    /// Counts a batch of `records` given to shard `s` (`given`) or given
+    /// back, and publishes the shard's gauge.
+    fn count_in_flight(&mut self, s: usize, records: usize, given: bool) {
+        let Some(n) = self.in_flight.get_mut(s) else { return };
+        if given {
+            n.batches += 1;
+            n.records += records;
+        } else {
+            n.batches = n.batches.saturating_sub(1);
+            n.records = n.records.saturating_sub(records);
+        }
+        if let Some(counters) = self.in_flight_gauges.get(s) {
+            counters.records_in_flight.store(n.records as u64, Ordering::Relaxed);
         }
     }
 

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `rocketmq_streams_records_in_total`, `_records_out_total`, `_skipped_total`, `_dead_lettered_total`, `_late_total`, `_shuffled_total`, `_duplicates_total` | counter | job, shard |
 //! | `rocketmq_streams_checkpoints_total`, `rocketmq_streams_restored_total` (state changes applied while restoring: restore progress) | counter | job, shard |
-//! | `rocketmq_streams_join_records` | gauge | job, shard |
+//! | `rocketmq_streams_join_records`, `rocketmq_streams_records_in_flight` | gauge | job, shard |
 //! | `rocketmq_streams_lag` (messages), `rocketmq_streams_committed_offset` | gauge | job, queue |
 //! | `rocketmq_streams_dispatch_behind_bytes` | gauge | job |
 //! | `rocketmq_streams_processing_seconds`, `_end_to_end_seconds`, `_checkpoint_seconds` | histogram | job, shard |
@@ -85,6 +85,15 @@ const SHARD_COUNTERS: [ShardCounter; 9] = [
     ),
 ];
 
+const SHARD_GAUGES: [ShardCounter; 2] = [
+    ("join_records", "Records kept in join state now.", |s| s.join_records),
+    (
+        "records_in_flight",
+        "Records given to the shard and not yet processed (at most max_batches_in_flight x poll_batch).",
+        |s| s.records_in_flight,
+    ),
+];
+
 type ShardHistogram = (&'static str, &'static str, fn(&ShardMetrics) -> &Histogram<u64>);
 
 const SHARD_HISTOGRAMS: [ShardHistogram; 3] = [
@@ -116,14 +125,11 @@ impl Collector for JobCollector {
                     .encode_counter::<NoLabelSet, _, u64>(&get(s), None)?;
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "join_records",
-            "Records kept in join state now.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for s in &m.shards {
-            family.encode_family(&shard_labels(s))?.encode_gauge(&s.join_records)?;
+        for (name, help, get) in SHARD_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &m.shards {
+                family.encode_family(&shard_labels(s))?.encode_gauge(&get(s))?;
+            }
         }
         let mut family = encoder.encode_descriptor(
             "lag",
@@ -286,6 +292,7 @@ mod tests {
             restored: 5,
             checkpoints: 2,
             join_records: 0,
+            records_in_flight: 1024,
             queues: Vec::new(),
             latencies: Latencies::default(),
         };
@@ -301,6 +308,7 @@ mod tests {
             "rocketmq_streams_records_in_total{job=\"job-a\",shard=\"1\"} 42",
             "rocketmq_streams_skipped_total{job=\"job-a\",shard=\"1\"} 1",
             "rocketmq_streams_restored_total{job=\"job-a\",shard=\"1\"} 5",
+            "rocketmq_streams_records_in_flight{job=\"job-a\",shard=\"1\"} 1024",
             "rocketmq_streams_lag{job=\"job-a\",queue=\"in@b#3\"} 7",
             "rocketmq_streams_processing_seconds_count{job=\"job-a\",shard=\"1\"} 2",
             "rocketmq_streams_processing_seconds_bucket{le=\"0.0005\",job=\"job-a\",shard=\"1\"} 1",

@@ -67,11 +67,13 @@ pub(crate) enum ShardEvent {
         /// The batch was held while its queue restored, and reported
         /// [`ShardEvent::Held`] then: it is out of flight already.
         held: bool,
+        /// The batch's records (given back to the in-flight count).
+        records: usize,
     },
     /// A batch of a queue whose state is being restored is held until the
     /// restore ends: count it out of flight now (so the coordinator keeps
     /// feeding the shard's other queues); its `Acked` comes later.
-    Held { shard: ShardId },
+    Held { shard: ShardId, records: usize },
     /// A batch of `queue` failed (policy `Fail`, or sends keep failing).
     /// The shard processes no further batch of that queue, so no later
     /// offset of it is ever acknowledged.
@@ -420,9 +422,9 @@ impl Shard {
         match msg {
             ShardMsg::Revoke(queue) => {
                 self.pipelines.remove(&queue);
-                self.restoring.remove(&queue);
+                let held = self.restoring.remove(&queue).map(|r| r.held).unwrap_or_default();
                 self.drop_state(&queue);
-                true
+                self.release(held)
             }
             ShardMsg::Tick => self.checkpoint_all().await,
             ShardMsg::Claim(queue) => {
@@ -456,6 +458,7 @@ impl Shard {
                         queue: batch.queue.clone(),
                         next: None,
                         held: false,
+                        records: batch.records.len(),
                     };
                     return self.setup.events.send(event).is_ok();
                 }
@@ -519,8 +522,26 @@ impl Shard {
             return true;
         };
         let reported = restoring.held.len() < MAX_HELD;
+        let records = batch.records.len();
         restoring.held.push_back((batch, reported));
-        !reported || self.setup.events.send(ShardEvent::Held { shard }).is_ok()
+        !reported || self.setup.events.send(ShardEvent::Held { shard, records }).is_ok()
+    }
+
+    /// Drops held batches of a queue that left the shard, unprocessed and
+    /// never acknowledged, and gives their records back to the
+    /// coordinator's in-flight count. Returns `false` when the coordinator
+    /// is gone.
+    fn release(&self, held: VecDeque<(QueueBatch, bool)>) -> bool {
+        held.into_iter().all(|(batch, reported)| {
+            let event = ShardEvent::Acked {
+                shard: self.setup.id,
+                records: batch.records.len(),
+                queue: batch.queue,
+                next: None,
+                held: reported,
+            };
+            self.setup.events.send(event).is_ok()
+        })
     }
 
     /// Holds again a batch whose queue was fenced while it was processed
@@ -531,6 +552,7 @@ impl Shard {
             // Revoked meanwhile: dropped, never acknowledged.
             let event = ShardEvent::Acked {
                 shard,
+                records: batch.records.len(),
                 queue: batch.queue,
                 next: None,
                 held: reported,
@@ -538,8 +560,9 @@ impl Shard {
             return self.setup.events.send(event).is_ok();
         };
         let report = !reported && restoring.held.len() < MAX_HELD;
+        let records = batch.records.len();
         restoring.held.push_back((batch, reported || report));
-        !report || self.setup.events.send(ShardEvent::Held { shard }).is_ok()
+        !report || self.setup.events.send(ShardEvent::Held { shard, records }).is_ok()
     }
 
     /// Processes one batch and reports it (`held`: reported `Held` before).
@@ -568,6 +591,7 @@ impl Shard {
                 queue: batch.queue.clone(),
                 next,
                 held,
+                records: batch.records.len(),
             },
             Err(error) => return self.fail_queue(batch.queue.clone(), error),
         };
@@ -961,13 +985,21 @@ impl Shard {
         // are read and processed first (`gap`).
         let mut held = restoring.held;
         while let Some((batch, reported)) = held.pop_front() {
+            if self.failed.contains(&queue) {
+                // An earlier held batch failed the queue: the rest are
+                // never processed.
+                held.push_front((batch, reported));
+                return self.release(held);
+            }
             if !self.states.contains_key(&queue) {
                 // A checkpoint of an earlier held batch met a newer claim
                 // and a new restore began: the rest wait for it.
-                if let Some(next) = self.restoring.get_mut(&queue) {
-                    next.held.push_back((batch, reported));
-                    next.held.extend(held);
-                }
+                let Some(next) = self.restoring.get_mut(&queue) else {
+                    held.push_front((batch, reported));
+                    return self.release(held);
+                };
+                next.held.push_back((batch, reported));
+                next.held.extend(held);
                 return true;
             }
             if !self.run_batch(batch, reported).await {
