@@ -234,6 +234,20 @@ impl Accumulator<(String, u64)> for CountWithStamp {
     }
 }
 
+/// A run under way ([`Ctx::offer`]).
+pub(crate) struct Offered {
+    /// Records the producer offers.
+    pub(crate) n: u64,
+    pub(crate) reader: Reader,
+    pub(crate) engine: Running,
+    /// Started after the warm-up, with the offering.
+    pub(crate) meter: Meter,
+    /// When the offering started.
+    pub(crate) started: Instant,
+    /// The producer: how long it took to offer every record.
+    pub(crate) producer: std::thread::JoinHandle<Result<Duration, String>>,
+}
+
 /// What every run of one invocation shares.
 pub(crate) struct Ctx<'a> {
     pub(crate) io: &'a Arc<IoRuntime>,
@@ -484,13 +498,19 @@ impl Ctx<'_> {
         })
     }
 
-    /// Offers `rate` records per second to a running engine for
-    /// [`Options::rated_for`] and measures the latency of what comes out.
-    fn rated(&self, scenario: Scenario, rate: f64, percent: f64) -> Result<Run, String> {
-        let label = format!("{} at {percent}%", scenario.name());
-        let (input, output, job) = self.topics(&label);
-        // The run lasts its stated seconds, whatever `records` says.
-        let n = ((rate * self.options.rated_for.as_secs_f64()) as u64).max(1);
+    /// Starts a run of `scenario` under `label` on topics of its own: the
+    /// output's reader, the engine, a warm-up, then a producer offering
+    /// `rate` records a second for `lasting` (on a thread of its own).
+    pub(crate) fn offer(
+        &self,
+        scenario: Scenario,
+        label: &str,
+        rate: f64,
+        lasting: Duration,
+    ) -> Result<Offered, String> {
+        let (input, output, job) = self.topics(label);
+        // The run lasts its stated time, whatever `records` says.
+        let n = ((rate * lasting.as_secs_f64()) as u64).max(1);
         // The input exists before the engine subscribes to it.
         load::create_topic(self.io, self.client, &input, 8).map_err(|e| e.to_string())?;
         let reader = self.reader(&output)?;
@@ -502,6 +522,28 @@ impl Ctx<'_> {
         let producer = std::thread::spawn(move || {
             load::produce(&io, &client, &input, n, Offer::Rate(rate), make, Arc::default()).map_err(|e| e.to_string())
         });
+        Ok(Offered {
+            n,
+            reader,
+            engine,
+            meter,
+            started,
+            producer,
+        })
+    }
+
+    /// Offers `rate` records per second to a running engine for
+    /// [`Options::rated_for`] and measures the latency of what comes out.
+    fn rated(&self, scenario: Scenario, rate: f64, percent: f64) -> Result<Run, String> {
+        let label = format!("{} at {percent}%", scenario.name());
+        let Offered {
+            n,
+            reader,
+            engine,
+            meter,
+            started,
+            producer,
+        } = self.offer(scenario, &label, rate, self.options.rated_for)?;
         let finished = self.finish(scenario, &label, reader, engine, &meter, self.expected(scenario, n));
         let took = producer
             .join()

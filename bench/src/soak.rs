@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rocketmq_streams_io::{ClientConfig, IoRuntime};
 
-use crate::broker::{Ctx, Options, Scenario, WARM_UP};
-use crate::load::{self, Offer};
-use crate::machine::{rss_kib, Meter};
+use crate::broker::{Ctx, Offered, Options, Scenario};
+use crate::machine::rss_kib;
 use crate::progress::Progress;
 use crate::report::{Run, Sample, Spread};
 
@@ -190,18 +189,14 @@ fn soak_at(
 ) -> Result<(Run, Vec<Sample>), String> {
     let scenario = Scenario::WordCount;
     let label = format!("wordcount soak at {}%", soak.percent);
-    let (input, output, job) = ctx.topics(&label);
-    let n = ((rate * soak.duration.as_secs_f64()) as u64).max(1);
-    load::create_topic(ctx.io, ctx.client, &input, 8).map_err(|e| e.to_string())?;
-    let mut reader = ctx.reader(&output)?;
-    let engine = ctx.start(scenario, &input, &output, &job)?;
-    std::thread::sleep(WARM_UP);
-    let meter = Meter::start();
-    let started = Instant::now();
-    let (io, client, make) = (ctx.io.clone(), ctx.client.clone(), ctx.make(scenario));
-    let producer = std::thread::spawn(move || {
-        load::produce(&io, &client, &input, n, Offer::Rate(rate), make, Arc::default()).map_err(|e| e.to_string())
-    });
+    let Offered {
+        n,
+        mut reader,
+        engine,
+        meter,
+        started,
+        producer,
+    } = ctx.offer(scenario, &label, rate, soak.duration)?;
     let mut producer = Some(producer);
     let mut took = None;
     let expected = ctx.expected(scenario, n);
