@@ -54,7 +54,7 @@ use rocketmq_streams_bench::broker::{self, Scenario};
 use rocketmq_streams_bench::inproc::{self, Query};
 use rocketmq_streams_bench::machine::Machine;
 use rocketmq_streams_bench::report::Report;
-use rocketmq_streams_bench::soak::{self, BrokerProcess, SoakOptions};
+use rocketmq_streams_bench::soak::{self, BrokerProcess, LocalBroker, SoakOptions};
 use rocketmq_streams_io::{ClientConfig, EmbeddedConfig, EmbeddedRocketMQ, IoRuntime};
 
 fn usage() -> String {
@@ -211,8 +211,11 @@ fn real_main() -> Result<(), String> {
     // The load producer's runtime: its threads count as the harness's.
     let io = IoRuntime::named("bench-load", 1).map_err(|e| e.to_string())?;
     let (runs, samples) = if is_soak {
-        let pid = broker_process.as_ref().map(BrokerProcess::pid);
-        soak::run(&io, &client, &options, &soak_options, pid)?
+        let broker = broker_process.as_ref().map(|p| LocalBroker {
+            pid: p.pid(),
+            store: Some(p.store()),
+        });
+        soak::run(&io, &client, &options, &soak_options, broker)?
     } else {
         (broker::run(&io, &client, scenario, &options)?, Vec::new())
     };

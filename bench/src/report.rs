@@ -163,6 +163,10 @@ pub struct Sample {
     pub rss_mib: f64,
     /// The broker process's resident memory, MiB, when it runs here.
     pub broker_rss_mib: Option<f64>,
+    /// How full the broker store's disk is, in percent, by RocketMQ's
+    /// measure ([`rocketmq_streams_io::disk_used_ratio`]: it refuses writes
+    /// past 90), when the store is on this machine.
+    pub store_disk_used_pct: Option<f64>,
     /// The job's lag: messages not yet committed on the queues it owns
     /// (`JobMetrics::total_lag`; a shuffle message is a frame of records).
     pub lag: u64,
@@ -407,6 +411,7 @@ impl Report {
                 "t_s": s.t_s,
                 "rss_mib": s.rss_mib,
                 "broker_rss_mib": s.broker_rss_mib,
+                "store_disk_used_pct": s.store_disk_used_pct,
                 "lag": s.lag,
                 "records_per_second": s.records_per_second,
                 "p99_us": s.p99_us,
@@ -709,6 +714,7 @@ mod tests {
             t_s,
             rss_mib,
             broker_rss_mib: None,
+            store_disk_used_pct: None,
             lag,
             records_per_second: 1000.0,
             p99_us: 50_000,

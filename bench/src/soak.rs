@@ -5,7 +5,8 @@
 //! ```text
 //!  calibrate: wordcount flat out, --repeats times ──► median lines/s
 //!  soak:      producer at --percent of it for --minutes ──► job ──► reader
-//!             every 10 s a Sample { t_s, rss_mib, lag, records_per_second, p99_us }
+//!             every 10 s a Sample { t_s, rss_mib, broker_rss_mib, store_disk_used_pct,
+//!                                     lag, records_per_second, p99_us, offering }
 //! ```
 //!
 //! The broker runs in a process of its own by default ([`BrokerProcess`]:
@@ -20,6 +21,7 @@
 //! [`Options::limit`] after the offering ended, or if the job stopped.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,7 @@ use rocketmq_streams_io::{ClientConfig, IoRuntime};
 use crate::broker::{Ctx, Offered, Options, Scenario};
 use crate::machine::rss_kib;
 use crate::progress::Progress;
-use crate::report::{Run, Sample, Spread};
+use crate::report::{Run, Sample, Spread, SOAK_SETTLED_S};
 
 /// How often a soak samples, by default.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -70,7 +72,7 @@ impl Default for SoakOptions {
 /// removed with it. Killed when dropped.
 pub struct BrokerProcess {
     child: Child,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
     /// The name server's address it printed.
     pub namesrv_addr: String,
 }
@@ -126,7 +128,7 @@ impl BrokerProcess {
         };
         Ok(BrokerProcess {
             child,
-            _store: store,
+            store,
             namesrv_addr,
         })
     }
@@ -134,6 +136,11 @@ impl BrokerProcess {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The directory of its store.
+    pub fn store(&self) -> &Path {
+        self.store.path()
     }
 }
 
@@ -147,19 +154,21 @@ impl Drop for BrokerProcess {
 /// Calibrates (the word count flat out, [`Options::repeats`] times), then
 /// soaks at `soak.percent` of the median flat-out rate for
 /// `soak.duration`. Returns the flat-out runs and the soak's run, and the
-/// soak's samples. `broker_pid` names the broker's process, if it runs in
-/// one of its own here, to sample its memory too.
+/// soak's samples. `broker` names the broker's process and store, if they
+/// are on this machine: its memory and its disk are sampled too, and a
+/// soak whose store would fill that disk ends as soon as its growth is
+/// measured, not when the broker starts refusing writes.
 ///
 /// # Errors
 ///
-/// What failed, as text: a run that could not start or finish, or a soak
-/// whose outputs did not all arrive.
+/// What failed, as text: a run that could not start or finish, a soak
+/// whose outputs did not all arrive, or one whose store would not fit.
 pub fn run(
     io: &Arc<IoRuntime>,
     client: &ClientConfig,
     options: &Options,
     soak: &SoakOptions,
-    broker_pid: Option<u32>,
+    broker: Option<LocalBroker<'_>>,
 ) -> Result<(Vec<Run>, Vec<Sample>), String> {
     let ctx = Ctx::new(io, client, options);
     let mut runs = Vec::new();
@@ -174,7 +183,7 @@ pub fn run(
             soak.percent
         ));
     }
-    let (run, samples) = soak_at(&ctx, rate, soak, broker_pid)?;
+    let (run, samples) = soak_at(&ctx, rate, soak, broker)?;
     runs.push(run);
     Ok((runs, samples))
 }
@@ -185,7 +194,7 @@ fn soak_at(
     ctx: &Ctx<'_>,
     rate: f64,
     soak: &SoakOptions,
-    broker_pid: Option<u32>,
+    broker: Option<LocalBroker<'_>>,
 ) -> Result<(Run, Vec<Sample>), String> {
     let scenario = Scenario::WordCount;
     let label = format!("wordcount soak at {}%", soak.percent);
@@ -209,6 +218,7 @@ fn soak_at(
     let seen = Arc::new(AtomicU64::new(0));
     let bar = Progress::start(&label, seen.clone(), expected);
     let deadline = started + soak.duration + ctx.options.limit;
+    let mut disk = DiskWatch::default();
     let ended = loop {
         let window = Instant::now();
         let w = weigh.clone();
@@ -237,7 +247,11 @@ fn soak_at(
         let sample = Sample {
             t_s: started.elapsed().as_secs_f64(),
             rss_mib: rss_kib(None) as f64 / 1024.0,
-            broker_rss_mib: broker_pid.map(|p| rss_kib(Some(p)) as f64 / 1024.0),
+            broker_rss_mib: broker.map(|b| rss_kib(Some(b.pid)) as f64 / 1024.0),
+            store_disk_used_pct: broker
+                .and_then(|b| b.store)
+                .and_then(rocketmq_streams_io::disk_used_ratio)
+                .map(|r| r * 100.0),
             lag: engine.job().map_or(0, |j| j.metrics().total_lag()),
             records_per_second: out.records as f64 / window.elapsed().as_secs_f64().max(1e-3),
             p99_us: if out.latency.is_empty() {
@@ -247,12 +261,14 @@ fn soak_at(
             },
             offering: took.is_none(),
         };
+        let sample_t = sample.t_s;
         seen.store(records, Ordering::Relaxed);
         eprintln!(
-            "t={:>6.0}s rss={:>7.1} MiB broker={:>7.1} MiB lag={:>7} out/s={:>9.0} p99={:>8.1} ms ({records}/{expected})",
+            "t={:>6.0}s rss={:>7.1} MiB broker={:>7.1} MiB disk={:>5.1}% lag={:>7} out/s={:>9.0} p99={:>8.1} ms ({records}/{expected})",
             sample.t_s,
             sample.rss_mib,
             sample.broker_rss_mib.unwrap_or(0.0),
+            sample.store_disk_used_pct.unwrap_or(0.0),
             sample.lag,
             sample.records_per_second,
             sample.p99_us as f64 / 1e3
@@ -260,6 +276,15 @@ fn soak_at(
         samples.push(sample);
         if records >= expected {
             break Ok(());
+        }
+        if let Some(room) = broker
+            .and_then(|b| b.store)
+            .and_then(rocketmq_streams_io::disk_room_before_full)
+        {
+            let left = (started + soak.duration).saturating_duration_since(Instant::now());
+            if let Err(e) = disk.check(sample_t, room, left.as_secs_f64()) {
+                break Err(format!("{label}: {e}"));
+            }
         }
         if engine.job().is_some_and(rocketmq_streams::StreamRuntime::has_stopped) {
             break Err(format!("{label}: the job stopped"));
@@ -297,6 +322,74 @@ fn soak_at(
     ))
 }
 
+/// The broker a soak watches, when it runs on this machine.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalBroker<'a> {
+    /// Its process, whose RSS is sampled.
+    pub pid: u32,
+    /// Its store, whose disk is sampled and checked for room; `None` when
+    /// not known.
+    pub store: Option<&'a Path>,
+}
+
+/// Watches the room left on the broker store's disk while a soak offers
+/// load, and ends early a soak that would fill it: RocketMQ refuses every
+/// write once its disk is 90% used by its own measure
+/// ([`rocketmq_streams_io::disk_used_ratio`]), which on a disk that
+/// reserves blocks comes long before `df` shows it full.
+///
+/// It measures from the first sample after [`SOAK_SETTLED_S`] (the first
+/// minute allocates fixed files: the index, each queue's consume queue)
+/// and projects once it has [`DiskWatch::MEASURE_S`] of growth: files the
+/// store allocates in steps (a 400 MiB index per 20 M messages) then weigh
+/// at most about a fifth of the rate.
+#[derive(Debug, Default)]
+struct DiskWatch {
+    /// The first measured (seconds, bytes of room).
+    from: Option<(f64, u64)>,
+}
+
+impl DiskWatch {
+    /// Seconds of growth measured before the projection is trusted.
+    const MEASURE_S: f64 = 300.0;
+
+    /// Takes the `room` left (bytes) at `t_s` with `left_s` seconds of
+    /// offering still to come.
+    ///
+    /// # Errors
+    ///
+    /// The projection, as text, when the store would pass 90% of its disk
+    /// before the offering ends.
+    fn check(&mut self, t_s: f64, room: u64, left_s: f64) -> Result<(), String> {
+        if t_s < SOAK_SETTLED_S {
+            return Ok(());
+        }
+        let Some((t0, room0)) = self.from else {
+            self.from = Some((t_s, room));
+            return Ok(());
+        };
+        let span = t_s - t0;
+        if span < Self::MEASURE_S {
+            return Ok(());
+        }
+        let rate = room0.saturating_sub(room) as f64 / span;
+        let need = rate * left_s;
+        if need <= room as f64 {
+            return Ok(());
+        }
+        const MIB: f64 = 1024.0 * 1024.0;
+        Err(format!(
+            "the broker's store grows {:.1} MiB/s (over the last {span:.0} s): the {left_s:.0} s still to offer need \
+             {:.1} GiB, but only {:.1} GiB can be written before its disk is 90% used by RocketMQ's measure \
+             (1 − available ÷ total), past which the broker refuses every write; lower --percent or --minutes, \
+             or free the disk",
+            rate / MIB,
+            need / MIB / 1024.0,
+            room as f64 / MIB / 1024.0
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +405,11 @@ mod tests {
             percent: 20.0,
             every: Duration::from_secs(1),
         };
-        let (runs, samples) = run(&io, &client, &options, &soak, Some(std::process::id())).expect("the soak completes");
+        let here = LocalBroker {
+            pid: std::process::id(),
+            store: None,
+        };
+        let (runs, samples) = run(&io, &client, &options, &soak, Some(here)).expect("the soak completes");
         let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels, ["wordcount flat out", "wordcount soak at 20%"]);
         let soaked = &runs[1];
@@ -326,5 +423,29 @@ mod tests {
             .iter()
             .all(|s| s.rss_mib > 0.0 && s.broker_rss_mib.is_some_and(|b| b > 0.0)));
         assert!(samples.iter().any(|s| s.records_per_second > 0.0 && s.p99_us > 0));
+    }
+
+    #[test]
+    fn a_soak_that_would_fill_the_disk_ends_once_its_growth_is_measured() {
+        const GIB: u64 = 1 << 30;
+        let mut disk = DiskWatch::default();
+        // The first minute is not measured, however fast the store grows.
+        disk.check(10.0, 100 * GIB, 3_000.0).expect("not measured yet");
+        disk.check(50.0, 10 * GIB, 3_000.0).expect("not measured yet");
+        // Measured from 60 s on: 1 GiB a minute, trusted after 300 s.
+        disk.check(60.0, 40 * GIB, 3_000.0).expect("the start");
+        disk.check(240.0, 37 * GIB, 2_800.0).expect("not trusted yet");
+        // 5 GiB in 300 s, 2,000 s more: 33 GiB needed, 35 left.
+        disk.check(360.0, 35 * GIB, 2_000.0).expect("it fits");
+        // 10 GiB in 600 s, 2,000 s more: 33 GiB needed, 30 left.
+        let err = disk.check(660.0, 30 * GIB, 2_000.0).expect_err("it does not fit");
+        assert!(
+            err.contains("lower --percent or --minutes") && err.contains("33.3 GiB"),
+            "{err}"
+        );
+        // A store that shrank (files deleted) projects no growth.
+        let mut shrinking = DiskWatch::default();
+        shrinking.check(60.0, GIB, 3_000.0).expect("the start");
+        shrinking.check(400.0, 2 * GIB, 3_000.0).expect("no growth");
     }
 }

@@ -488,10 +488,29 @@ const DISK_FULL_RATIO: f64 = 0.90;
 /// temporary store goes elsewhere if it can.
 const DISK_BUSY_RATIO: f64 = 0.85;
 
-/// The used share of the file system holding `path` (as RocketMQ computes
-/// it: 1 − available ÷ total), or `None` if it cannot be read.
-fn disk_used_ratio(path: &std::path::Path) -> Option<f64> {
+/// The used share of the file system holding `path` as RocketMQ's store
+/// computes it — 1 − available ÷ total — or `None` if it cannot be read.
+///
+/// "Available" is what an unprivileged writer may still use, so on a file
+/// system that reserves blocks this share is well above `df`'s "Use%"
+/// (used ÷ (used + available)): a disk `df` shows 43% used can be 79% used
+/// here, and the store refuses writes past 90% of *this*.
+pub fn disk_used_ratio(path: &std::path::Path) -> Option<f64> {
     disk_space(path).map(used_share)
+}
+
+/// Bytes that can still be written to the file system holding `path`
+/// before RocketMQ's store there refuses writes (its used share, as
+/// [`disk_used_ratio`] measures it, past 90%); 0 if it already does, `None`
+/// if the file system cannot be read.
+pub fn disk_room_before_full(path: &std::path::Path) -> Option<u64> {
+    disk_space(path).map(room_before_full)
+}
+
+/// Bytes a file system of (total, available) bytes takes before its used
+/// share passes [`DISK_FULL_RATIO`].
+fn room_before_full((total, available): (f64, f64)) -> u64 {
+    (available - (1.0 - DISK_FULL_RATIO) * total).max(0.0) as u64
 }
 
 /// The used share of a file system of (total, available) bytes.
@@ -722,6 +741,20 @@ mod tests {
         let used = disk_used_ratio(&std::env::temp_dir()).expect("statvfs of the temp dir");
         assert!((0.0..=1.0).contains(&used), "{used}");
         assert_eq!(disk_used_ratio(std::path::Path::new("/no/such/dir")), None);
+    }
+
+    #[test]
+    fn the_room_before_the_store_refuses_writes_ends_at_ninety_percent() {
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        // This VM's disk: `df` says 43% used, the store 79%.
+        let reserving = (252.0 * GIB, 52.7 * GIB);
+        let room = room_before_full(reserving) as f64;
+        assert!((room - 27.5 * GIB).abs() < 0.01 * GIB, "{}", room / GIB);
+        assert!((used_share((reserving.0, reserving.1 - room)) - 0.90).abs() < 1e-9);
+        // Past 90% already: no room, not a negative one.
+        assert_eq!(room_before_full((100.0 * GIB, 5.0 * GIB)), 0);
+        assert!(disk_room_before_full(&std::env::temp_dir()).is_some());
+        assert_eq!(disk_room_before_full(std::path::Path::new("/no/such/dir")), None);
     }
 
     #[test]

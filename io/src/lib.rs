@@ -79,7 +79,9 @@ mod source;
 pub use admin::{validate_topic_name, Admin, QueueOffsets};
 pub use config::{ClientConfig, Credentials, NAMESRV_ENV};
 #[cfg(feature = "embedded-broker")]
-pub use embedded::{standalone_main, EmbeddedConfig, EmbeddedRocketMQ, Servers};
+pub use embedded::{
+    disk_room_before_full, disk_used_ratio, standalone_main, EmbeddedConfig, EmbeddedRocketMQ, Servers,
+};
 pub use error::{Error, Operation, Result, Retry};
 pub use ids::{Offset, QueueId};
 pub use reader::{Chunk, QueueReader, READ_TIMEOUT};

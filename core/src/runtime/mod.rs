@@ -431,8 +431,14 @@ impl StreamRuntime {
             events: events_rx,
             owner: HashMap::new(),
             homes: HashMap::new(),
-            in_flight: vec![InFlight::default(); config.shards],
-            in_flight_gauges: shards.iter().map(|(c, _)| c.clone()).collect(),
+            in_flight: shards
+                .iter()
+                .map(|(gauge, _)| InFlight {
+                    batches: 0,
+                    records: 0,
+                    gauge: gauge.clone(),
+                })
+                .collect(),
             max_in_flight: config.max_batches_in_flight,
             acked: HashMap::new(),
             poisoned: HashSet::new(),
@@ -674,11 +680,13 @@ async fn route_or_create(admin: &Admin, topic: &str, queues: u32) -> rocketmq_st
     }
 }
 
-/// Batches, and their records, a shard holds unfinished.
-#[derive(Debug, Clone, Copy, Default)]
+/// Batches, and their records, a shard holds unfinished, and the shard's
+/// counters its records are published to.
+#[derive(Debug)]
 struct InFlight {
     batches: usize,
     records: usize,
+    gauge: Arc<ShardCounters>,
 }
 
 struct Coordinator {
@@ -703,7 +711,6 @@ struct Coordinator {
     /// [`ShardEvent::Held`] give a batch back); its records are published
     /// to its gauge.
     in_flight: Vec<InFlight>,
-    in_flight_gauges: Vec<Arc<ShardCounters>>,
     /// [`RuntimeConfig::max_batches_in_flight`].
     max_in_flight: usize,
     acked: HashMap<QueueId, Offset>,
@@ -763,7 +770,10 @@ impl Coordinator {
                 }
             }
             if self.in_flight.iter().any(|n| n.batches >= self.max_in_flight) {
-                tracing::trace!(in_flight = ?self.in_flight, "shards busy; not polling");
+                tracing::trace!(
+                    batches_in_flight = ?self.in_flight.iter().map(|n| n.batches).collect::<Vec<_>>(),
+                    "shards busy; not polling"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else {
                 let Some(source) = self.source.as_ref() else { break };
@@ -920,9 +930,7 @@ impl Coordinator {
             n.batches = n.batches.saturating_sub(1);
             n.records = n.records.saturating_sub(records);
         }
-        if let Some(counters) = self.in_flight_gauges.get(s) {
-            counters.records_in_flight.store(n.records as u64, Ordering::Relaxed);
-        }
+        n.gauge.records_in_flight.store(n.records as u64, Ordering::Relaxed);
     }
 
     /// Closes the shards' inboxes and waits until each has processed what it

@@ -451,16 +451,7 @@ impl Shard {
             }
             ShardMsg::Batch(batch) => {
                 if self.failed.contains(&batch.queue) {
-                    // Dropped unprocessed, so never acknowledged; the
-                    // coordinator still counts it out of flight.
-                    let event = ShardEvent::Acked {
-                        shard: self.setup.id,
-                        queue: batch.queue.clone(),
-                        next: None,
-                        held: false,
-                        records: batch.records.len(),
-                    };
-                    return self.setup.events.send(event).is_ok();
+                    return self.drop_unprocessed(batch, false);
                 }
                 let keyed = self.setup.topology.shuffle_topic() == Some(batch.queue.topic());
                 if keyed && !self.states.contains_key(&batch.queue) {
@@ -527,21 +518,27 @@ impl Shard {
         !reported || self.setup.events.send(ShardEvent::Held { shard, records }).is_ok()
     }
 
-    /// Drops held batches of a queue that left the shard, unprocessed and
-    /// never acknowledged, and gives their records back to the
-    /// coordinator's in-flight count. Returns `false` when the coordinator
+    /// Drops held batches of a queue that left the shard (see
+    /// [`Shard::drop_unprocessed`]). Returns `false` when the coordinator
     /// is gone.
     fn release(&self, held: VecDeque<(QueueBatch, bool)>) -> bool {
-        held.into_iter().all(|(batch, reported)| {
-            let event = ShardEvent::Acked {
-                shard: self.setup.id,
-                records: batch.records.len(),
-                queue: batch.queue,
-                next: None,
-                held: reported,
-            };
-            self.setup.events.send(event).is_ok()
-        })
+        held.into_iter()
+            .all(|(batch, reported)| self.drop_unprocessed(batch, reported))
+    }
+
+    /// Drops `batch` unprocessed (its queue failed or left the shard), so
+    /// never acknowledged, and gives its records back to the coordinator's
+    /// in-flight count (`reported`: reported `Held` before). Returns `false`
+    /// when the coordinator is gone.
+    fn drop_unprocessed(&self, batch: QueueBatch, reported: bool) -> bool {
+        let event = ShardEvent::Acked {
+            shard: self.setup.id,
+            records: batch.records.len(),
+            queue: batch.queue,
+            next: None,
+            held: reported,
+        };
+        self.setup.events.send(event).is_ok()
     }
 
     /// Holds again a batch whose queue was fenced while it was processed
@@ -549,15 +546,8 @@ impl Shard {
     fn hold_again(&mut self, batch: QueueBatch, reported: bool) -> bool {
         let shard = self.setup.id;
         let Some(restoring) = self.restoring.get_mut(&batch.queue) else {
-            // Revoked meanwhile: dropped, never acknowledged.
-            let event = ShardEvent::Acked {
-                shard,
-                records: batch.records.len(),
-                queue: batch.queue,
-                next: None,
-                held: reported,
-            };
-            return self.setup.events.send(event).is_ok();
+            // Revoked meanwhile.
+            return self.drop_unprocessed(batch, reported);
         };
         let report = !reported && restoring.held.len() < MAX_HELD;
         let records = batch.records.len();
