@@ -1348,4 +1348,37 @@ mod tests {
         assert!(d.read_values::<(String, u64)>("counts", &Json::new()).is_empty());
         assert_eq!(d.metrics().dead_lettered, 3);
     }
+
+    /// Issue 28: a send of several frames that the sink stored in part,
+    /// failed, and sent again whole puts a run of frames into the shuffle
+    /// queue twice (`F1 F2 F1 F2 F3`). Their origins are at or below the
+    /// high-water marks by then: each record counts once.
+    #[test]
+    fn frames_stored_in_part_and_sent_again_count_once() {
+        let mut d = TopologyTestDriver::new(word_count_topology());
+        let key = |w: &str| Bytes::from(rmp_serde::to_vec_named(w).expect("msgpack"));
+        let frame = |offset: i64, w: &str| {
+            rocketmq_streams_shuffle::ShuffleRecord {
+                node: 0,
+                origin: rocketmq_streams_shuffle::Origin {
+                    queue: 7,
+                    offset,
+                    seq: 0,
+                },
+                timestamp: 0,
+                key: key(w),
+                value: key(w),
+            }
+            .to_frame()
+        };
+        let sent = [(0, "a"), (1, "b"), (2, "a"), (3, "c")];
+        // The first two stored, the send failed; then all four.
+        for &(offset, w) in sent[..2].iter().chain(&sent) {
+            d.pipe_input_to_queue("wc-shuffle", 0, frame(offset, w), 0)
+                .expect("pipe");
+        }
+        let counts: Vec<(String, u64)> = d.read_values("counts", &Json::new());
+        let expected = [("a", 1), ("b", 1), ("a", 2), ("c", 1)].map(|(w, n)| (w.to_string(), n));
+        assert_eq!(counts, expected, "one update per record, none for the repeats");
+    }
 }

@@ -37,7 +37,9 @@ pub type Epoch = i64;
 /// - `Delete`: `epoch:i64 key`;
 /// - `Marker`: `epoch:i64 token:u64 source_next:i64`;
 /// - `Snapshot`: as `Put`;
-/// - `SnapshotEnd`: `epoch:i64 token:u64 source_next:i64 count:u64`;
+/// - `SnapshotEnd`: `epoch:i64 token:u64 source_next:i64 count:u64`, then
+///   `begin:i64` (since issue 28; an end without it is read with `begin:
+///   None`);
 /// - `Batch`: `epoch:i64 count:u32`, then `count` entries, each
 ///   `tag:u8 key_len:u32 key`, and for a put (`tag` 0; 1 is a delete)
 ///   `value_len:u32 value`.
@@ -103,10 +105,13 @@ pub enum Change {
         /// Its value.
         value: Bytes,
     },
-    /// The end of a snapshot: the `count` messages before this one are its
-    /// entries, and they are the whole state up to `source_next`. Valid
-    /// only when those messages are exactly `count` [`Change::Snapshot`]s
-    /// of `epoch` (nobody wrote in between).
+    /// The end of a snapshot: the messages from `begin` up to this one are
+    /// its entries, `count` distinct keys in increasing order, and they are
+    /// the whole state up to `source_next`. Valid only when every message
+    /// in between is a [`Change::Snapshot`] of `epoch` (nobody wrote in
+    /// between) and a key that does not increase repeats an entry before
+    /// it with the same value: an append the sink had partly stored before
+    /// it failed, sent again whole (see the crate docs, "Snapshots").
     SnapshotEnd {
         /// The writer's epoch.
         epoch: Epoch,
@@ -115,8 +120,12 @@ pub enum Change {
         /// The source offset the state is complete up to (exclusive); -1
         /// before the queue's first marker.
         source_next: i64,
-        /// Entries of the snapshot.
+        /// Entries of the snapshot (distinct keys).
         count: u64,
+        /// The offset of the snapshot's first entry. `None` for an end
+        /// written before issue 28: its entries are then the `count`
+        /// messages before it, and a re-sent prefix makes it invalid.
+        begin: Option<i64>,
     },
 }
 
@@ -208,14 +217,18 @@ impl Change {
                 token,
                 source_next,
                 count,
+                begin,
             } => {
-                out = BytesMut::with_capacity(34);
+                out = BytesMut::with_capacity(42);
                 out.put_u8(VERSION);
                 out.put_u8(SNAPSHOT_END);
                 out.put_i64_le(*epoch);
                 out.put_u64_le(*token);
                 out.put_i64_le(*source_next);
                 out.put_u64_le(*count);
+                if let Some(begin) = begin {
+                    out.put_i64_le(*begin);
+                }
             }
         }
         out.freeze()
@@ -259,11 +272,12 @@ impl Change {
                     Change::Snapshot { epoch, key, value }
                 })
             }
-            [VERSION, SNAPSHOT_END, rest @ ..] if rest.len() == 32 => Ok(Change::SnapshotEnd {
+            [VERSION, SNAPSHOT_END, rest @ ..] if rest.len() == 32 || rest.len() == 40 => Ok(Change::SnapshotEnd {
                 epoch: i64_at(2),
                 token: i64_at(10) as u64,
                 source_next: i64_at(18),
                 count: i64_at(26) as u64,
+                begin: (rest.len() == 40).then(|| i64_at(34)),
             }),
             [VERSION, DELETE, rest @ ..] if rest.len() >= 8 => Ok(Change::Delete {
                 epoch: i64_at(2),
@@ -392,6 +406,15 @@ mod tests {
                 token: 3,
                 source_next: 4,
                 count: 5,
+                begin: Some(-7),
+            },
+            // As written before issue 28.
+            Change::SnapshotEnd {
+                epoch: 2,
+                token: 3,
+                source_next: 4,
+                count: 5,
+                begin: None,
             },
             Change::Batch {
                 epoch: 9,

@@ -83,6 +83,9 @@ pub struct MemoryLog {
     hide_for: Cell<u64>,
     stalls: Cell<u32>,
     first: Cell<i64>,
+    /// A partial append to come: after how many more appends, and how many
+    /// of its bodies are stored before it fails.
+    partial: Cell<Option<(u32, usize)>>,
 }
 
 impl MemoryLog {
@@ -101,6 +104,14 @@ impl MemoryLog {
     /// after an empty read (rocketmq-store 1.0.0's reput reader).
     pub fn stall_appends(&self, appends: u32) {
         self.stalls.set(appends);
+    }
+
+    /// The append after the next `skip` appends stores only its first
+    /// `stored` bodies and then fails (a retriable [`StateError::Log`]), as
+    /// a broker append does when the sink splits it into several sends and
+    /// one after the first fails: the caller cannot tell what was stored.
+    pub fn fail_append_after(&self, skip: u32, stored: usize) {
+        self.partial.set(Some((skip, stored)));
     }
 
     /// Makes everything appended so far readable.
@@ -169,11 +180,28 @@ impl StateLog for MemoryLog {
         } else {
             self.pauses.get().saturating_add(self.hide_for.get())
         };
+        let mut kept = bodies.len();
+        match self.partial.get() {
+            Some((0, stored)) => {
+                self.partial.set(None);
+                kept = stored.min(bodies.len());
+            }
+            Some((skip, stored)) => self.partial.set(Some((skip - 1, stored))),
+            None => {}
+        }
+        let appended = bodies.len();
         let mut log = self.bodies.borrow_mut();
         let mut at = self.readable_at.borrow_mut();
-        for b in bodies {
+        for b in bodies.into_iter().take(kept) {
             log.push(b);
             at.push(readable);
+        }
+        if kept < appended {
+            return Err(StateError::Log {
+                queue: self.name(),
+                message: format!("stored {kept} of {appended} messages, then the send failed"),
+                retriable: true,
+            });
         }
         Ok(log.len() as i64 - 1)
     }

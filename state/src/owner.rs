@@ -387,6 +387,13 @@ impl OwnedQueue {
         for entry in self.store_ref().entries() {
             entries.push(entry?);
         }
+        // Where the entries begin: the first offset of the first append
+        // that was acknowledged whole. A part of it stored by a failed try
+        // before (the sink splits an append into sends and stops at the
+        // first that fails) lies before it, outside the snapshot; parts of
+        // later appends stored twice lie inside it, and a restore reads
+        // them as the repeats they are (see `find_snapshot`).
+        let mut begin = None;
         for (key, value) in entries {
             chunk.push(
                 Change::Snapshot {
@@ -398,17 +405,23 @@ impl OwnedQueue {
             );
             count += 1;
             if chunk.len() >= self.options.snapshot_batch {
-                self.append(log, std::mem::take(&mut chunk)).await?;
+                let n = chunk.len() as i64;
+                let last = self.append(log, std::mem::take(&mut chunk)).await?;
+                begin.get_or_insert(last + 1 - n);
             }
         }
         if !chunk.is_empty() {
-            self.append(log, chunk).await?;
+            let n = chunk.len() as i64;
+            let last = self.append(log, chunk).await?;
+            begin.get_or_insert(last + 1 - n);
         }
         let end = Change::SnapshotEnd {
             epoch: self.epoch,
             token: self.token,
             source_next,
             count,
+            // No entries: the end itself, if nobody writes before it.
+            begin: Some(begin.unwrap_or(self.write_next)),
         };
         self.append(log, vec![end.encode()]).await?;
         self.since_snapshot = 0;
@@ -582,32 +595,31 @@ async fn find_snapshot<L: StateLog>(
                 token,
                 source_next,
                 count,
+                begin,
             }) = Change::decode(&r.body)
             {
-                ends.push((r.offset, epoch, token, source_next, count));
+                // An end of before issue 28: its entries are the `count`
+                // messages before it.
+                let begin = begin.unwrap_or_else(|| r.offset - i64::try_from(count).unwrap_or(i64::MAX));
+                ends.push((r.offset, epoch, token, source_next, count, begin));
             }
             Ok(ControlFlow::Continue(()))
         })
         .await?;
-        for &(at, epoch, token, source_next, count) in ends.iter().rev() {
-            let begin = at - i64::try_from(count).unwrap_or(i64::MAX);
-            if begin < first {
+        for &(at, epoch, token, source_next, count, begin) in ends.iter().rev() {
+            if begin < first || begin > at {
                 continue;
             }
-            let mut entries = Vec::new();
-            let mut valid = true;
+            let mut entries = SnapshotEntries::new(epoch);
             scan(log, begin, at - 1, options, |r| {
-                match Change::decode(&r.body) {
-                    Ok(c @ Change::Snapshot { epoch: e, .. }) if e == epoch => entries.push(c),
-                    _ => {
-                        valid = false;
-                        return Ok(ControlFlow::Break(()));
-                    }
-                }
-                Ok(ControlFlow::Continue(()))
+                Ok(if entries.take(&r.body) {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                })
             })
             .await?;
-            if valid && entries.len() as u64 == count {
+            if let Some(entries) = entries.complete(count) {
                 let checkpoint = Checkpoint {
                     state_next: at + 1,
                     source_next: (source_next >= 0).then_some(source_next),
@@ -620,6 +632,69 @@ async fn find_snapshot<L: StateLog>(
         hi = lo;
     }
     Ok(None)
+}
+
+/// The entries of one snapshot, read in order from its first offset to
+/// its end, and whether they are valid.
+///
+/// A snapshot is written in key order (RocksDB's), so its keys increase.
+/// An append the sink had partly stored before it failed and that was
+/// then sent again whole shows as a run of keys that do not increase: each
+/// must repeat, with the same value, an entry read before it. Anything
+/// else (a message that is no snapshot entry of the snapshot's epoch, a
+/// key out of order that is no repeat) makes the snapshot invalid.
+struct SnapshotEntries {
+    epoch: Epoch,
+    entries: Vec<Change>,
+    valid: bool,
+}
+
+impl SnapshotEntries {
+    fn new(epoch: Epoch) -> SnapshotEntries {
+        SnapshotEntries {
+            epoch,
+            entries: Vec::new(),
+            valid: true,
+        }
+    }
+
+    /// Takes the next message; `false` once the snapshot is invalid.
+    fn take(&mut self, body: &Bytes) -> bool {
+        let (key, value) = match Change::decode(body) {
+            Ok(Change::Snapshot { epoch, key, value }) if epoch == self.epoch => (key, value),
+            _ => {
+                self.valid = false;
+                return false;
+            }
+        };
+        let last = match self.entries.last() {
+            Some(Change::Snapshot { key, .. }) => Some(key),
+            _ => None,
+        };
+        if last.is_none_or(|last| key > *last) {
+            self.entries.push(Change::Snapshot {
+                epoch: self.epoch,
+                key,
+                value,
+            });
+            return true;
+        }
+        // Not increasing: only a repeat of an entry already read will do.
+        let repeat = self
+            .entries
+            .binary_search_by(|e| match e {
+                Change::Snapshot { key: k, .. } => k.cmp(&key),
+                _ => std::cmp::Ordering::Less,
+            })
+            .is_ok_and(|at| matches!(&self.entries[at], Change::Snapshot { value: v, .. } if *v == value));
+        self.valid = repeat;
+        repeat
+    }
+
+    /// The entries, if the snapshot is valid and holds `count` of them.
+    fn complete(self, count: u64) -> Option<Vec<Change>> {
+        (self.valid && self.entries.len() as u64 == count).then_some(self.entries)
+    }
 }
 
 /// Appends a claim and waits until it is readable, claiming again each
@@ -743,16 +818,53 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn claim(log: &MemoryLog, dir: &Path) -> Result<(OwnedQueue, RestoreSummary)> {
+    fn claim(log: &impl StateLog, dir: &Path) -> Result<(OwnedQueue, RestoreSummary)> {
         claim_with(log, dir, ProtocolOptions::default())
     }
 
-    fn claim_with(log: &MemoryLog, dir: &Path, options: ProtocolOptions) -> Result<(OwnedQueue, RestoreSummary)> {
+    fn claim_with(log: &impl StateLog, dir: &Path, options: ProtocolOptions) -> Result<(OwnedQueue, RestoreSummary)> {
         let options = ProtocolOptions {
             visibility_wait: Duration::from_millis(200),
             ..options
         };
         block_on(OwnedQueue::claim(log, dir, 100, &RocksDbOptions::default(), options))
+    }
+
+    /// A log whose appends are sent again whole after a failure, as the
+    /// runtime's sends are (`send_with_retry`): what a failed try stored
+    /// stays, and is stored again.
+    struct Resending<'a>(&'a MemoryLog);
+
+    impl StateLog for Resending<'_> {
+        fn name(&self) -> String {
+            self.0.name()
+        }
+
+        async fn append(&self, bodies: Vec<Bytes>) -> Result<i64> {
+            loop {
+                match self.0.append(bodies.clone()).await {
+                    Err(e) if e.is_retriable() => continue,
+                    result => return result,
+                }
+            }
+        }
+
+        async fn bounds(&self) -> Result<(i64, i64)> {
+            self.0.bounds().await
+        }
+
+        async fn read(&self, from: i64, max: u32) -> Result<crate::log::LogChunk> {
+            self.0.read(from, max).await
+        }
+
+        async fn pause(&self, pause: Duration) {
+            self.0.pause(pause).await
+        }
+    }
+
+    /// Every key and value of the owner's committed state.
+    fn state_of(owner: &mut OwnedQueue) -> Vec<(Bytes, Bytes)> {
+        owner.store().expect("store").scan().expect("scan")
     }
 
     /// Counts `words` into the owner's store, as the runtime's count does.
@@ -1085,5 +1197,179 @@ mod tests {
             "{err}"
         );
         assert!(!err.is_retriable());
+    }
+
+    /// Issue 28: a snapshot append that the sink stored in part, failed,
+    /// and sent again whole reads `C1, P, C2, End`, P repeating C2's start.
+    /// Taking the `count` messages before the end as the snapshot lost the
+    /// first |P| keys on a restore from it.
+    #[test]
+    fn a_snapshot_append_stored_in_part_and_sent_again_restores_every_key() {
+        let memory = MemoryLog::new();
+        let log = Resending(&memory);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = ProtocolOptions {
+            snapshot_after: 1,
+            snapshot_batch: 4,
+            ..ProtocolOptions::default()
+        };
+        let (mut owner, _) = claim_with(&log, &dir.path().join("q"), options.clone()).expect("claim");
+        let words: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        count(&mut owner, &words.iter().map(String::as_str).collect::<Vec<_>>());
+        // The checkpoint's appends: its batch, its marker, then the
+        // snapshot's chunks of 4, 4 and 2 entries and its end. The second
+        // chunk stores 2 entries, fails, and is sent again.
+        memory.fail_append_after(3, 2);
+        block_on(owner.checkpoint(&log, 10)).expect("checkpoint");
+        let expected = state_of(&mut owner);
+        owner.close();
+        assert_eq!(expected.len(), 10, "ten counts: {expected:?}");
+        let end = memory.acknowledged_end() - 1;
+        let Ok(Change::SnapshotEnd { count: 10, begin, .. }) = Change::decode(&memory.get(end).expect("end")) else {
+            panic!("no snapshot end at {end}");
+        };
+        assert_eq!(end - begin.expect("a begin"), 12, "10 entries and the 2 stored twice");
+
+        // A new owner without local state starts from the snapshot.
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, summary) = claim_with(&log, &other.path().join("q"), options).expect("restore");
+        assert!(!summary.from_local);
+        assert_eq!(summary.applied, 10, "from the snapshot: {summary:?}");
+        assert_eq!(state_of(&mut moved), expected);
+    }
+
+    /// The same re-sent prefix under an end written before issue 28 (no
+    /// begin): its last `count` messages are not the snapshot, and it is
+    /// refused, so the restore reads the queue from its start instead.
+    #[test]
+    fn an_old_snapshot_end_over_a_re_sent_prefix_is_not_taken() {
+        let log = MemoryLog::new();
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        log.append_now(Change::Claim { token: 1 }.encode());
+        log.append_now(
+            Change::Batch {
+                epoch: 0,
+                entries: (0..4).map(|i| (b(&format!("k{i}")), Some(b("1")))).collect(),
+            }
+            .encode(),
+        );
+        log.append_now(
+            Change::Marker {
+                epoch: 0,
+                token: 1,
+                source_next: 4,
+            }
+            .encode(),
+        );
+        let entry = |i: u32| {
+            Change::Snapshot {
+                epoch: 0,
+                key: b(&format!("k{i}")),
+                value: b("1"),
+            }
+            .encode()
+        };
+        for i in [0, 1, 2, 2, 3] {
+            log.append_now(entry(i));
+        }
+        log.append_now(
+            Change::SnapshotEnd {
+                epoch: 0,
+                token: 1,
+                source_next: 4,
+                count: 4,
+                begin: None,
+            }
+            .encode(),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut owner, summary) = claim(&log, &dir.path().join("q")).expect("restore");
+        assert_eq!(summary.markers, 1, "replayed from the start: {summary:?}");
+        assert_eq!(state_of(&mut owner).len(), 4);
+        owner.close();
+        // With the queue's start deleted there is nothing valid to restore
+        // from: a clear error, never a state without k0.
+        log.truncate_before(3);
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let err = claim(&log, &fresh.path().join("q")).expect_err("no valid snapshot");
+        assert!(matches!(err, StateError::Truncated { .. }), "{err}");
+    }
+
+    /// A snapshot's entry that is out of order and repeats nothing (another
+    /// value for a key read before) makes the snapshot invalid.
+    #[test]
+    fn snapshot_entries_take_repeats_and_refuse_anything_else() {
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let entry = |epoch, k: &str, v: &str| {
+            Change::Snapshot {
+                epoch,
+                key: b(k),
+                value: b(v),
+            }
+            .encode()
+        };
+        let mut entries = SnapshotEntries::new(3);
+        for (k, v) in [("a", "1"), ("b", "2"), ("a", "1"), ("b", "2"), ("c", "3")] {
+            assert!(entries.take(&entry(3, k, v)));
+        }
+        assert_eq!(entries.complete(3).map(|e| e.len()), Some(3));
+        let mut changed = SnapshotEntries::new(3);
+        assert!(changed.take(&entry(3, "a", "1")) && changed.take(&entry(3, "b", "2")));
+        assert!(!changed.take(&entry(3, "a", "9")), "another value for a");
+        assert!(changed.complete(2).is_none());
+        let mut other_epoch = SnapshotEntries::new(3);
+        assert!(!other_epoch.take(&entry(4, "a", "1")));
+        let mut short = SnapshotEntries::new(3);
+        assert!(short.take(&entry(3, "a", "1")));
+        assert!(short.complete(2).is_none(), "fewer entries than its end counts");
+    }
+
+    /// A checkpoint's changelog append stored in part and failed, the
+    /// checkpoint failing with it; or stored in part and sent again whole:
+    /// either way a restore reads exactly the state of the last marker.
+    #[test]
+    fn a_changelog_append_stored_in_part_loses_and_adds_nothing() {
+        let memory = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut owner, _) = claim(&memory, &dir.path().join("q")).expect("claim");
+        count(&mut owner, &["a", "b"]);
+        block_on(owner.checkpoint(&memory, 2)).expect("checkpoint");
+        // Two batches (each over MAX_BATCH_BYTES / 2); the first is stored
+        // and the append fails.
+        let big = "x".repeat(crate::MAX_BATCH_BYTES / 2 + 1);
+        owner.store().expect("store").put(b("big1"), b(&big));
+        owner.store().expect("store").put(b("big2"), b(&big));
+        count(&mut owner, &["a"]);
+        memory.fail_append_after(0, 1);
+        let err = block_on(owner.checkpoint(&memory, 3)).expect_err("the append failed");
+        assert!(err.is_retriable(), "{err}");
+        // The entries stayed dirty; the next checkpoint sends them again.
+        count(&mut owner, &["b"]);
+        block_on(owner.checkpoint(&memory, 4)).expect("checkpoint");
+        let expected = state_of(&mut owner);
+        owner.close();
+        let other = tempfile::tempdir().expect("tempdir");
+        let (mut moved, _) = claim(&memory, &other.path().join("q")).expect("restore");
+        assert_eq!(moved.source_next(), Some(4));
+        assert_eq!(state_of(&mut moved), expected);
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("2"));
+        assert_eq!(value(&mut moved, "b").as_deref(), Some("2"));
+        moved.close();
+
+        // Sent again whole by the log itself (the runtime's retry).
+        let log = Resending(&memory);
+        let (mut third, _) = claim(&log, &other.path().join("q")).expect("claim");
+        third.store().expect("store").put(b("big1"), b(&format!("{big}y")));
+        third.store().expect("store").put(b("big2"), b(&format!("{big}y")));
+        count(&mut third, &["a"]);
+        memory.fail_append_after(0, 1);
+        block_on(third.checkpoint(&log, 5)).expect("checkpoint");
+        let expected = state_of(&mut third);
+        third.close();
+        let fourth = tempfile::tempdir().expect("tempdir");
+        let (mut moved, _) = claim(&log, &fourth.path().join("q")).expect("restore");
+        assert_eq!(moved.source_next(), Some(5));
+        assert_eq!(state_of(&mut moved), expected);
+        assert_eq!(value(&mut moved, "a").as_deref(), Some("3"));
     }
 }

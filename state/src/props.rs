@@ -31,14 +31,22 @@ fn change() -> impl Strategy<Value = Change> {
             source_next
         }),
         (any::<i64>(), bytes(40), bytes(100)).prop_map(|(epoch, key, value)| Change::Snapshot { epoch, key, value }),
-        (any::<i64>(), any::<u64>(), any::<i64>(), any::<u64>()).prop_map(|(epoch, token, source_next, count)| {
-            Change::SnapshotEnd {
-                epoch,
-                token,
-                source_next,
-                count,
-            }
-        }),
+        (
+            any::<i64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u64>(),
+            proptest::option::of(any::<i64>())
+        )
+            .prop_map(|(epoch, token, source_next, count, begin)| {
+                Change::SnapshotEnd {
+                    epoch,
+                    token,
+                    source_next,
+                    count,
+                    begin,
+                }
+            }),
         (
             any::<i64>(),
             proptest::collection::vec((bytes(40), proptest::option::of(bytes(100))), 0..20)

@@ -438,7 +438,7 @@ impl QueueStore {
         let value = match self.read_bytes(key)? {
             Some(bytes) => Some(C::decode(&bytes).map_err(|message| StateError::Codec {
                 key: format!("{key:?}"),
-                message,
+                message: format!("store {layer}: {message}"),
             })?),
             None => None,
         };

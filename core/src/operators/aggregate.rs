@@ -10,7 +10,7 @@ use rocketmq_streams_state::StateError;
 use crate::accumulator::Accumulator;
 use crate::codec::StateCodec;
 use crate::emit::Emit;
-use crate::error::{SerdeError, StreamsError};
+use crate::error::StreamsError;
 use crate::processor::{BoxProcessor, Context, Keyed, Processor, Record};
 use crate::topology::guarded;
 
@@ -77,16 +77,23 @@ impl<K, V, A: Accumulator<V>> Aggregate<K, V, A> {
     }
 }
 
-/// A store failure as the record sees it: a value that no longer decodes
-/// (written by another version of the accumulator) fails this record,
-/// through the error policy, the stored value staying as it was; anything
-/// else is the store's, and stops the queue.
+/// A store failure as the record sees it: always the store's, never the
+/// record's, so it stops the queue whatever the error policy. A stored
+/// value that no longer decodes (a state type changed across deploys, or
+/// another release's format) is no exception: skipping the record would
+/// leave the key's state frozen while the queue's offsets moved past its
+/// updates, every later update of the key skipped the same way (issue 28).
+/// The error names the store and the key, as a restore's does.
 pub(crate) fn state_error(raw_key: &[u8], e: StateError) -> StreamsError {
     match e {
-        StateError::Codec { message, .. } => SerdeError::new(
-            "state",
-            format!("stored state of key {raw_key:?} does not decode: {message}"),
-        )
+        StateError::Codec { message, .. } => StateError::Codec {
+            key: format!("{:?}", Bytes::copy_from_slice(raw_key)),
+            message: format!(
+                "the stored state does not decode ({message}); the queue stops rather than skip the key's \
+                 updates (was the state type changed? deploy the release that wrote it, or give the job a \
+                 new id)"
+            ),
+        }
         .into(),
         e => e.into(),
     }
@@ -193,8 +200,11 @@ mod tests {
         }
     }
 
+    /// Issue 28: this test once showed a per-record error here, which the
+    /// default `Skip` policy skipped on every update of the key while the
+    /// offsets moved on: the key's state froze. It now stops the queue.
     #[test]
-    fn a_stored_value_that_no_longer_decodes_fails_the_record_not_the_job() {
+    fn a_stored_value_that_no_longer_decodes_stops_the_queue_naming_store_and_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = QueueStore::open(dir.path().join("q"), 10).expect("open");
         store.put(
@@ -220,8 +230,18 @@ mod tests {
             timestamp: 0,
         };
         let err = count.process(record, &mut ctx).expect_err("the record fails");
-        // A per-record error: the error policy skips or dead-letters it.
-        assert!(matches!(err, StreamsError::Serde(_)), "{err}");
+        // The store's error, not the record's: no policy skips it.
+        assert!(matches!(err, StreamsError::State(StateError::Codec { .. })), "{err}");
+        let verdict = crate::policy::ErrorPolicy::Skip.judge(&Bytes::new(), &err, "q:0".into());
+        assert!(
+            matches!(verdict, crate::policy::Verdict::Fail(_)),
+            "Skip does not skip it"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("store 1") && text.contains(r#"b"\"k\"""#),
+            "names store and key: {text}"
+        );
         let store = ctx.store().expect("store");
         assert_eq!(
             store.get(b"\x00\x01\"k\"").expect("get"),
@@ -237,7 +257,7 @@ mod tests {
         fn process(&mut self, _: Record<Keyed<String, u64>>, _: &mut Context) -> Result<(), StreamsError> {
             self.0 += 1;
             if self.0 == 13 {
-                return Err(SerdeError::new("test", "downstream failed").into());
+                return Err(crate::error::SerdeError::new("test", "downstream failed").into());
             }
             Ok(())
         }

@@ -140,17 +140,27 @@ impl<K: Clone, S: Serialize + DeserializeOwned, O> ProcessorContext<'_, K, S, O>
     /// # Errors
     ///
     /// A stored value that does not decode as `S` (written by another
-    /// version of the processor) fails the record; a RocksDB failure stops
-    /// the queue.
+    /// version of the processor) stops the queue with an error that names
+    /// the store and the key, as a RocksDB failure does: skipping the
+    /// record would leave that key's state frozen.
     pub fn get<Q: Serialize + ?Sized>(&mut self, key: &Q) -> Result<Option<S>, StreamsError> {
         self.store_key(key)?;
+        let store_key = &self.key_buf[self.prefix.len()..];
         let stored = self
             .ctx
             .store()?
             .get(self.key_buf)
-            .map_err(|e| super::aggregate::state_error(self.raw_key, e))?;
+            .map_err(|e| super::aggregate::state_error(store_key, e))?;
         stored
-            .map(|bytes| codec::decode_state(&bytes).map_err(StreamsError::from))
+            .map(|bytes| {
+                codec::decode_state(&bytes).map_err(|e| {
+                    let e = rocketmq_streams_state::StateError::Codec {
+                        key: String::new(),
+                        message: format!("store {}: {e}", u16::from_be_bytes(self.prefix)),
+                    };
+                    super::aggregate::state_error(store_key, e)
+                })
+            })
             .transpose()
     }
 

@@ -148,9 +148,11 @@ pub(crate) struct ShardCounters {
     /// held out of flight while their queue restores); written by the
     /// coordinator alone, the one thread that counts them.
     pub(crate) records_in_flight: AtomicU64,
-    /// Queues this shard built a pipeline for, and the OS thread it ran on.
-    /// Written once per queue assignment, not per record.
-    pub(crate) queues: Mutex<Vec<QueueId>>,
+    /// Queues this shard built a pipeline for, each once however often its
+    /// pipeline was built again (a revoke and a new assignment, a fenced
+    /// queue restored again), and the OS thread it ran on. Written when a
+    /// pipeline is built, not per record.
+    queues: Mutex<Vec<QueueId>>,
     pub(crate) thread: Mutex<Option<String>>,
     /// The latencies the shard published last (locked once a commit
     /// interval by the shard, and by readers of the metrics).
@@ -160,6 +162,16 @@ pub(crate) struct ShardCounters {
 impl ShardCounters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Notes that the shard built a pipeline for `queue` (see
+    /// [`ShardMetrics::queues`]).
+    pub(crate) fn owned(&self, queue: &QueueId) {
+        if let Ok(mut queues) = self.queues.lock() {
+            if let Err(at) = queues.binary_search(queue) {
+                queues.insert(at, queue.clone());
+            }
+        }
     }
 
     pub(crate) fn snapshot(&self, id: ShardId) -> ShardMetrics {
@@ -228,7 +240,7 @@ pub struct ShardMetrics {
     /// never above `max_batches_in_flight × poll_batch` (see
     /// [`RuntimeConfig::max_batches_in_flight`](super::RuntimeConfig::max_batches_in_flight)).
     pub records_in_flight: u64,
-    /// Queues this shard has owned (built a pipeline for).
+    /// Queues this shard has owned (built a pipeline for), each once, sorted.
     pub queues: Vec<QueueId>,
     /// Latency distributions (see [`Latencies`]).
     pub latencies: Latencies,
@@ -281,5 +293,25 @@ impl JobMetrics {
     /// Sum of a counter over the shards.
     pub fn total(&self, counter: impl Fn(&ShardMetrics) -> u64) -> u64 {
         self.shards.iter().map(counter).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 28: every pipeline built (a queue fenced and restored again,
+    /// revoked and assigned back) added the queue once more, and every
+    /// metrics snapshot cloned the growing list.
+    #[test]
+    fn a_queue_whose_pipeline_is_built_again_is_listed_once() {
+        let counters = ShardCounters::default();
+        let (a, b) = (QueueId::new("t", "broker-a", 1), QueueId::new("t", "broker-a", 0));
+        for _ in 0..100 {
+            counters.owned(&a);
+        }
+        counters.owned(&b);
+        counters.owned(&a);
+        assert_eq!(counters.snapshot(ShardId(0)).queues, vec![b, a]);
     }
 }

@@ -673,10 +673,8 @@ impl Shard {
         if let Some(store) = self.ctx.store.take() {
             st.owned.put_store(store);
         }
-        if let Err(e) = resumed {
-            self.ctx.discard_outputs();
-            return Err(e);
-        }
+        // (A step that fails leaves no output behind: `QueueTask` sees to it.)
+        resumed?;
         // What the resume fired goes out first.
         self.send_any(queue, dead).await?;
         let (Some(task), Some(st)) = (self.pipelines.get_mut(queue), self.states.get_mut(queue)) else {
@@ -722,10 +720,7 @@ impl Shard {
         if let Some(store) = self.ctx.store.take() {
             st.owned.put_store(store);
         }
-        if let Err(e) = fired {
-            self.ctx.discard_outputs();
-            return Err(e);
-        }
+        fired?;
         self.send_any(queue, dead).await?;
         Ok(checkpointed)
     }
@@ -1082,10 +1077,7 @@ impl Shard {
         if let Some(store) = self.ctx.store.take() {
             st.owned.put_store(store);
         }
-        if let Err(error) = outcome {
-            self.ctx.discard_outputs();
-            return Err(error);
-        }
+        outcome?;
         let mut dead = Vec::new();
         for (body, error) in std::mem::take(&mut self.ctx.flush_failures) {
             if let Err(error) = self.setup.judge(&body, &error, format!("{queue}:flush"), &mut dead) {
@@ -1485,9 +1477,7 @@ fn task_of<'a>(
             let Some(pipeline) = s.topology.pipeline(queue.topic()) else {
                 return Err(StreamsError::Topology(format!("no source reads {queue}")));
             };
-            if let Ok(mut q) = s.counters.queues.lock() {
-                q.push(queue.clone());
-            }
+            s.counters.owned(queue);
             e.insert(QueueTask::new(queue.clone(), queue.to_string(), pipeline))
         }
     })

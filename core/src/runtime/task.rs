@@ -13,7 +13,9 @@
 //! The task owns no store and sends nothing: the caller puts the queue's
 //! store in the [`Context`] and takes the outputs from it (a shard sends
 //! them to the broker and checkpoints; the driver moves them to its
-//! in-memory topics).
+//! in-memory topics). A step that fails leaves no output in the context:
+//! a batch that stops half-way sends nothing, and the outputs of its first
+//! records never ride along with the next queue's sends (issue 28).
 
 use bytes::Bytes;
 use rocketmq_streams_io::{QueueId, Record};
@@ -73,7 +75,10 @@ impl QueueTask {
                 };
                 judge(body, &error, at)
             };
-            self.pipeline.process(&self.queue, message, ctx, &mut failed)?;
+            if let Err(e) = self.pipeline.process(&self.queue, message, ctx, &mut failed) {
+                ctx.discard_outputs();
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -89,7 +94,8 @@ impl QueueTask {
         ctx.begin_record(self.origin, last);
         let at = format!("{}:idle", self.name);
         let mut failed = |body: &Bytes, _: Option<u32>, error: StreamsError| judge(body, &error, at.clone());
-        self.pipeline.resume(ctx, &mut failed)
+        let resumed = self.pipeline.resume(ctx, &mut failed);
+        discard_on_error(ctx, resumed)
     }
 
     /// An idle step of a queue whose last message is `last` and that has
@@ -119,7 +125,8 @@ impl QueueTask {
         ctx.begin_record(self.origin, last);
         let at = format!("{}:idle", self.name);
         let mut failed = |body: &Bytes, _: Option<u32>, error: StreamsError| judge(body, &error, at.clone());
-        self.pipeline.fire_idle(ctx, &mut failed)
+        let fired = self.pipeline.fire_idle(ctx, &mut failed);
+        discard_on_error(ctx, fired)
     }
 
     /// Emits what the pipeline held back (see [`SourcePipeline::flush`]).
@@ -128,6 +135,67 @@ impl QueueTask {
     ///
     /// A store that failed, or a state that does not encode.
     pub(crate) fn flush(&mut self, ctx: &mut Context) -> Result<(), StreamsError> {
-        self.pipeline.flush(ctx)
+        let flushed = self.pipeline.flush(ctx);
+        discard_on_error(ctx, flushed)
+    }
+}
+
+/// `result`, with the context's outputs discarded if it is an error.
+fn discard_on_error<T>(ctx: &mut Context, result: Result<T, StreamsError>) -> Result<T, StreamsError> {
+    if result.is_err() {
+        ctx.discard_outputs();
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use rocketmq_streams_io::Offset;
+
+    use super::*;
+    use crate::prelude::*;
+
+    /// Issue 28: a batch whose third record fails under `Fail` left the
+    /// first two records' outputs in the context, and the shard sent them
+    /// with the next batch of another queue.
+    #[test]
+    fn a_batch_that_fails_leaves_no_output_behind() {
+        let builder = StreamBuilder::new("discard");
+        builder
+            .source("in", Utf8)
+            .map(|s: String| {
+                assert!(s != "poison", "a poison record");
+                s
+            })
+            .sink("out", Utf8);
+        let topology = builder.build().expect("topology");
+        let pipeline = topology.pipeline("in").expect("a pipeline");
+        let mut task = QueueTask::new(QueueId::new("in", "b", 0), "in#0".into(), pipeline);
+        let mut ctx = Context::new(1);
+        let batch: Vec<Record> = ["a", "b", "poison", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Record::new(Offset(i as i64), Bytes::from_static(s.as_bytes()), 0))
+            .collect();
+        let mut judged = Vec::new();
+        let err = task
+            .run(&batch, &mut ctx, &mut |_, error, at| {
+                judged.push(at);
+                Err(StreamsError::RecordFailed {
+                    origin: "in#0".into(),
+                    cause: error.to_string(),
+                })
+            })
+            .expect_err("the policy is Fail");
+        assert!(matches!(err, StreamsError::RecordFailed { .. }), "{err}");
+        assert_eq!(judged, vec!["in#0:2".to_string()]);
+        assert!(
+            ctx.outputs.iter().all(Vec::is_empty) && ctx.shuffle.is_empty() && ctx.records_out == 0,
+            "outputs left behind: {:?}",
+            ctx.outputs
+        );
+        // The same batch under Skip: three outputs, the poison skipped.
+        task.run(&batch, &mut ctx, &mut |_, _, _| Ok(())).expect("skipped");
+        assert_eq!(ctx.outputs[0].len(), 3);
     }
 }
