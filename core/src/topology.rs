@@ -124,6 +124,26 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Whether a keyed stage feeds another `key_by` (`to_rstream().key_by(..)`
+    /// after an aggregation): its shuffle frames then come from other
+    /// shuffle queues, not only from the source stage.
+    pub(crate) fn chained_shuffle(&self) -> bool {
+        self.nodes.iter().enumerate().any(|(i, node)| {
+            node.kind == "KeyBy" && {
+                let mut at = self.nodes[i].parent;
+                let mut chained = false;
+                while let Some(p) = at {
+                    if self.nodes[p].kind == "KeyBy" {
+                        chained = true;
+                        break;
+                    }
+                    at = self.nodes[p].parent;
+                }
+                chained
+            }
+        })
+    }
+
     /// The job's shuffle topic (`<job_id>-shuffle`), if it has a `key_by`.
     /// It is also one of the [`source_topics`](Self::source_topics).
     pub fn shuffle_topic(&self) -> Option<&str> {

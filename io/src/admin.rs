@@ -186,11 +186,32 @@ impl Admin {
     /// Returns an [`Operation::Admin`] error if no master broker is
     /// registered or one does not report its runtime figures.
     pub async fn dispatch_behind(&self) -> Result<u64> {
+        self.dispatch_behind_of(None).await
+    }
+
+    /// [`dispatch_behind`](Self::dispatch_behind) summed over the master
+    /// brokers named `brokers` only (`None`: every master).
+    ///
+    /// # Errors
+    ///
+    /// As [`dispatch_behind`](Self::dispatch_behind); also when a broker
+    /// of `brokers` is not registered.
+    pub async fn dispatch_behind_of(&self, brokers: Option<Vec<String>>) -> Result<u64> {
         let admin = self.admin.clone();
         self.io
             .spawn(async move {
+                let addrs = match brokers {
+                    None => master_addrs(&admin).await?,
+                    Some(names) => {
+                        let mut addrs = Vec::with_capacity(names.len());
+                        for name in &names {
+                            addrs.push(broker_addr(&admin, name).await?);
+                        }
+                        addrs
+                    }
+                };
                 let mut behind = 0u64;
-                for addr in master_addrs(&admin).await? {
+                for addr in addrs {
                     let stats = admin.fetch_broker_runtime_stats(addr.clone()).await.map_err(|e| {
                         Error::client(Operation::Admin, &format!("runtime figures of broker {addr}"), e)
                     })?;

@@ -67,7 +67,17 @@ impl QueueReader {
     ///
     /// A read that takes longer than [`READ_TIMEOUT`] fails (transient).
     pub fn read(&self, queue: QueueId, from: Offset, max: u32) -> IoTask<Result<Chunk>> {
+        self.read_matching(queue, from, max, "*")
+    }
+
+    /// Like [`read`](Self::read), returning only messages whose tag the tag
+    /// expression `tags` (RocketMQ's syntax, `"A || B"`; `*` for all)
+    /// matches, as a consumer subscribed with it would get them. The broker
+    /// skips the others: a chunk with no records and `next` past `from`
+    /// says that nothing in between matches.
+    pub fn read_matching(&self, queue: QueueId, from: Offset, max: u32, tags: &str) -> IoTask<Result<Chunk>> {
         let c = self.consumer.clone();
+        let expression = crate::source::tag_expression(tags);
         let what = format!("read {queue} at {from}");
         self.io.spawn(bounded(what, async move {
             let mq = queue.to_mq();
@@ -80,7 +90,7 @@ impl QueueReader {
                 });
             }
             let result = c
-                .pull(&mq, "*", from.0, i32::try_from(max).unwrap_or(i32::MAX))
+                .pull(&mq, &expression, from.0, i32::try_from(max).unwrap_or(i32::MAX))
                 .await
                 .map_err(|e| Error::client(Operation::Source, &format!("read {queue} at {from}"), e))?;
             let next = Offset(i64::try_from(result.next_begin_offset()).unwrap_or(i64::MAX));
@@ -89,14 +99,18 @@ impl QueueReader {
                     .msg_found_list()
                     .unwrap_or_default()
                     .iter()
-                    .map(|m| Record {
-                        offset: Offset(m.queue_offset()),
-                        body: m.body().unwrap_or_default(),
-                        born_timestamp: m.born_timestamp(),
-                        store_timestamp: m.store_timestamp(),
-                        properties: Vec::new(),
-                        keys: None,
-                        tags: None,
+                    .map(|m| {
+                        let (body, malformed) = crate::source::body_of(m);
+                        Record {
+                            offset: Offset(m.queue_offset()),
+                            body,
+                            born_timestamp: m.born_timestamp(),
+                            store_timestamp: m.store_timestamp(),
+                            properties: Vec::new(),
+                            keys: None,
+                            tags: None,
+                            malformed,
+                        }
                     })
                     .collect(),
                 _ => Vec::new(),

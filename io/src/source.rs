@@ -117,6 +117,11 @@ pub struct Record {
     /// The message's tag (RocketMQ's `TAGS`), if the source was configured
     /// `with_properties` and it has one.
     pub tags: Option<String>,
+    /// Why the message is no record, if it is not: the broker delivered it
+    /// without a body (`body` is then empty). The engine routes such a
+    /// message through its error policy with this reason instead of
+    /// processing an empty body as if it had been sent.
+    pub malformed: Option<String>,
 }
 
 impl Record {
@@ -132,7 +137,26 @@ impl Record {
             properties: Vec::new(),
             keys: None,
             tags: None,
+            malformed: None,
         }
+    }
+}
+
+/// A delivered message's body, and why it is no record if it has none
+/// (see [`Record::malformed`]).
+pub(crate) fn body_of(m: &MessageExt) -> (Bytes, Option<String>) {
+    match m.body() {
+        Some(body) => (body, None),
+        None => (
+            Bytes::new(),
+            Some(format!(
+                "message {} at offset {} of queue {} of {} has no body",
+                m.msg_id(),
+                m.queue_offset(),
+                m.queue_id(),
+                m.topic()
+            )),
+        ),
     }
 }
 
@@ -179,6 +203,12 @@ pub struct Source {
     /// When each disagreement between the listener's view and the
     /// consumer's assignment was first seen.
     disagreed: HashMap<MessageQueue, Instant>,
+    /// Queues assigned under [`ConsumeFrom::Last`] whose start is not
+    /// fixed yet (see [`Source::fix_starts`]).
+    unfixed: HashSet<QueueId>,
+    /// Queues a poll returned records of since their assignment (under
+    /// `Last` only; locked once a poll).
+    delivered: Mutex<HashSet<QueueId>>,
 }
 
 /// Turns the consumer's rebalance callbacks into [`AssignmentChange`]s.
@@ -353,7 +383,75 @@ impl Source {
             positions: HashMap::new(),
             listener,
             disagreed: HashMap::new(),
+            unfixed: HashSet::new(),
+            delivered: Mutex::default(),
         })
+    }
+
+    /// Fixes where each queue assigned under [`ConsumeFrom::Last`] with no
+    /// committed offset starts (of the queues `of` selects: the others are
+    /// left to the client), and commits it; returns how many were fixed.
+    /// Call it now and then (the runtime does, every commit interval, for
+    /// every queue but the shuffle topic's, whose owners resume from their
+    /// state).
+    ///
+    /// Why: the client starts such a queue at its end when it first pulls
+    /// it, but commits nothing until a record of it is processed. A queue
+    /// that gets nothing new then shows the group behind by every message
+    /// it held before the job began, forever, and whatever waits for the
+    /// group to have consumed its input (a window's idle firing) waits
+    /// forever too (issue 28). Here the queue is moved to its end by a
+    /// seek (which drops what the client pulled before it, under its poll
+    /// lock: nothing of it was returned by a poll, or the queue is left
+    /// alone) and that end committed, so the group's committed offset
+    /// says what this job will consume.
+    ///
+    /// # Errors
+    ///
+    /// An [`Operation::Source`] error if the broker cannot be asked; the
+    /// queues not fixed are tried again at the next call.
+    pub async fn fix_starts(&mut self, of: impl Fn(&QueueId) -> bool) -> Result<usize> {
+        self.unfixed.retain(|q| of(q));
+        let open: Vec<QueueId> = self.unfixed.iter().cloned().collect();
+        let mut fixed = HashMap::new();
+        for q in open {
+            let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner()).contains(&q);
+            if delivered || self.positions.contains_key(&q) {
+                // Records came, or an offset is known: nothing to fix.
+                self.unfixed.remove(&q);
+                continue;
+            }
+            let c = self.consumer.clone();
+            let mq = q.to_mq();
+            let outcome = self
+                .io
+                .spawn(async move {
+                    if c.committed(&mq).await.is_ok_and(|o| o >= 0) {
+                        return Ok(None);
+                    }
+                    let end = c.max_offset(&mq).await?;
+                    c.seek(&mq, end).await?;
+                    Ok::<_, rocketmq_client_rust::ClientError>(Some(end))
+                })
+                .await?;
+            match outcome {
+                Ok(None) => {
+                    self.unfixed.remove(&q);
+                }
+                Ok(Some(end)) => {
+                    self.unfixed.remove(&q);
+                    fixed.insert(q, Offset(end));
+                }
+                // Not pulling yet ("not actively assigned"): next time.
+                Err(e) => tracing::debug!(queue = %q, error = %e, "cannot fix the queue's start yet"),
+            }
+        }
+        let n = fixed.len();
+        if n > 0 {
+            tracing::debug!(?fixed, "started queues without a committed offset at their end");
+            self.commit(&fixed).await?;
+        }
+        Ok(n)
     }
 
     /// Checks the assignment reported so far against the consumer's own
@@ -389,8 +487,16 @@ impl Source {
     pub fn assignment_changes(&mut self) -> Vec<AssignmentChange> {
         let changes: Vec<_> = self.changes.try_iter().collect();
         for change in &changes {
-            if let AssignmentChange::Revoked(q) = change {
-                self.positions.remove(q);
+            match change {
+                AssignmentChange::Revoked(q) => {
+                    self.positions.remove(q);
+                    self.unfixed.remove(q);
+                    self.delivered.lock().unwrap_or_else(|p| p.into_inner()).remove(q);
+                }
+                AssignmentChange::Assigned(q) if self.config.consume_from == ConsumeFrom::Last => {
+                    self.unfixed.insert(q.clone());
+                }
+                AssignmentChange::Assigned(_) => {}
             }
         }
         changes
@@ -428,7 +534,8 @@ impl Source {
         let max = self.config.max_poll_records.max(1);
         let pull = usize::try_from(self.config.pull_batch_size).unwrap_or(usize::MAX);
         let with_properties = self.config.with_properties;
-        self.io
+        let batches = self
+            .io
             .spawn(async move {
                 // A pulled batch holds at most `pull` messages (the pull
                 // request's maximum): take another only while it fits.
@@ -443,7 +550,18 @@ impl Source {
                 }
                 group_by_queue(&messages, with_properties)
             })
-            .await
+            .await?;
+        // Under `Last`, which queues came (a poll may bring a queue's
+        // records before its assignment is reported).
+        if self.config.consume_from == ConsumeFrom::Last && !batches.is_empty() {
+            let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+            for b in &batches {
+                if !delivered.contains(&b.queue) {
+                    delivered.insert(b.queue.clone());
+                }
+            }
+        }
+        Ok(batches)
     }
 
     /// Commits `offsets` (the next offset to consume, per queue) together
@@ -504,6 +622,25 @@ impl Source {
         &self.positions
     }
 
+    /// Stops pulling `queues` (what the consumer pulled of them before may
+    /// still come from [`poll`](Self::poll)) until [`resume`](Self::resume).
+    pub async fn pause(&self, queues: Vec<QueueId>) {
+        let c = self.consumer.clone();
+        let _ = self
+            .io
+            .spawn(async move { c.pause(queues.iter().map(QueueId::to_mq).collect()).await })
+            .await;
+    }
+
+    /// Pulls `queues` again after a [`pause`](Self::pause).
+    pub async fn resume(&self, queues: Vec<QueueId>) {
+        let c = self.consumer.clone();
+        let _ = self
+            .io
+            .spawn(async move { c.resume(queues.iter().map(QueueId::to_mq).collect()).await })
+            .await;
+    }
+
     /// Stops the consumer. Offsets not committed before are not committed.
     ///
     /// Pauses every queue first and lets in-flight pulls finish (at most one
@@ -553,7 +690,7 @@ pub fn tag_set(expression: &str) -> Option<Vec<&str>> {
 /// `expression` in the form rocketmq-client-rust 1.0.0 filters right:
 /// its broker-side tag hashes are of the untrimmed tags, so `"A || B"`
 /// would match nothing; `"A||B"` matches both.
-fn tag_expression(expression: &str) -> String {
+pub(crate) fn tag_expression(expression: &str) -> String {
     tag_set(expression).map_or_else(|| "*".to_string(), |tags| tags.join("||"))
 }
 
@@ -569,9 +706,11 @@ fn group_by_queue(messages: &[Arc<MessageExt>], with_properties: bool) -> Vec<Qu
                 && b.queue.broker() == m.broker_name()
                 && b.queue.topic() == m.topic().as_str()
         });
+        let (body, malformed) = body_of(m);
         let record = Record {
             offset: Offset(m.queue_offset()),
-            body: m.body().unwrap_or_default(),
+            body,
+            malformed,
             born_timestamp: m.born_timestamp(),
             store_timestamp: m.store_timestamp(),
             properties: if with_properties {
@@ -622,6 +761,18 @@ mod tests {
         after: Duration,
     ) -> usize {
         listener.reconcile(actual, listener.calls.load(Ordering::Relaxed), disagreed, after)
+    }
+
+    /// Issue 28: a message delivered without a body became an empty record,
+    /// processed as if it had been sent so.
+    #[test]
+    fn a_message_without_a_body_is_marked_malformed_with_its_reason() {
+        let m = MessageExt::default();
+        let (body, why) = body_of(&m);
+        assert!(body.is_empty());
+        assert!(why.expect("a reason").contains("has no body"));
+        let batches = group_by_queue(&[Arc::new(m)], false);
+        assert!(batches[0].records[0].malformed.is_some());
     }
 
     #[test]

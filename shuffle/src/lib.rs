@@ -598,7 +598,18 @@ mod tests {
     fn partition_is_stable_and_spreads_keys() {
         // Fixed values: the partition of a key must never change between builds.
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325 ^ (0xcbf2_9ce4_8422_2325 >> 32));
-        assert_eq!(partition(b"\"hello\"", 8), partition(b"\"hello\"", 8));
+        // Non-empty vectors (issue 28): FNV-1a 64 of "a" and "foobar" are
+        // the published 0xaf63dc4c8601ec8c and 0x85944171f73967e8, folded;
+        // a MessagePack string key (0xa5 "hello"); an origin queue's name.
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c ^ (0xaf63_dc4c_8601_ec8c >> 32));
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_2962_30c0);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_72ad_2699);
+        assert_eq!(stable_hash(b"\xa5hello"), 0xe991_f68e_ef6d_a2d6);
+        assert_eq!(origin_id("job-in@broker-a#3"), 0xfd80_a212_6200_2537);
+        assert_eq!(
+            [b"a".as_slice(), b"foobar", b"\xa5hello", b"job-in@broker-a#3"].map(|k| partition(k, 8)),
+            [0, 1, 6, 7]
+        );
         let mut counts = [0u32; 8];
         for i in 0..80_000 {
             counts[partition(format!("\"word{i}\"").as_bytes(), 8) as usize] += 1;

@@ -4,12 +4,15 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// RocksDB failed (disk full, a corrupt or locked database, ...).
-    #[error("rocksdb at {path}: {message}")]
+    /// [`is_retriable`](StateError::is_retriable) and
+    /// [`is_corruption`](StateError::is_corruption) say which.
+    #[error("rocksdb at {path}: {source}")]
     RocksDb {
         /// The database directory.
         path: String,
-        /// RocksDB's message.
-        message: String,
+        /// RocksDB's error.
+        #[source]
+        source: rocksdb::Error,
     },
     /// A state-topic message that is not a change this version can read.
     #[error("malformed {0}")]
@@ -83,14 +86,16 @@ pub enum StateError {
 }
 
 impl StateError {
-    /// Whether the same operation may succeed later: a RocksDB failure may
-    /// be transient (I/O, a lock held by a process still exiting), and so
-    /// may a state topic that is not readable yet; a malformed message
-    /// never decodes, a truncated queue never grows back, a fenced owner
-    /// stays fenced.
+    /// Whether the same operation may succeed later: a RocksDB failure that
+    /// says so (busy, timed out, try again, a lock held by a process still
+    /// exiting) and a state topic not readable yet may; a corrupt database
+    /// (see [`is_corruption`](Self::is_corruption)), a full disk or any
+    /// other RocksDB error, a malformed message, a truncated queue and a
+    /// fenced owner do not.
     pub fn is_retriable(&self) -> bool {
         match self {
-            StateError::RocksDb { .. } | StateError::NotVisible { .. } => true,
+            StateError::RocksDb { source, .. } => rocksdb_retriable(source),
+            StateError::NotVisible { .. } => true,
             StateError::Log { retriable, .. } => *retriable,
             StateError::Malformed(_)
             | StateError::Codec { .. }
@@ -100,5 +105,54 @@ impl StateError {
     }
 }
 
+impl StateError {
+    /// Whether a local database is corrupt: its state cannot be trusted and
+    /// is rebuilt from the state topic (see [`OwnedQueue::claim`](crate::OwnedQueue::claim)).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, StateError::RocksDb { source, .. } if source.kind() == rocksdb::ErrorKind::Corruption)
+    }
+}
+
+/// Whether RocksDB's `e` may pass if the same call is made again.
+fn rocksdb_retriable(e: &rocksdb::Error) -> bool {
+    use rocksdb::ErrorKind;
+    match e.kind() {
+        ErrorKind::Busy | ErrorKind::TryAgain | ErrorKind::TimedOut | ErrorKind::Incomplete => true,
+        // The lock of a database another process (or an owner of this one
+        // still closing it) holds: it lets go.
+        ErrorKind::IOError => e.as_ref().contains("lock"),
+        _ => false,
+    }
+}
+
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, StateError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 28: every RocksDB error counted as retriable, so a restore
+    /// retried a corrupt database forever.
+    #[test]
+    fn rocksdb_errors_are_told_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let db = rocksdb::DB::open_default(&path).expect("open");
+        // A second open of a database this process holds: its lock.
+        let locked = rocksdb::DB::open_default(&path).expect_err("locked");
+        let locked = StateError::RocksDb {
+            path: path.display().to_string(),
+            source: locked,
+        };
+        assert!(locked.is_retriable() && !locked.is_corruption(), "{locked}");
+        drop(db);
+        std::fs::write(path.join("CURRENT"), b"garbage").expect("write");
+        let corrupt = rocksdb::DB::open_default(&path).expect_err("corrupt");
+        let corrupt = StateError::RocksDb {
+            path: path.display().to_string(),
+            source: corrupt,
+        };
+        assert!(corrupt.is_corruption() && !corrupt.is_retriable(), "{corrupt}");
+    }
+}

@@ -132,11 +132,36 @@ impl OwnedQueue {
     /// [`StateError::NotVisible`] if the claim does not become readable in
     /// time; [`StateError::Truncated`] if retention deleted what the
     /// restore needs; [`StateError::Log`] and [`StateError::RocksDb`] as
-    /// they come; [`StateError::Malformed`] for a message of this engine's
+    /// they come (but a corrupt local database, which is rebuilt from the
+    /// queue once: its summary's `discarded_local` says so); [`StateError::Malformed`] for a message of this engine's
     /// format that does not decode (corrupt state, or an older release's).
     /// Foreign bytes ([`Change::is_foreign`]) are no error: they are listed
     /// in the summary for the caller's error policy.
     pub async fn claim<L: StateLog>(
+        log: &L,
+        path: &Path,
+        cache: usize,
+        rocksdb: &RocksDbOptions,
+        options: ProtocolOptions,
+    ) -> Result<(OwnedQueue, RestoreSummary)> {
+        match Self::claim_once(log, path, cache, rocksdb, options.clone()).await {
+            // A corrupt local database proves nothing: the state queue
+            // holds the state, so it is rebuilt from there (once), never
+            // retried as it is.
+            Err(e) if e.is_corruption() => {
+                tracing::warn!(queue = %log.name(), path = %path.display(), error = %e,
+                    "local state is corrupt; rebuilding it from the state queue");
+                QueueStore::destroy(path)?;
+                let (owned, mut summary) = Self::claim_once(log, path, cache, rocksdb, options).await?;
+                summary.discarded_local = Some(format!("the local database was corrupt: {e}"));
+                Ok((owned, summary))
+            }
+            result => result,
+        }
+    }
+
+    /// One try of [`claim`](Self::claim).
+    async fn claim_once<L: StateLog>(
         log: &L,
         path: &Path,
         cache: usize,
@@ -456,6 +481,42 @@ impl OwnedQueue {
             }
             None => Ok(last),
         }
+    }
+
+    /// Makes sure that everything the broker of this queue acknowledged
+    /// before now — to any queue of that broker, by any writer — is
+    /// readable: appends a marker that repeats the last one (the state it
+    /// marks is unchanged; a restore applies nothing at it) and waits, at
+    /// most `patience`, until it is readable. A broker makes its messages
+    /// readable in the order it stored them, so then every earlier one is
+    /// too. `false` when it did not become readable in time, or the queue
+    /// has no marker yet to repeat.
+    ///
+    /// Why: an idle step may close windows only once every record the job
+    /// consumed has arrived here; the shuffle frames behind the group's
+    /// committed offsets are acknowledged, but maybe not yet readable, and
+    /// a shuffle queue's end read too early misses them. This is exact
+    /// whatever else the broker is busy with, where a broker-wide dispatch
+    /// backlog of zero may never be seen on a shared broker (issue 28).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Fenced`] if a newer owner claimed the queue;
+    /// [`StateError::Log`] as it comes.
+    pub async fn settle<L: StateLog>(&mut self, log: &L, patience: Duration) -> Result<bool> {
+        let Some(source_next) = self.source_next else {
+            return Ok(false);
+        };
+        let marker = Change::Marker {
+            epoch: self.epoch,
+            token: self.token,
+            source_next,
+        };
+        let at = self.append(log, vec![marker.encode()]).await?;
+        let since = Instant::now();
+        Ok(wait_readable(log, at, &self.options, since, Some(patience))
+            .await?
+            .is_some())
     }
 
     /// What tells this owner, without touching its store, whether a newer
@@ -1197,6 +1258,73 @@ mod tests {
             "{err}"
         );
         assert!(!err.is_retriable());
+    }
+
+    /// Issue 28: a corrupt local database failed the restore with an error
+    /// counted retriable, so the runtime retried it forever. It is now
+    /// rebuilt from the state queue.
+    #[test]
+    fn a_corrupt_local_database_is_rebuilt_from_the_queue() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let (mut owner, _) = claim(&log, &path).expect("claim");
+        count(&mut owner, &["a", "b", "a"]);
+        block_on(owner.checkpoint(&log, 3)).expect("checkpoint");
+        owner.close();
+        std::fs::write(path.join("CURRENT"), b"not a manifest name").expect("corrupt it");
+        let (mut again, summary) = claim(&log, &path).expect("rebuilt");
+        assert!(
+            summary
+                .discarded_local
+                .as_deref()
+                .is_some_and(|why| why.contains("corrupt")),
+            "{summary:?}"
+        );
+        assert_eq!(again.source_next(), Some(3));
+        assert_eq!(value(&mut again, "a").as_deref(), Some("2"));
+        assert_eq!(value(&mut again, "b").as_deref(), Some("1"));
+    }
+
+    /// A settling marker is readable, repeats the state, and neither a
+    /// restore from the local database nor one from the queue alone sees
+    /// any change from it.
+    #[test]
+    fn a_settling_marker_changes_no_state() {
+        let log = MemoryLog::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let (mut owner, _) = claim(&log, &path).expect("claim");
+        assert!(
+            !block_on(owner.settle(&log, Duration::from_millis(10))).expect("settle"),
+            "no marker yet"
+        );
+        count(&mut owner, &["a", "b"]);
+        block_on(owner.checkpoint(&log, 2)).expect("checkpoint");
+        // Uncheckpointed changes stay out of the log.
+        count(&mut owner, &["a"]);
+        assert!(block_on(owner.settle(&log, Duration::from_millis(10))).expect("settle"));
+        log.hide_appends_for(u64::MAX / 2);
+        assert!(
+            !block_on(owner.settle(&log, Duration::from_millis(10))).expect("settle"),
+            "not readable in time"
+        );
+        log.hide_appends_for(0);
+        log.reveal_all();
+        owner.close();
+        for fresh in [false, true] {
+            let other = tempfile::tempdir().expect("tempdir");
+            let at = if fresh { other.path().join("q") } else { path.clone() };
+            let (mut again, summary) = claim(&log, &at).expect("restore");
+            assert_eq!(summary.from_local, !fresh);
+            assert_eq!(again.source_next(), Some(2));
+            assert_eq!(
+                value(&mut again, "a").as_deref(),
+                Some("1"),
+                "the third count was never checkpointed"
+            );
+            again.close();
+        }
     }
 
     /// Issue 28: a snapshot append that the sink stored in part, failed,

@@ -151,7 +151,7 @@ impl std::fmt::Debug for QueueStore {
 fn rocks_error(path: &Path, e: rocksdb::Error) -> StateError {
     StateError::RocksDb {
         path: path.display().to_string(),
-        message: e.into_string(),
+        source: e,
     }
 }
 
@@ -258,9 +258,14 @@ impl QueueStore {
         if !path.exists() {
             return Ok(());
         }
-        DB::destroy(&Options::default(), path).map_err(|e| rocks_error(path, e))?;
-        let _ = std::fs::remove_dir_all(path);
-        Ok(())
+        // A corrupt database may not let RocksDB destroy it: its files
+        // are removed all the same.
+        let destroyed = DB::destroy(&Options::default(), path).map_err(|e| rocks_error(path, e));
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(_) if !path.exists() => Ok(()),
+            Err(_) => destroyed,
+        }
     }
 
     /// The directory of the database.

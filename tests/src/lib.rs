@@ -357,7 +357,14 @@ pub fn run_until_interrupted(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let interrupt = rocketmq_streams::io::Interrupt::install()?;
     eprintln!("{name}: started");
+    // A test that cannot ask this process reads its counters from a file
+    // (rewritten every 100 ms): `fenced <n>`.
+    let metrics_file = std::env::var_os("ROCKETMQ_STREAMS_TEST_METRICS");
     while !interrupt.is_set() && !runtime.has_stopped() {
+        if let Some(path) = &metrics_file {
+            let m = runtime.metrics();
+            let _ = std::fs::write(path, format!("fenced {}\n", m.total(|s| s.fenced)));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     runtime.stop()?;

@@ -22,6 +22,7 @@ fn spawn(cluster: &TestCluster, job: &str, input: &str, output: &str, dir: &std:
     std::process::Command::new(env!("CARGO_BIN_EXE_wordcount-job"))
         .args([&cluster.client.namesrv_addr, job, input, output])
         .arg(dir)
+        .env("ROCKETMQ_STREAMS_TEST_METRICS", metrics_file(dir))
         // Heartbeat every 10 s (the client's minimum) and rebalance every
         // 2 s, so a frozen instance's queues move within ~40 s.
         .env("WORDCOUNT_HEARTBEAT_MS", "10000")
@@ -29,6 +30,19 @@ fn spawn(cluster: &TestCluster, job: &str, input: &str, output: &str, dir: &std:
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn the job process")
+}
+
+/// Where the job process in `dir` writes its counters.
+fn metrics_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("metrics.txt")
+}
+
+/// How often the job process in `dir` found a queue claimed by a newer owner.
+fn fenced(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(metrics_file(dir))
+        .ok()
+        .and_then(|t| t.strip_prefix("fenced ")?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -63,6 +77,12 @@ fn a_resumed_old_owner_cannot_change_the_state_of_queues_it_lost() {
     // a runs on with what it held; its checkpoints meet b's claims.
     signal(&a, libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(10));
+    // It did meet a fence (issue 28: the test once passed without proving it).
+    let a_fenced = fenced(dir_a.path());
+    assert!(
+        a_fenced >= 1,
+        "the resumed owner never found its queues claimed (fenced {a_fenced})"
+    );
     for child in [&mut a, &mut b] {
         signal(child, libc::SIGTERM);
         let stopped = wait_for(Duration::from_secs(60), || child.try_wait().expect("wait"));

@@ -143,6 +143,7 @@ pub(crate) struct ShardCounters {
     pub(crate) late: AtomicU64,
     pub(crate) restored: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) fenced: AtomicU64,
     pub(crate) join_records: Gauge,
     /// Records given to the shard and not yet done with (processed, or
     /// held out of flight while their queue restores); written by the
@@ -189,6 +190,7 @@ impl ShardCounters {
             late: get(&self.late),
             restored: get(&self.restored),
             checkpoints: get(&self.checkpoints),
+            fenced: get(&self.fenced),
             join_records: self.join_records.get(),
             records_in_flight: get(&self.records_in_flight),
             queues: self.queues.lock().map(|q| q.clone()).unwrap_or_default(),
@@ -232,6 +234,12 @@ pub struct ShardMetrics {
     pub restored: u64,
     /// State checkpoints (changelog + marker + RocksDB) completed.
     pub checkpoints: u64,
+    /// Times an owner of this shard found its queue claimed by a newer
+    /// owner (a rebalance that gave the queue to two instances for a
+    /// while, an owner that was paused or cut off): its late writes did
+    /// not count, its unsent outputs were dropped, and it restored the
+    /// queue again or let it go.
+    pub fenced: u64,
     /// Records kept in join state by this shard's queues now (a gauge: it
     /// rises as records arrive and falls as their windows close or their
     /// queue leaves the shard).

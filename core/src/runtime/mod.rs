@@ -23,8 +23,10 @@
 //! commit interval and on stop. After a crash, records after the last
 //! commit are processed again; nothing is lost.
 
+mod admission;
 pub mod env;
 mod handoff;
+mod idle;
 mod inbox;
 pub(crate) mod metrics;
 mod prometheus;
@@ -85,23 +87,29 @@ pub struct RuntimeConfig {
     pub commit_interval: Duration,
     /// Records per poll (and so per batch a shard processes). Default: 1024.
     pub poll_batch: usize,
-    /// Back-pressure: the coordinator polls only while every shard holds
-    /// fewer than this many batches unfinished (given to it and not yet
-    /// processed with every output acknowledged). A shard that falls
-    /// behind, as when the broker stalls and its sends wait, stops getting
-    /// records; meanwhile the consumer's buffer fills and the next polls
-    /// come back full, so a busy job works in large batches.
+    /// Back-pressure, per shard: a shard is given a batch only while it
+    /// holds fewer than this many batches unfinished (given to it and not
+    /// yet processed with every output acknowledged). A shard that falls
+    /// behind — the broker stalls and its sends wait, or a queue of it
+    /// restores and holds its batches — stops getting records: the
+    /// consumer stops pulling its queues, and what was pulled of them
+    /// already waits in the coordinator, in order. The other shards go on.
+    /// Meanwhile the consumer's buffer fills and the next polls come back
+    /// full, so a busy job works in large batches.
     ///
     /// One poll brings at most `poll_batch` records in all (split into a
     /// batch per queue), so a shard never holds more than
     /// `max_batches_in_flight × poll_batch` records given to it unfinished
     /// (its gauge [`ShardMetrics::records_in_flight`]). Not counted there:
     /// up to 16 batches per queue whose state is being restored, held aside
-    /// meanwhile (so the shard's other queues go on), and the records a
-    /// shard reads itself to fill a gap in a queue (at most 1,024 at a
-    /// time). With [`consumer_buffer`](Self::consumer_buffer) this bounds
-    /// what a job holds of its input. At least 1; default: 8 (8,192
-    /// records with the default `poll_batch`).
+    /// meanwhile (so the shard's other queues go on), the records a shard
+    /// reads itself to fill a gap in a queue (at most 1,024 at a time), and
+    /// what waits in the coordinator for a full shard (what the consumer
+    /// had pulled of its queues when they were paused: at most
+    /// `min(1000, consumer_buffer)` messages and one pull per queue). With
+    /// [`consumer_buffer`](Self::consumer_buffer) this bounds what a job
+    /// holds of its input. At least 1; default: 8 (8,192 records with the
+    /// default `poll_batch`).
     pub max_batches_in_flight: usize,
     /// Messages the RocketMQ consumer pulls ahead of the job and buffers,
     /// over all the queues this instance owns (the client's
@@ -332,6 +340,7 @@ impl StreamRuntime {
             .pull_batch_size
             .min(u32::try_from(config.poll_batch).unwrap_or(u32::MAX));
         source_config.buffer_messages = config.consumer_buffer;
+        let tagged = source_config.tags.clone();
         let source = {
             let io2 = io.clone();
             let client = config.client.clone();
@@ -356,6 +365,18 @@ impl StreamRuntime {
             let written = Arc::new(metrics::ShuffleWritten::new(shuffle.clone()));
             (shuffle, Arc::new(state), reader, written)
         });
+        // The coordinator reads tagged source queues past what their
+        // subscription does not match (see `Coordinator::skip_unmatched`).
+        let reader = match &keyed {
+            Some((_, _, reader, _)) => Some(reader.clone()),
+            None if !tagged.is_empty() => {
+                let io2 = io.clone();
+                let client = config.client.clone();
+                let group = format!("{}-producer-tag-reader", topology.job_id());
+                Some(io.block_on(async move { rocketmq_streams_io::QueueReader::start(io2, &client, &group).await })??)
+            }
+            None => None,
+        };
         let sink_routes = Arc::new(sink_routes);
         let dlq_route = Arc::new(dlq_route);
         let mut outboxes = Vec::new();
@@ -423,7 +444,9 @@ impl StreamRuntime {
         let coordinator = Coordinator {
             source: Some(source),
             sink: Some(sink),
-            reader: keyed.as_ref().map(|(_, _, reader, _)| reader.clone()),
+            reader,
+            tagged,
+            delivered: HashMap::new(),
             admin,
             written: keyed.as_ref().map(|(_, _, _, written)| written.clone()),
             lag_refreshed: None,
@@ -439,7 +462,7 @@ impl StreamRuntime {
                     gauge: gauge.clone(),
                 })
                 .collect(),
-            max_in_flight: config.max_batches_in_flight,
+            admission: admission::Admission::new(config.shards, config.max_batches_in_flight),
             acked: HashMap::new(),
             poisoned: HashSet::new(),
             stop: stop.clone(),
@@ -692,8 +715,15 @@ struct InFlight {
 struct Coordinator {
     source: Option<Source>,
     sink: Option<Sink>,
-    /// The state topic's reader, shared with the shards for restores.
+    /// The state topic's reader, shared with the shards for restores (also
+    /// there for a stateless job with tagged sources).
     reader: Option<rocketmq_streams_io::QueueReader>,
+    /// The tag expression of each tagged source topic.
+    tagged: HashMap<String, String>,
+    /// The next offset of the last batch of each tagged source queue given
+    /// to a shard: a queue whose batches are all acknowledged has none in
+    /// flight.
+    delivered: HashMap<QueueId, Offset>,
     /// Reads the queues' end offsets, for the lag metric.
     admin: Admin,
     /// What this instance wrote to the shuffle topic: the lag of a shuffle
@@ -711,8 +741,8 @@ struct Coordinator {
     /// [`ShardEvent::Held`] give a batch back); its records are published
     /// to its gauge.
     in_flight: Vec<InFlight>,
-    /// [`RuntimeConfig::max_batches_in_flight`].
-    max_in_flight: usize,
+    /// Back-pressure per shard ([`RuntimeConfig::max_batches_in_flight`]).
+    admission: admission::Admission,
     acked: HashMap<QueueId, Offset>,
     poisoned: HashSet<QueueId>,
     stop: Arc<AtomicBool>,
@@ -760,6 +790,8 @@ impl Coordinator {
                     AssignmentChange::Revoked(q) => {
                         tracing::info!(queue = %q, "queue revoked");
                         self.acked.remove(&q);
+                        self.delivered.remove(&q);
+                        self.admission.forget(&q);
                         if let Some(routes) = self.queries.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                             routes.owners.remove(&q);
                         }
@@ -769,11 +801,11 @@ impl Coordinator {
                     }
                 }
             }
-            if self.in_flight.iter().any(|n| n.batches >= self.max_in_flight) {
-                tracing::trace!(
-                    batches_in_flight = ?self.in_flight.iter().map(|n| n.batches).collect::<Vec<_>>(),
-                    "shards busy; not polling"
-                );
+            self.release_waiting()?;
+            self.apply_pauses().await;
+            let in_flight: Vec<usize> = self.in_flight.iter().map(|n| n.batches).collect();
+            if self.admission.all_full(&in_flight) {
+                tracing::trace!(batches_in_flight = ?in_flight, "shards busy; not polling");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else {
                 let Some(source) = self.source.as_ref() else { break };
@@ -791,9 +823,9 @@ impl Coordinator {
                         continue;
                     }
                     let shard = self.shard_of(&batch.queue);
-                    self.count_in_flight(shard, batch.records.len(), true);
-                    if self.shards[shard].send(ShardMsg::Batch(batch)).is_err() {
-                        return Err(StreamsError::Topology(format!("shard {shard} is gone")));
+                    let in_flight = self.in_flight[shard].batches;
+                    if let Some(batch) = self.admission.admit(shard, in_flight, batch) {
+                        self.give(shard, batch)?;
                     }
                 }
             }
@@ -811,6 +843,8 @@ impl Coordinator {
                     let _ = shard.send(ShardMsg::Tick);
                 }
                 self.reconcile().await;
+                self.fix_starts().await;
+                self.skip_unmatched().await;
                 self.commit().await?;
                 last_commit = Instant::now();
             }
@@ -831,6 +865,96 @@ impl Coordinator {
                 "the consumer's assignment differed from what its rebalance reported; following the assignment"
             ),
             Err(error) => tracing::debug!(%error, "cannot read the consumer's assignment"),
+        }
+    }
+
+    /// Gives `batch` to `shard`, counting it in flight.
+    fn give(&mut self, shard: usize, batch: rocketmq_streams_io::QueueBatch) -> Result<()> {
+        self.count_in_flight(shard, batch.records.len(), true);
+        if let (true, Some(next)) = (self.tagged.contains_key(batch.queue.topic()), batch.next_offset()) {
+            self.delivered.insert(batch.queue.clone(), next);
+        }
+        if self.shards[shard].send(ShardMsg::Batch(batch)).is_err() {
+            return Err(StreamsError::Topology(format!("shard {shard} is gone")));
+        }
+        Ok(())
+    }
+
+    /// Gives each shard with room the batches that waited for it, in order.
+    fn release_waiting(&mut self) -> Result<()> {
+        for shard in 0..self.shards.len() {
+            while let Some(batch) = self.admission.next_for(shard, self.in_flight[shard].batches) {
+                self.give(shard, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses the consumer's queues of full shards and resumes the others
+    /// (see [`admission`]).
+    async fn apply_pauses(&mut self) {
+        let in_flight: Vec<usize> = self.in_flight.iter().map(|n| n.batches).collect();
+        let (pause, resume) = self.admission.pauses(&self.owner, &in_flight);
+        let Some(source) = self.source.as_ref() else { return };
+        if !pause.is_empty() {
+            tracing::debug!(queues = ?pause, "shard full: pausing its queues");
+            source.pause(pause).await;
+        }
+        if !resume.is_empty() {
+            tracing::debug!(queues = ?resume, "shard has room again: resuming its queues");
+            source.resume(resume).await;
+        }
+    }
+
+    /// Fixes where queues assigned under [`ConsumeFrom::Last`] start
+    /// ([`Source::fix_starts`]); a failure waits for the next interval.
+    async fn fix_starts(&mut self) {
+        let Some(source) = self.source.as_mut() else { return };
+        let shuffle = self.shuffle_topic.as_deref();
+        if let Err(error) = source.fix_starts(|q| Some(q.topic()) != shuffle).await {
+            tracing::debug!(%error, "cannot fix where queues start yet");
+        }
+    }
+
+    /// Moves the acknowledged offset of each owned tagged source queue with
+    /// no batch in flight past the messages its tag expression does not
+    /// match (read on the broker, which filters by tag): the consumer never
+    /// delivers those, so without this the group's committed offset would
+    /// stop at the last message that matched, and whatever waits for the
+    /// group to consume its input (a window's idle firing) would wait
+    /// forever behind a tail of other tags (issue 28). Only queues that the
+    /// last lag reading showed behind are read; a failed read waits for the
+    /// next commit interval.
+    async fn skip_unmatched(&mut self) {
+        let (Some(reader), Some(source)) = (&self.reader, &self.source) else {
+            return;
+        };
+        let behind: Vec<(QueueId, Offset)> = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.owner
+                .keys()
+                .filter(|q| self.tagged.contains_key(q.topic()) && !self.poisoned.contains(*q))
+                .filter(|q| state.lag.get(*q).is_none_or(|&lag| lag > 0))
+                .filter_map(|q| {
+                    let done = self.acked.get(q).or_else(|| source.committed().get(q)).copied()?;
+                    // Batches in flight: their acknowledgements come first.
+                    let idle = self.delivered.get(q).is_none_or(|&d| d <= done);
+                    idle.then(|| (q.clone(), done))
+                })
+                .collect()
+        };
+        for (queue, from) in behind {
+            let tags = &self.tagged[queue.topic()];
+            match reader.read_matching(queue.clone(), from, 1, tags).await {
+                Ok(Ok(chunk)) if chunk.records.is_empty() && chunk.next > from => {
+                    tracing::debug!(%queue, %from, next = %chunk.next, "no message matches the subscription: skipped");
+                    self.acked.insert(queue, chunk.next);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) | Err(error) => {
+                    tracing::debug!(%queue, %error, "cannot read past unmatched messages yet");
+                }
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `rocketmq_streams_records_in_total`, `_records_out_total`, `_skipped_total`, `_dead_lettered_total`, `_late_total`, `_shuffled_total`, `_duplicates_total` | counter | job, shard |
-//! | `rocketmq_streams_checkpoints_total`, `rocketmq_streams_restored_total` (state changes applied while restoring: restore progress) | counter | job, shard |
+//! | `rocketmq_streams_checkpoints_total`, `rocketmq_streams_restored_total` (state changes applied while restoring: restore progress), `rocketmq_streams_fenced_total` (an owner found its queue claimed by a newer one) | counter | job, shard |
 //! | `rocketmq_streams_join_records`, `rocketmq_streams_records_in_flight` | gauge | job, shard |
 //! | `rocketmq_streams_lag` (messages), `rocketmq_streams_committed_offset` | gauge | job, queue |
 //! | `rocketmq_streams_dispatch_behind_bytes` | gauge | job |
@@ -53,7 +53,7 @@ impl std::fmt::Debug for JobCollector {
 
 type ShardCounter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
 
-const SHARD_COUNTERS: [ShardCounter; 9] = [
+const SHARD_COUNTERS: [ShardCounter; 10] = [
     (
         "records_in",
         "Records consumed (a shuffle frame counts its records).",
@@ -78,6 +78,11 @@ const SHARD_COUNTERS: [ShardCounter; 9] = [
         |s| s.duplicates,
     ),
     ("checkpoints", "State checkpoints completed.", |s| s.checkpoints),
+    (
+        "fenced",
+        "Times an owner found its queue claimed by a newer owner.",
+        |s| s.fenced,
+    ),
     (
         "restored",
         "State changes applied while restoring queues from the state topic.",
@@ -291,6 +296,7 @@ mod tests {
             late: 0,
             restored: 5,
             checkpoints: 2,
+            fenced: 0,
             join_records: 0,
             records_in_flight: 1024,
             queues: Vec::new(),

@@ -17,6 +17,7 @@ use rocketmq_streams_state::{
 use tracing::Instrument;
 
 use super::handoff::{await_answers, write_handed, HandOff, HandOffLinks};
+use super::idle::{input_consumed, InputReads};
 use super::inbox::Inbox;
 use super::metrics::{Latencies, ShardCounters, ShardId, ShuffleWritten};
 use crate::error::{SerdeError, StreamsError};
@@ -257,17 +258,24 @@ impl StateLog for StateQueueLog {
         })
         .await
         {
-            Ok(chunk) => Ok(LogChunk {
-                records: chunk
-                    .records
-                    .into_iter()
-                    .map(|r| LogRecord {
-                        offset: r.offset.0,
-                        body: r.body,
-                    })
-                    .collect(),
-                next: chunk.next.0,
-            }),
+            Ok(chunk) => {
+                // A state message without a body may be this engine's:
+                // skipping it could lose state, so the restore stops.
+                if let Some(why) = chunk.records.iter().find_map(|r| r.malformed.as_ref()) {
+                    return Err(StateError::Malformed(format!("state topic {}: {why}", self.queue)));
+                }
+                Ok(LogChunk {
+                    records: chunk
+                        .records
+                        .into_iter()
+                        .map(|r| LogRecord {
+                            offset: r.offset.0,
+                            body: r.body,
+                        })
+                        .collect(),
+                    next: chunk.next.0,
+                })
+            }
             Err(e) => Err(self.error(&e, e.is_retriable())),
         }
     }
@@ -692,7 +700,12 @@ impl Shard {
         if !due {
             return Ok(None);
         }
-        if !self.input_consumed(queue, next).await {
+        let consumed = match input_consumed(self, queue, next).await {
+            Ok(consumed) => consumed,
+            Err(StreamsError::State(e @ StateError::Fenced { .. })) => return Err(self.refence(queue, e)),
+            Err(e) => return Err(e),
+        };
+        if !consumed {
             if let Some(st) = self.states.get_mut(queue) {
                 self.ctx.store = st.owned.take_store();
                 self.ctx.rollback(mark);
@@ -723,34 +736,6 @@ impl Shard {
         fired?;
         self.send_any(queue, dead).await?;
         Ok(checkpointed)
-    }
-
-    /// Whether the job's whole input is consumed: nothing waits in `queue`
-    /// past `next`, and the group has committed every other queue of its
-    /// source topics (the shuffle topic included) to its end. Only then
-    /// may an idle step move event time on: a record still on its way
-    /// (a source queue's owner restarting, another stage behind) would
-    /// find its window closed. Any failure to tell answers no.
-    async fn input_consumed(&mut self, queue: &QueueId, next: Offset) -> bool {
-        let Some(state) = &self.setup.state else {
-            return false;
-        };
-        match state.reader.bounds(queue.clone()).await {
-            Ok(Ok((_, end))) if end <= next => {}
-            _ => return false,
-        }
-        if self.lag.as_ref().is_none_or(|(at, _)| at.elapsed() >= LAG_FRESH) {
-            let lag = group_lag(&state.admin, &self.setup.topology).await;
-            self.lag = Some((Instant::now(), lag));
-        }
-        match self.lag.as_ref().map(|(_, lag)| lag) {
-            Some(Ok(lag)) => lag.iter().all(|(q, &behind)| q == queue || behind == 0),
-            Some(Err(error)) => {
-                tracing::debug!(%queue, %error, "cannot read the group's lag; the idle step waits");
-                false
-            }
-            None => false,
-        }
     }
 
     /// Sends what the context holds, if anything (see [`send_outputs`](Self::send_outputs)).
@@ -1052,6 +1037,7 @@ impl Shard {
     /// could not start.
     fn refence(&mut self, queue: &QueueId, fenced: StateError) -> StreamsError {
         tracing::warn!(%queue, error = %fenced, "a newer owner claimed the queue; restoring it again");
+        ShardCounters::add(&self.setup.counters.fenced, 1);
         self.pipelines.remove(queue);
         self.drop_state(queue);
         self.ctx.discard_outputs();
@@ -1442,27 +1428,83 @@ const LAG_FRESH: Duration = Duration::from_millis(500);
 
 /// How far the job's consumer group trails each queue of its source topics
 /// (the shuffle topic included): a queue that holds messages and for which
-/// the broker reports no committed offset counts as not consumed. While a
-/// broker has stored messages not yet indexed into its consume queues (read
-/// first), no queue counts as consumed: the end offsets may be short.
+/// the broker reports no committed offset counts as not consumed. (A
+/// tagged source's offsets move past what its subscription does not match,
+/// and a `Last` source's queues are committed at their start, so both
+/// read 0 once consumed; see `Coordinator::skip_unmatched` and
+/// `Source::fix_starts`.)
 async fn group_lag(
     admin: &rocketmq_streams_io::Admin,
     topology: &Topology,
 ) -> Result<HashMap<QueueId, u64>, rocketmq_streams_io::Error> {
-    let backlog = u64::from(admin.dispatch_behind().await? > 0);
     let mut all = HashMap::new();
     for topic in topology.source_topics() {
         let lag = admin.group_lag(topology.job_id(), topic).await?;
         for offsets in admin.queue_offsets(topic).await? {
             let behind = match lag.get(&offsets.queue) {
                 Some(&behind) => behind,
-                None if offsets.max.0 <= 0 => 0,
+                None if offsets.max.0 <= offsets.min.0 => 0,
                 None => u64::MAX,
             };
-            all.insert(offsets.queue, behind.max(backlog));
+            all.insert(offsets.queue, behind);
         }
     }
     Ok(all)
+}
+
+/// How long an idle step waits for its settling marker to be readable.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The reads of an idle step, on the broker (see [`super::idle`]).
+impl InputReads for Shard {
+    async fn lag(&mut self) -> Result<HashMap<QueueId, u64>, StreamsError> {
+        let Some(state) = &self.setup.state else {
+            return Err(StreamsError::Topology("a keyed queue but no state".into()));
+        };
+        if self.lag.as_ref().is_none_or(|(at, _)| at.elapsed() >= LAG_FRESH) {
+            let lag = group_lag(&state.admin, &self.setup.topology).await;
+            self.lag = Some((Instant::now(), lag));
+        }
+        match self.lag.as_ref().map(|(_, lag)| lag) {
+            Some(Ok(lag)) => Ok(lag.clone()),
+            Some(Err(error)) => Err(StreamsError::Topology(format!("the group's lag: {error}"))),
+            None => Err(StreamsError::Topology("the group's lag was not read".into())),
+        }
+    }
+
+    async fn settle(&mut self, queue: &QueueId) -> Result<bool, StreamsError> {
+        let (Some(state), Some(st)) = (&self.setup.state, self.states.get_mut(queue)) else {
+            return Ok(false);
+        };
+        if !st.owned.settle(&st.log, SETTLE_PATIENCE).await? {
+            return Ok(false);
+        }
+        // Brokers the marker does not settle: the queue's own, if its
+        // state queue is elsewhere; and, where a keyed stage feeds another,
+        // those of the other shuffle queues, whose frames come here later.
+        let mut others: Vec<String> = Vec::new();
+        if st.log.queue.broker() != queue.broker() {
+            others.push(queue.broker().to_string());
+        }
+        if self.setup.topology.chained_shuffle() {
+            for q in state.shuffle_route.iter() {
+                if q.broker() != st.log.queue.broker() && !others.iter().any(|b| b == q.broker()) {
+                    others.push(q.broker().to_string());
+                }
+            }
+        }
+        if others.is_empty() {
+            return Ok(true);
+        }
+        Ok(state.admin.dispatch_behind_of(Some(others)).await? == 0)
+    }
+
+    async fn end(&mut self, queue: &QueueId) -> Result<Offset, StreamsError> {
+        let Some(state) = &self.setup.state else {
+            return Err(StreamsError::Topology("a keyed queue but no state".into()));
+        };
+        Ok(state.reader.bounds(queue.clone()).await??.1)
+    }
 }
 
 /// The task of `queue`, made on its first use.

@@ -20,7 +20,7 @@
 use bytes::Bytes;
 use rocketmq_streams_io::{QueueId, Record};
 
-use crate::error::StreamsError;
+use crate::error::{SerdeError, StreamsError};
 use crate::processor::Context;
 use crate::topology::SourcePipeline;
 
@@ -75,7 +75,15 @@ impl QueueTask {
                 };
                 judge(body, &error, at)
             };
-            if let Err(e) = self.pipeline.process(&self.queue, message, ctx, &mut failed) {
+            let processed = match &message.malformed {
+                // No record to process (no body): the policy's, with why.
+                Some(why) => {
+                    ctx.unframed += 1;
+                    failed(&message.body, None, SerdeError::new("message", why.clone()).into())
+                }
+                None => self.pipeline.process(&self.queue, message, ctx, &mut failed),
+            };
+            if let Err(e) = processed {
                 ctx.discard_outputs();
                 return Err(e);
             }
@@ -197,5 +205,38 @@ mod tests {
         // The same batch under Skip: three outputs, the poison skipped.
         task.run(&batch, &mut ctx, &mut |_, _, _| Ok(())).expect("skipped");
         assert_eq!(ctx.outputs[0].len(), 3);
+    }
+
+    /// Issue 28: a message without a body was an empty record; it now goes
+    /// to the error policy with its reason, and the batch goes on.
+    #[test]
+    fn a_message_without_a_body_goes_to_the_policy_with_its_reason() {
+        let builder = StreamBuilder::new("bodies");
+        builder.source("in", Utf8).sink("out", Utf8);
+        let topology = builder.build().expect("topology");
+        let mut task = QueueTask::new(
+            QueueId::new("in", "b", 0),
+            "in#0".into(),
+            topology.pipeline("in").expect("a pipeline"),
+        );
+        let mut ctx = Context::new(1);
+        let batch = [
+            Record {
+                malformed: Some("message m at offset 0 has no body".into()),
+                ..Record::new(Offset(0), Bytes::new(), 0)
+            },
+            Record::new(Offset(1), Bytes::from_static(b"x"), 0),
+        ];
+        let mut judged = Vec::new();
+        task.run(&batch, &mut ctx, &mut |_, error, at| {
+            judged.push((at, error.to_string()));
+            Ok(())
+        })
+        .expect("skipped");
+        assert_eq!(judged.len(), 1);
+        assert_eq!(judged[0].0, "in#0:0");
+        assert!(judged[0].1.contains("has no body"), "{}", judged[0].1);
+        assert_eq!(ctx.outputs[0].len(), 1, "the empty body was not processed");
+        assert_eq!(ctx.unframed, 1, "counted as a record read");
     }
 }
